@@ -1,0 +1,362 @@
+"""Pydantic models of the Capillary API as this project uses it (../shared/capillary-api.md).
+
+Field names are spelled exactly as the API spells them, so ``model_dump(by_alias=False)``
+is the wire format. The client (``associate.hook``) and the sandbox
+(``associate.sandbox``) share these models and nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+
+def _parse_cap_datetime(value: Any) -> Any:
+    # The API's date-times always carry an offset; a naive value is taken as UTC so
+    # that what we send is never ambiguous.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def format_cap_datetime(value: datetime) -> str:
+    """Format a date-time as the API expects: ``YYYY-MM-DDTHH:MM:SS+HH:MM``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat(timespec="seconds")
+
+
+CapDateTime = Annotated[
+    datetime,
+    BeforeValidator(_parse_cap_datetime),
+    PlainSerializer(format_cap_datetime, return_type=str),
+]
+
+IdentifierType = Literal[
+    "mobile", "email", "externalId", "wechat", "martjackId", "fbId", "tmall_uname",
+    "cuid", "ali_uname", "jd_uname", "vip_uname", "mobilePush", "line", "unionId",
+    "cardnumber",
+]
+PRIMARY_IDENTIFIER_TYPES = ("mobile", "email", "externalId")
+CommChannelType = Literal["mobile", "email", "wechat", "ios", "android", "line", "mobilePush"]
+LoyaltyType = Literal["loyalty", "non_loyalty"]
+
+
+class Codes:
+    """Error and warning codes of the contract."""
+
+    INVALID_MOBILE = 1001
+    INVALID_EMAIL = 1002
+    INVALID_EXTERNAL_ID = 1003
+    NO_PRIMARY_IDENTIFIER = 1007
+    ALREADY_REGISTERED = 1014
+    EMAIL_USED = 1016
+    MOBILE_USED = 1032
+    EXTERNAL_ID_USED = 1033
+    REGISTRATION_DATE_OUT_OF_RANGE = 1034
+    NO_IDENTIFIER_NON_LOYALTY = 1045
+    PREFERRED_STORE_NOT_FOUND = 1053
+    BATCH_LIMIT_EXCEEDED = 1060
+    INVALID_INPUT = 400
+    ALL_FAILED = 500
+    INVALID_MOBILE_WARNING = 8056
+    INVALID_MOBILE_CHANNEL_WARNING = 8058
+    CUSTOMER_NOT_FOUND = 8015
+    POINTS_PROCESSING_FAILED = 19223
+    EXTENDED_FIELDS_FAILED = 91015
+    VALUE_USED_BY_OTHER_USER = 91007
+    INVALID_TILL = 91020
+
+
+class ApiModel(BaseModel):
+    """Base of request models: unknown fields are ignored, as the real service does."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON-ready wire form, without unset optional fields."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ResponseModel(BaseModel):
+    """Base of response models: extra fields are kept, so nothing the server says is lost."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# --- messages ---------------------------------------------------------------------------
+
+
+class ApiMessage(ResponseModel):
+    """A warning or an error: ``{status: false, code, message}``."""
+
+    status: bool = False
+    code: int
+    message: str = ""
+
+
+class ErrorResponse(ResponseModel):
+    """Body of a whole-request error (HTTP 4xx/5xx)."""
+
+    errors: list[ApiMessage]
+
+
+# --- customers: request -----------------------------------------------------------------
+
+
+class Identifier(ApiModel):
+    """A customer identifier; ``cardnumber`` carries the card's series and status."""
+
+    type: IdentifierType
+    value: str = Field(min_length=1)
+    seriesId: int | None = None
+    seriesCode: str | None = None
+    statusLabel: str | None = None
+    cardExternalId: str | None = None
+    extendedFields: dict[str, Any] | None = None
+
+
+class CommChannel(ApiModel):
+    """A communication channel of a profile."""
+
+    type: CommChannelType
+    value: str = Field(min_length=1)
+    primary: bool = False
+    verified: bool = False
+
+
+class Profile(ApiModel):
+    """One source profile of a customer."""
+
+    firstName: str | None = None
+    lastName: str | None = None
+    identifiers: list[Identifier] = Field(min_length=1)
+    commChannels: list[CommChannel] = Field(default_factory=list)
+    fields: dict[str, Any] = Field(default_factory=dict)
+    source: str = "INSTORE"
+    accountId: str | None = None
+    createDate: CapDateTime | None = None
+    associatedWith: str | None = None
+    lastViewedDate: date | None = None
+
+
+class CustomerRef(ApiModel):
+    """A parent or child customer inside ``associationDetails``."""
+
+    profiles: list[Profile] = Field(min_length=1)
+    extendedFields: dict[str, Any] = Field(default_factory=dict)
+
+
+class FleetCompanyRef(ApiModel):
+    """The fleet company a customer is associated with."""
+
+    externalId: str = Field(min_length=1)
+
+
+class AssociationDetails(ApiModel):
+    """Hierarchy, role, company, parent and children of a customer."""
+
+    hierarchyCode: str = Field(min_length=1)
+    roleCode: str = Field(min_length=1)
+    fleetCompany: FleetCompanyRef | None = None
+    parentCustomer: CustomerRef | None = None
+    childCustomers: list[CustomerRef] = Field(default_factory=list)
+    childRoleCode: str | None = None
+
+
+class LoyaltyInfo(ApiModel):
+    """Whether the customer is enrolled in loyalty."""
+
+    loyaltyType: LoyaltyType
+
+
+class ProgramEnrollment(ApiModel):
+    """Enrolment in one loyalty program."""
+
+    programId: int
+    tierNumber: int | None = Field(default=None, ge=1)
+    loyaltyPoints: int | None = None
+    tierExpiryDate: CapDateTime | None = None
+    pointsExpiryDate: CapDateTime | None = None
+
+
+class CustomerElement(ApiModel):
+    """One element of ``POST /v2/customers/bulk``."""
+
+    profiles: list[Profile] = Field(min_length=1)
+    loyaltyInfo: LoyaltyInfo
+    loyaltyProgramEnrollments: list[ProgramEnrollment] = Field(default_factory=list)
+    extendedFields: dict[str, Any] = Field(default_factory=dict)
+    referralCode: str | None = None
+    associationDetails: AssociationDetails | None = None
+
+
+# --- customers: response ----------------------------------------------------------------
+
+
+class Attribution(ResponseModel):
+    """Who created and modified a profile, and when."""
+
+    createDate: str | None = None
+    createdBy: Any = None
+    modifiedBy: Any = None
+    modifiedDate: str | None = None
+
+
+class StoredFleetCompany(ResponseModel):
+    """The fleet company as stored, with its Capillary id."""
+
+    externalId: str | None = None
+    companyId: int | None = None
+
+
+class StoredAssociation(ResponseModel):
+    """``associationDetails`` as stored by Capillary."""
+
+    hierarchyCode: str | None = None
+    hierarchyId: int | None = None
+    roleCode: str | None = None
+    fleetCompany: StoredFleetCompany | None = None
+    parentRoleId: int | None = None
+    skipLevelAllowed: bool | None = None
+    new: bool | None = None
+    childCustomer: bool | None = None
+    childRoleCode: str | None = None
+
+
+class CustomerEntity(ResponseModel):
+    """A customer as answered by the bulk call (the element's ``entity``)."""
+
+    id: int
+    profiles: list[dict[str, Any]] = Field(default_factory=list)
+    loyaltyInfo: dict[str, Any] | None = None
+    segments: Any = None
+    referralCode: str | None = None
+    associationDetails: StoredAssociation | None = None
+    extendedFields: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[ApiMessage] = Field(default_factory=list)
+
+
+class BulkResultElement(ResponseModel):
+    """One element of the bulk answer, in request order."""
+
+    entity: CustomerEntity | None = None
+    childEntities: list[CustomerEntity] = Field(default_factory=list)
+    childCount: int = 0
+    childSuccessCount: int = 0
+    childFailureCount: int = 0
+    errors: list[ApiMessage] = Field(default_factory=list)
+    warnings: list[ApiMessage] = Field(default_factory=list)
+
+
+class LookupResponse(ResponseModel):
+    """Answer of ``GET /v2/customers/lookup``."""
+
+    entity: int
+    warnings: list[ApiMessage] = Field(default_factory=list)
+
+
+# --- auth -------------------------------------------------------------------------------
+
+
+class TokenRequest(ApiModel):
+    """Body of ``POST /v3/oauth/token/generate``."""
+
+    key: str = Field(min_length=1)
+    secret: str = Field(min_length=1)
+
+
+class TokenData(ResponseModel):
+    """The token and how long it lives."""
+
+    accessToken: str
+    ttlSeconds: int
+
+
+class TokenResponse(ResponseModel):
+    """Answer of ``POST /v3/oauth/token/generate``."""
+
+    data: TokenData | None = None
+    errors: list[ApiMessage] | None = None
+
+
+# --- companies --------------------------------------------------------------------------
+
+
+class CompanyRef(ApiModel):
+    """A reference to a company by its external id."""
+
+    externalId: str = Field(min_length=1)
+
+
+class CompanyRequest(ApiModel):
+    """Body of ``POST /v2/companies`` (and of ``PUT``, where only name and fields count)."""
+
+    name: str = Field(min_length=1)
+    externalId: str = Field(min_length=1)
+    hierarchyDefinitionCode: str = Field(min_length=1)
+    extendedFields: dict[str, Any] | None = None
+    parentCompany: CompanyRef | None = None
+
+
+class Company(ResponseModel):
+    """A fleet company as Capillary answers it."""
+
+    externalId: str
+    companyId: int
+    name: str
+    hierarchyDefinitionCode: str | None = None
+    extendedFields: dict[str, Any] | None = None
+    parentCompany: dict[str, Any] | None = None
+    isActive: bool = True
+    warnings: list[ApiMessage] = Field(default_factory=list)
+
+
+# --- hierarchy definitions --------------------------------------------------------------
+
+
+class HierarchyRole(ApiModel):
+    """A role of a hierarchy definition and the role its children take."""
+
+    code: str = Field(min_length=1)
+    childRoleCode: str | None = None
+    maxChild: int | None = Field(default=None, ge=0)
+    pointsAggregationRole: bool = False
+
+
+class HierarchyDefinition(ApiModel):
+    """A fleet hierarchy definition (``/v2/fleetHierarchy``)."""
+
+    id: int | None = None
+    code: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    roles: list[HierarchyRole] = Field(min_length=1)
+    skipRoleAllowed: bool = False
+    hierarchyCreationStrict: bool = False
+    autoGroupCreationEnabled: bool = False
+    isActive: bool = True
+
+    def role(self, code: str) -> HierarchyRole | None:
+        """The role with this code, or None."""
+        return next((r for r in self.roles if r.code == code), None)
+
+    def parent_role_of(self, code: str) -> HierarchyRole | None:
+        """The role whose children take role ``code``."""
+        return next((r for r in self.roles if r.childRoleCode == code), None)
+
+
+class HierarchyList(ResponseModel):
+    """Answer of ``GET /v2/fleetHierarchy/all``."""
+
+    entity: list[HierarchyDefinition]
+
+
+class CreatedId(ResponseModel):
+    """Answer of ``POST /v2/fleetHierarchy``."""
+
+    entity: int
+    warnings: list[ApiMessage] = Field(default_factory=list)

@@ -1,0 +1,69 @@
+"""Staging of data between tasks: Parquet files under an ``ObjectStoragePath`` base.
+
+Tasks pass only the URIs these functions return (through XCom); the frames themselves
+live in object storage (a local folder by default, ``s3://...``, ``gs://...`` by config),
+so the DAG runs unchanged on Celery or Kubernetes workers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+STAGING_ENV = "ASSOCIATE_STAGING_BASE"
+
+
+def staging_base() -> ObjectStoragePath:
+    """The staging root: ``[associate] staging_base`` / ``$ASSOCIATE_STAGING_BASE``, else AIRFLOW_HOME."""
+    from airflow.sdk import ObjectStoragePath
+
+    base = os.environ.get(STAGING_ENV) or os.environ.get("AIRFLOW__ASSOCIATE__STAGING_BASE")
+    if not base:
+        home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
+        base = "file://" + os.path.join(os.path.abspath(home), "associate", "staging")
+    return ObjectStoragePath(base)
+
+
+def _safe(part: str) -> str:
+    # run ids carry ':' and '+', which some object stores and file systems dislike.
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", part)
+
+
+def run_path(run_id: str, *parts: str) -> ObjectStoragePath:
+    """The staging location of one run (and a file or folder in it)."""
+    path = staging_base() / _safe(run_id)
+    for part in parts:
+        path = path / part
+    return path
+
+
+def write_frame(df: pd.DataFrame, path: ObjectStoragePath | str) -> str:
+    """Write a frame as Parquet and answer its URI (what goes through XCom)."""
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        df.to_parquet(handle, index=False)
+    return str(path)
+
+
+def read_frame(uri: ObjectStoragePath | str) -> pd.DataFrame:
+    """Read a frame staged by ``write_frame``."""
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(str(uri)).open("rb") as handle:
+        return pd.read_parquet(handle)
+
+
+def exists(uri: ObjectStoragePath | str) -> bool:
+    """Whether a staged file exists (used to resume a task where it stopped)."""
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(str(uri)).exists()
