@@ -29,14 +29,14 @@ def staging_base() -> ObjectStoragePath:
     return ObjectStoragePath(base)
 
 
-def _safe(part: str) -> str:
-    # run ids carry ':' and '+', which some object stores and file systems dislike.
+def safe_name(part: str) -> str:
+    """A path segment safe for every object store (run ids carry ':' and '+')."""
     return re.sub(r"[^A-Za-z0-9._=-]", "_", part)
 
 
 def run_path(run_id: str, *parts: str) -> ObjectStoragePath:
     """The staging location of one run (and a file or folder in it)."""
-    path = staging_base() / _safe(run_id)
+    path = staging_base() / safe_name(run_id)
     for part in parts:
         path = path / part
     return path
@@ -67,3 +67,24 @@ def exists(uri: ObjectStoragePath | str) -> bool:
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(str(uri)).exists()
+
+
+def write_json(obj: object, path: ObjectStoragePath | str) -> str:
+    """Write a small JSON document (run statistics) and answer its URI."""
+    import json
+
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, default=str))
+    return str(path)
+
+
+def read_json(uri: ObjectStoragePath | str) -> object:
+    """Read a document written by ``write_json``."""
+    import json
+
+    from airflow.sdk import ObjectStoragePath
+
+    return json.loads(ObjectStoragePath(str(uri)).read_text())
