@@ -1,0 +1,361 @@
+"""Valid customer rows -> ``POST /v2/customers/bulk`` elements (wire-form JSON), and payload chunks.
+
+Elements are built as plain dicts in exactly the form ``CustomerElement.to_api()`` gives
+(tests check that), because validating a million pydantic models would dominate the run.
+Each customer is its own element; a parent is referenced by its primary identifiers in
+``associationDetails.parentCustomer``. ``childCustomers`` is not used: a child object can
+carry only profiles and extended fields (no loyalty info, enrolments or role of its own),
+so children go as full elements in later batches instead (``child_keys`` is always "[]").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import re
+from typing import Any
+
+import pandas as pd
+
+from associate import staging
+
+log = logging.getLogger(__name__)
+
+ELEMENT_COLUMNS = ("entity_key", "company_external_id", "depth", "payload", "payload_hash", "child_keys")
+CHUNK_COLUMNS = ("batch_no", "entity_key", "payload", "payload_hash", "child_keys")
+# lastViewedDate is a mobilePush-channel field in the contract: it is sent only for
+# profiles of the mobile-app source, the one source whose customers have that channel.
+LAST_VIEWED_SOURCES = frozenset({"MOBILE_APP"})
+DEFAULT_SOURCE = "INSTORE"
+_NON_DIGITS = re.compile(r"\D+")
+
+
+class PayloadError(ValueError):
+    """A row that cannot become an element (validation should have caught it)."""
+
+
+def _encoder():
+    try:
+        import msgspec  # an Airflow dependency; ~5x faster than json for this
+    except ImportError:  # pragma: no cover - depends on the install
+        return lambda obj: json.dumps(obj, sort_keys=True, separators=(",", ":"),
+                                      ensure_ascii=False).encode("utf-8")
+    encoder = msgspec.json.Encoder(order="sorted")
+    return encoder.encode
+
+
+_encode = _encoder()
+
+
+def canonical_bytes(element: dict[str, Any]) -> bytes:
+    """The canonical JSON of an element as UTF-8: sorted keys, no spaces, text not escaped."""
+    return _encode(element)
+
+
+def canonical_json(element: dict[str, Any]) -> str:
+    """The canonical JSON of an element as text (what the payload column holds)."""
+    return _encode(element).decode("utf-8")
+
+
+def payload_hash(payload: str) -> str:
+    """sha256 (hex) of a canonical payload."""
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def normalize_mobile(value: Any) -> str | None:
+    """E.164 digits without '+' (separators dropped)."""
+    if value is None:
+        return None
+    digits = _NON_DIGITS.sub("", str(value))
+    return digits or None
+
+
+def normalize_email(value: Any) -> str | None:
+    """Trimmed and lower-cased: Capillary matches emails case-insensitively in practice."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    return text or None
+
+
+def _json_object(value: Any, column: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    text = str(value).strip()
+    if text in ("", "{}"):
+        return {}
+    parsed = json.loads(text)
+    if not isinstance(parsed, dict):
+        raise PayloadError(f"{column} is not a JSON object")
+    return parsed
+
+
+def _values(series: pd.Series) -> list[Any]:
+    """A column as a Python list with None for every kind of missing value."""
+    return series.astype(object).where(series.notna(), None).tolist()
+
+
+def _cap_datetimes(series: pd.Series) -> list[str | None]:
+    """Timestamps as the API's ``YYYY-MM-DDTHH:MM:SS+00:00`` (UTC); naive values are UTC."""
+    if not pd.api.types.is_datetime64_any_dtype(series.dtype):
+        series = pd.to_datetime(series.astype(object), utc=True, format="ISO8601", errors="coerce")
+    elif getattr(series.dt, "tz", None) is None:
+        series = series.dt.tz_localize("UTC")
+    text = series.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return text.astype(object).where(series.notna(), None).tolist()
+
+
+def _dates(series: pd.Series) -> list[str | None]:
+    out = []
+    for value in _values(series):
+        if value is None:
+            out.append(None)
+        elif hasattr(value, "strftime"):
+            out.append(value.strftime("%Y-%m-%d"))
+        else:
+            out.append(pd.Timestamp(str(value)).strftime("%Y-%m-%d"))
+    return out
+
+
+def _ints(series: pd.Series) -> list[int | None]:
+    return [None if v is None else int(v) for v in _values(series)]
+
+
+def hierarchy_depths(keys: list[str], parents: list[str | None]) -> dict[str, int | None]:
+    """Depth of each key in its parent chain (root = 0); None for keys in a cycle."""
+    parent_of = dict(zip(keys, parents))
+    depth: dict[str, int | None] = {}
+    for key in keys:
+        if key in depth:
+            continue
+        path, seen, node = [], set(), key
+        while node is not None and node in parent_of and node not in depth:
+            if node in seen:
+                # A cycle: nothing on it (or hanging from it) has a depth.
+                for item in path:
+                    depth[item] = None
+                break
+            seen.add(node)
+            path.append(node)
+            node = parent_of[node]
+        else:
+            # node is a root's (missing) parent, None, or a key whose depth is known.
+            base = -1 if node is None or node not in parent_of else depth[node]
+            for item in reversed(path):
+                base = None if base is None else base + 1
+                depth[item] = base
+    return depth
+
+
+def _primary_identifiers(mobile: str | None, email: str | None, external_id: str | None) -> list[dict]:
+    identifiers = []
+    if mobile:
+        identifiers.append({"type": "mobile", "value": mobile})
+    if email:
+        identifiers.append({"type": "email", "value": email})
+    if external_id:
+        identifiers.append({"type": "externalId", "value": external_id})
+    return identifiers
+
+
+class _Columns:
+    """The customer columns as plain lists, converted once for the whole frame."""
+
+    def __init__(self, customers: pd.DataFrame):
+        text = ("customer_key", "first_name", "last_name", "external_id", "card_number",
+                "card_series_code", "card_status_label", "loyalty_type", "company_external_id",
+                "role_code", "parent_customer_key", "till_code", "source", "account_id",
+                "extended_fields", "custom_fields")
+        for column in text:
+            setattr(self, column, _values(customers[column]))
+        self.customer_key = [str(k) for k in self.customer_key]
+        self.mobile = [normalize_mobile(v) for v in _values(customers["mobile"])]
+        self.email = [normalize_email(v) for v in _values(customers["email"])]
+        for column in ("program_id", "tier_number", "loyalty_points"):
+            setattr(self, column, _ints(customers[column]))
+        for column in ("registered_at", "tier_expiry_date", "points_expiry_date"):
+            setattr(self, column, _cap_datetimes(customers[column]))
+        self.last_viewed_date = _dates(customers["last_viewed_date"])
+
+
+def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref: dict | None) -> dict:
+    """One CustomerElement in wire form, for row ``i``."""
+    identifiers = _primary_identifiers(c.mobile[i], c.email[i], c.external_id[i])
+    if c.card_number[i]:
+        card = {"type": "cardnumber", "value": c.card_number[i]}
+        if c.card_series_code[i]:
+            card["seriesCode"] = c.card_series_code[i]
+        if c.card_status_label[i]:
+            card["statusLabel"] = c.card_status_label[i]
+        identifiers.append(card)
+    if not identifiers:
+        raise PayloadError("no identifier")
+    channels = []
+    if c.mobile[i]:
+        channels.append({"type": "mobile", "value": c.mobile[i], "primary": True, "verified": False})
+    if c.email[i]:
+        channels.append({"type": "email", "value": c.email[i], "primary": True, "verified": False})
+    source = c.source[i] or DEFAULT_SOURCE
+    profile: dict[str, Any] = {
+        "identifiers": identifiers,
+        "commChannels": channels,
+        "fields": _json_object(c.custom_fields[i], "custom_fields"),
+        "source": source,
+    }
+    for name, value in (("firstName", c.first_name[i]), ("lastName", c.last_name[i]),
+                        ("accountId", c.account_id[i]), ("createDate", c.registered_at[i]),
+                        ("associatedWith", c.till_code[i])):
+        if value is not None:
+            profile[name] = value
+    if c.last_viewed_date[i] is not None and source in LAST_VIEWED_SOURCES:
+        profile["lastViewedDate"] = c.last_viewed_date[i]
+    if not c.loyalty_type[i]:
+        raise PayloadError("no loyalty_type")
+    element: dict[str, Any] = {
+        "profiles": [profile],
+        "loyaltyInfo": {"loyaltyType": c.loyalty_type[i]},
+        "loyaltyProgramEnrollments": [],
+        "extendedFields": _json_object(c.extended_fields[i], "extended_fields"),
+    }
+    if c.program_id[i] is not None:
+        enrollment: dict[str, Any] = {"programId": c.program_id[i]}
+        for name, value in (("tierNumber", c.tier_number[i]), ("loyaltyPoints", c.loyalty_points[i]),
+                            ("tierExpiryDate", c.tier_expiry_date[i]),
+                            ("pointsExpiryDate", c.points_expiry_date[i])):
+            if value is not None:
+                enrollment[name] = value
+        element["loyaltyProgramEnrollments"].append(enrollment)
+    company = c.company_external_id[i]
+    if company is not None:
+        hierarchy = hierarchy_of.get(company)
+        if not hierarchy:
+            raise PayloadError(f"company {company} is unknown or has no hierarchy_code")
+        if not c.role_code[i]:
+            raise PayloadError("no role_code")
+        details: dict[str, Any] = {
+            "hierarchyCode": hierarchy,
+            "roleCode": c.role_code[i],
+            "fleetCompany": {"externalId": company},
+            "childCustomers": [],
+        }
+        if parent_ref is not None:
+            details["parentCustomer"] = parent_ref
+        element["associationDetails"] = details
+    elif c.parent_customer_key[i] is not None:
+        raise PayloadError("a parent without a company cannot be associated")
+    return element
+
+
+def _parent_ref(c: _Columns, j: int) -> dict:
+    """The parent as ``parentCustomer``: one profile with its primary identifiers."""
+    identifiers = _primary_identifiers(c.mobile[j], c.email[j], c.external_id[j])
+    if not identifiers:
+        raise PayloadError(f"parent {c.customer_key[j]} has no primary identifier")
+    profile: dict[str, Any] = {
+        "identifiers": identifiers, "commChannels": [], "fields": {},
+        "source": c.source[j] or DEFAULT_SOURCE,
+    }
+    if c.account_id[j] is not None:
+        profile["accountId"] = c.account_id[j]
+    return {"profiles": [profile], "extendedFields": {}}
+
+
+def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
+    """One wire-form element per valid customer, with its hierarchy depth and payload hash.
+
+    Rows that cannot be built (no parent in the frame, a cycle, a bad JSON field...) are
+    left out and listed in ``frame.attrs["skipped"]`` as ``(customer_key, reason)``.
+    """
+    hierarchy_of = dict(zip(_values(companies["company_external_id"]), _values(companies["hierarchy_code"])))
+    c = _Columns(customers)
+    depth_of = hierarchy_depths(c.customer_key, c.parent_customer_key)
+    row_of = {key: i for i, key in enumerate(c.customer_key)}
+    parent_refs: dict[int, dict] = {}
+    keys, companies_out, depths, payloads, hashes, skipped = [], [], [], [], [], []
+    for i, key in enumerate(c.customer_key):
+        try:
+            parent = c.parent_customer_key[i]
+            ref = None
+            if parent is not None:
+                j = row_of.get(parent)
+                if j is None:
+                    raise PayloadError(f"parent {parent} is not among the valid customers")
+                ref = parent_refs.get(j)
+                if ref is None:
+                    ref = parent_refs[j] = _parent_ref(c, j)
+            depth = depth_of.get(key)
+            if depth is None:
+                raise PayloadError("the parent chain has a cycle")
+            raw = canonical_bytes(_element(c, i, hierarchy_of, ref))
+        except (PayloadError, ValueError, TypeError) as exc:
+            skipped.append((key, str(exc)))
+            continue
+        keys.append(key)
+        companies_out.append(c.company_external_id[i])
+        depths.append(depth)
+        payloads.append(raw.decode("utf-8"))
+        hashes.append(hashlib.sha256(raw).hexdigest())
+    if skipped:
+        log.warning("%d customer(s) left out of the payloads, e.g. %s: %s",
+                    len(skipped), skipped[0][0], skipped[0][1])
+    frame = pd.DataFrame({
+        "entity_key": pd.Series(keys, dtype=object),
+        "company_external_id": pd.Series(companies_out, dtype=object),
+        "depth": pd.Series(depths, dtype="int64"),
+        "payload": pd.Series(payloads, dtype=object),
+        "payload_hash": pd.Series(hashes, dtype=object),
+        "child_keys": pd.Series(["[]"] * len(keys), dtype=object),
+    }, columns=list(ELEMENT_COLUMNS))
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
+    """Chunk number per row: a company's customers stay together; chunks balanced by size."""
+    if max_chunks < 1:
+        raise ValueError("max_chunks must be at least 1")
+    # Parents are in the same company (validation), so a company keeps whole chains;
+    # a customer without a company has no parent link in its payload and stands alone.
+    group = frame["company_external_id"].astype(object).where(
+        frame["company_external_id"].notna(), "\x00" + frame["entity_key"].astype(str)
+    )
+    sizes = group.value_counts(sort=False)
+    order = sorted(sizes.items(), key=lambda item: (-item[1], str(item[0])))
+    heap = [(0, n) for n in range(min(max_chunks, len(order)))]
+    chunk_of = {}
+    for name, size in order:
+        load, n = heapq.heappop(heap)
+        chunk_of[name] = n
+        heapq.heappush(heap, (load + size, n))
+    return group.map(chunk_of).astype("int64")
+
+
+def number_batches(depth: pd.Series, batch_size: int) -> pd.Series:
+    """batch_no for rows already sorted by depth: at most batch_size per batch, one depth each."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    rank = depth.groupby(depth).cumcount()
+    per_depth = depth.value_counts().sort_index()
+    batches = (per_depth + batch_size - 1) // batch_size
+    offset = batches.cumsum() - batches
+    return (depth.map(offset) + rank // batch_size).astype("int64")
+
+
+def write_chunks(frame: pd.DataFrame, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
+    """Stage the elements to send as at most ``max_chunks`` payload chunks; answer their URIs."""
+    if frame.empty:
+        return []
+    chunk = assign_chunks(frame, max_chunks)
+    uris = []
+    for n, (_, part) in enumerate(frame.assign(_chunk=chunk).groupby("_chunk", sort=True)):
+        part = part.sort_values(["depth", "company_external_id", "entity_key"], kind="stable",
+                                na_position="last").reset_index(drop=True)
+        part["batch_no"] = number_batches(part["depth"], batch_size)
+        path = staging.run_path(run_id, "payloads", f"chunk-{n:04d}.parquet")
+        uris.append(staging.write_frame(part[list(CHUNK_COLUMNS)], path))
+    log.info("Staged %d element(s) in %d chunk(s) of batches of at most %d", len(frame), len(uris), batch_size)
+    return uris
