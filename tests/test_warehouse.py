@@ -1,0 +1,248 @@
+"""associate.warehouse against a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from associate import tables, warehouse
+
+START = datetime(2026, 1, 1, 0, 0, tzinfo=timezone.utc)
+END = datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc)
+OLD = "2025-06-01T00:00:00Z"
+
+
+def _company(key, parent=None, updated_at=OLD, hierarchy="code-association2"):
+    return dict(company_external_id=key, company_name=f"{key} Ltd", hierarchy_code=hierarchy,
+                parent_company_external_id=parent, extended_fields=None, updated_at=updated_at)
+
+
+def _customer(key, company, parent=None, updated_at=OLD, role="FC", **extra):
+    row = {c: None for c in tables.CUSTOMER_COLUMNS}
+    row.update(customer_key=key, first_name=f"First {key}", last_name="Last", mobile=None,
+               email=f"{key}@example.com", loyalty_type="loyalty", company_external_id=company,
+               role_code=role, parent_customer_key=parent, registered_at="2020-05-01T10:00:00+00:00",
+               source="INSTORE", updated_at=updated_at)
+    row.update(extra)
+    return row
+
+
+def sample_warehouse():
+    """Companies H > C1, C2, C3; customers a > b > c > g and a > s in C1, d > h and f in C2, e in C3."""
+    companies = pd.DataFrame([
+        _company("H"), _company("C1", parent="H"), _company("C2"),
+        _company("C3", updated_at="2026-01-01 00:30:00"),  # changed inside the interval
+    ])
+    customers = pd.DataFrame([
+        _customer("a", "C1", role="GFA", first_name="राजेश", last_name="कुमार"),
+        # changed exactly at the interval start, written with an offset
+        _customer("b", "C1", parent="a", role="FA", updated_at="2026-01-01T05:30:00+05:30"),
+        _customer("c", "C1", parent="b", first_name="王", last_name="小明"),
+        _customer("g", "C1", parent="c"),
+        _customer("s", "C1", parent="a", role="FA"),
+        _customer("d", "C2", role="FA", updated_at="2026-01-01T01:00:00Z"),  # exactly at the end
+        _customer("h", "C2", parent="d"),
+        _customer("f", "C2", role="FA", updated_at="2025-12-31T23:59:59.998Z"),  # just before start
+        _customer("e", "C3", role="FA", program_id=7, tier_number=2),
+    ])
+    return companies, customers
+
+
+@pytest.fixture
+def sqlite_conn(tmp_path, monkeypatch):
+    path = tmp_path / "warehouse.db"
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    return "warehouse_test"
+
+
+@pytest.fixture
+def pg_conn(pg_url, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", pg_url)
+    return "warehouse_test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def conn_id(request):
+    return request.getfixturevalue("sqlite_conn" if request.param == "sqlite" else "pg_conn")
+
+
+def keys(frame, column="customer_key"):
+    return set(frame[column])
+
+
+@pytest.mark.parametrize("backend,as_text", [("sqlite", True), ("postgres", False), ("postgres", True)])
+def test_incremental_extract_takes_interval_and_the_rows_around_it(request, backend, as_text):
+    conn_id = request.getfixturevalue("sqlite_conn" if backend == "sqlite" else "pg_conn")
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(conn_id, companies, customers, timestamps_as_text=as_text)
+
+    got = warehouse.extract(conn_id, "customers", mode="incremental", interval_start=START, interval_end=END)
+    # b changed; a is its ancestor, c and g its descendants, s a child of its ancestor;
+    # e belongs to a company changed in the interval. d (at the end edge) and f (before) are out.
+    assert keys(got) == {"a", "b", "c", "g", "s", "e"}
+    got_companies = warehouse.extract(conn_id, "companies", mode="incremental",
+                                      interval_start=START, interval_end=END)
+    assert keys(got_companies, "company_external_id") == {"C1", "H", "C3"}
+
+
+def test_full_extract_gives_canonical_frames_with_names_intact(conn_id):
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(conn_id, companies, customers)
+
+    got = warehouse.extract(conn_id, "customers", mode="full")
+    assert list(got.columns) == list(tables.CUSTOMER_COLUMNS)
+    assert len(got) == len(customers)
+    by_key = got.set_index("customer_key")
+    assert (by_key.loc["a", "first_name"], by_key.loc["a", "last_name"]) == ("राजेश", "कुमार")
+    assert (by_key.loc["c", "first_name"], by_key.loc["c", "last_name"]) == ("王", "小明")
+    assert str(got["program_id"].dtype) == "Int64"
+    assert by_key.loc["e", "program_id"] == 7 and pd.isna(by_key.loc["a", "program_id"])
+    assert by_key.loc["a", "mobile"] is None  # text nulls are None, not NaN
+    assert pd.Timestamp(by_key.loc["b", "updated_at"]) == pd.Timestamp("2026-01-01T00:00:00Z")
+    got_companies = warehouse.extract(conn_id, "companies", mode="full")
+    assert list(got_companies.columns) == list(tables.COMPANY_COLUMNS)
+    assert keys(got_companies, "company_external_id") == {"H", "C1", "C2", "C3"}
+
+
+def test_manual_run_with_empty_interval_extracts_everything(sqlite_conn):
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(sqlite_conn, companies, customers)
+    got = warehouse.extract(sqlite_conn, "customers", mode="incremental", interval_start=END, interval_end=END)
+    assert len(got) == len(customers)
+    assert warehouse.effective_mode("incremental", END, END) == "full"
+    assert warehouse.effective_mode("incremental", START, END) == "incremental"
+
+
+def test_url_encoded_sqlite_uri_connection_works(tmp_path, monkeypatch):
+    path = tmp_path / "uri.db"
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_URI", "sqlite://" + urllib.parse.quote(str(path), safe=""))
+    companies, customers = sample_warehouse()
+    warehouse.load_frames("warehouse_uri", companies, customers)
+    assert len(warehouse.extract("warehouse_uri", "companies", mode="full")) == 4
+    assert path.exists()
+
+
+def test_missing_column_error_names_column_and_file(sqlite_conn, tmp_path):
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(sqlite_conn, companies, customers)
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "generic").mkdir(parents=True)
+    (sql_dir / "generic" / "extract_customers.sql").write_text(
+        "SELECT customer_key, first_name, 'x' AS extra_column FROM customers")
+    with pytest.raises(warehouse.ExtractError) as err:
+        warehouse.extract(sqlite_conn, "customers", mode="full", sql_dir=sql_dir)
+    message = str(err.value)
+    assert "extract_customers.sql" in message
+    missing = message.split("column(s) ")[1].split(" for customers")[0].split(", ")
+    assert "mobile" in missing and "updated_at" in missing
+    assert "customer_key" not in missing and "first_name" not in missing
+
+
+def test_user_sql_in_dialect_folder_overrides_generic(sqlite_conn, tmp_path):
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(sqlite_conn, companies, customers)
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "sqlite").mkdir(parents=True)
+    columns = ", ".join(tables.COMPANY_COLUMNS)
+    (sql_dir / "sqlite" / "extract_companies.sql").write_text(
+        f"SELECT {columns}, 1 AS ignored FROM fleet_companies WHERE company_external_id LIKE 'C%'")
+    got = warehouse.extract(sqlite_conn, "companies", mode="full", sql_dir=sql_dir)
+    assert keys(got, "company_external_id") == {"C1", "C2", "C3"}
+    assert list(got.columns) == list(tables.COMPANY_COLUMNS)
+
+
+def test_interval_edges_must_be_timestamps():
+    with pytest.raises(ValueError, match="interval_start"):
+        warehouse.render_extract_sql("customers", "sqlite", mode="incremental",
+                                     interval_start="2026-01-01'; DROP TABLE customers; --",
+                                     interval_end=END)
+
+
+def test_int_columns_that_do_not_parse_stay_raw_for_validation():
+    rows = [[None] * len(tables.CUSTOMER_COLUMNS) for _ in range(2)]
+    names = list(tables.CUSTOMER_COLUMNS)
+    rows[0][names.index("program_id")], rows[1][names.index("program_id")] = "12", "twelve"
+    rows[0][names.index("tier_number")], rows[1][names.index("tier_number")] = "3", 4.0
+    frame = warehouse.canonical_frame("customers", names, rows)
+    assert frame["program_id"].tolist() == ["12", "twelve"]
+    assert str(frame["tier_number"].dtype) == "Int64" and frame["tier_number"].tolist() == [3, 4]
+
+
+def _results(run_id, keys_, status="success"):
+    return pd.DataFrame({
+        "entity": "customer", "entity_key": keys_, "status": status,
+        "capillary_id": pd.array(range(1, len(keys_) + 1), dtype="Int64"),
+        "error_code": pd.array([None] * len(keys_), dtype="Int64"), "error_message": None,
+        "attempts": 1, "synced_at": pd.Timestamp("2026-01-01T00:10:00Z"),
+    })
+
+
+def test_output_tables_are_idempotent_on_rewrite(conn_id):
+    warehouse.ensure_output_tables(conn_id)
+    warehouse.ensure_output_tables(conn_id)  # a second time changes nothing
+    warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a", "b"]))
+    warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-2", _results("run-2", ["c"]))
+    # A retry of run-1 rewrites its rows and leaves run-2 alone.
+    warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a", "b", "x"]))
+    rows = warehouse.read_table(conn_id, tables.RESULTS_TABLE)
+    assert sorted(rows[rows.run_id == "run-1"].entity_key) == ["a", "b", "x"]
+    assert sorted(rows[rows.run_id == "run-2"].entity_key) == ["c"]
+    assert pd.Timestamp(rows.synced_at.iloc[0]) == pd.Timestamp("2026-01-01T00:10:00Z")
+
+    quarantine = pd.DataFrame([{
+        "entity": "customer", "entity_key": "q1", "check": "mobile_valid", "column_name": "mobile",
+        "reason": "mobile 91******4424 is not valid, कृपया", "quarantined_at": pd.Timestamp.now(tz="UTC"),
+    }])
+    for _ in range(2):
+        warehouse.replace_run_rows(conn_id, tables.QUARANTINE_TABLE, "run-1", quarantine)
+    got = warehouse.read_table(conn_id, tables.QUARANTINE_TABLE, run_id="run-1")
+    assert len(got) == 1 and got.iloc[0]["check"] == "mobile_valid" and got.iloc[0].reason.endswith("कृपया")
+
+    warnings = pd.DataFrame([{"entity": "customer", "entity_key": "a", "capillary_id": 1, "code": 8056,
+                              "message": "Invalid mobile"}])
+    warehouse.replace_run_rows(conn_id, tables.WARNINGS_TABLE, "run-1", warnings)
+    assert warehouse.read_table(conn_id, tables.WARNINGS_TABLE).code.tolist() == [8056]
+
+
+def test_empty_frame_clears_a_runs_rows(sqlite_conn):
+    warehouse.ensure_output_tables(sqlite_conn)
+    warehouse.replace_run_rows(sqlite_conn, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a"]))
+    warehouse.replace_run_rows(sqlite_conn, tables.RESULTS_TABLE, "run-1", _results("run-1", [])[0:0])
+    assert warehouse.read_table(sqlite_conn, tables.RESULTS_TABLE).empty
+
+
+def _state(key, hash_, status, capillary_id, run_id):
+    return {"entity": "customer", "entity_key": key, "payload_hash": hash_, "capillary_id": capillary_id,
+            "last_status": status, "last_run_id": run_id,
+            "last_synced_at": pd.Timestamp("2026-01-01T00:00:00Z")}
+
+
+def test_sync_state_upsert_inserts_updates_and_keeps_known_ids(conn_id):
+    assert warehouse.read_sync_state(conn_id).empty  # no table yet: nothing synced
+    warehouse.ensure_output_tables(conn_id)
+    first = pd.DataFrame([_state("a", "h1", "success", 11, "r1"), _state("b", "h1", "success", 12, "r1")])
+    first["capillary_id"] = first["capillary_id"].astype("Int64")
+    warehouse.upsert_sync_state(conn_id, first)
+    second = pd.DataFrame([_state("a", "h2", "failed", None, "r2"), _state("c", "h3", "success", 13, "r2")])
+    second["capillary_id"] = pd.array([None, 13], dtype="Int64")
+    warehouse.upsert_sync_state(conn_id, second)
+    company = pd.DataFrame([{**_state("C1", "hc", "success", 99, "r2"), "entity": "company"}])
+    warehouse.upsert_sync_state(conn_id, company)
+
+    state = warehouse.read_sync_state(conn_id, "customer").set_index("entity_key")
+    assert sorted(state.index) == ["a", "b", "c"]
+    assert state.loc["a", "payload_hash"] == "h2" and state.loc["a", "last_status"] == "failed"
+    assert state.loc["a", "capillary_id"] == 11  # a failed re-send does not forget the id
+    assert state.loc["a", "last_run_id"] == "r2" and state.loc["b", "last_run_id"] == "r1"
+    assert str(state["capillary_id"].dtype) == "Int64"
+    assert state.loc["c", "last_synced_at"] == pd.Timestamp("2026-01-01T00:00:00Z")
+    assert len(warehouse.read_sync_state(conn_id)) == 4
+
+
+def test_table_names_come_only_from_the_contract(sqlite_conn):
+    with pytest.raises(ValueError, match="not a per-run output table"):
+        warehouse.replace_run_rows(sqlite_conn, "customers; DROP TABLE x", "r", pd.DataFrame())
