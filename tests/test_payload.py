@@ -1,0 +1,239 @@
+"""associate.payload: element mapping (checked against the pydantic models), hashes, chunks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from associate import payload, staging, tables
+from associate.models import CustomerElement
+
+
+def valid_customers(rows: list[dict]) -> pd.DataFrame:
+    """A frame as validation hands it over: timestamps tz-aware UTC, last_viewed_date a date."""
+    full = []
+    for row in rows:
+        base = {c: None for c in tables.CUSTOMER_COLUMNS}
+        base.update(loyalty_type="loyalty", source="INSTORE", registered_at="2020-05-01T10:00:00Z")
+        base.update(row)
+        full.append(base)
+    frame = pd.DataFrame(full, columns=list(tables.CUSTOMER_COLUMNS)).astype(object)
+    for column in ("tier_expiry_date", "points_expiry_date", "registered_at", "updated_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    for column in ("program_id", "tier_number", "loyalty_points"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+COMPANIES = pd.DataFrame([
+    {"company_external_id": "ACME", "company_name": "Acme", "hierarchy_code": "code-association2",
+     "parent_company_external_id": None, "extended_fields": None, "updated_at": None},
+    {"company_external_id": "BETA", "company_name": "Beta", "hierarchy_code": "code-beta",
+     "parent_company_external_id": None, "extended_fields": None, "updated_at": None},
+])
+
+ADMIN = {"customer_key": "admin", "first_name": "Asha", "mobile": "+91 98765-44424",
+         "email": "Asha.Admin@Example.COM", "external_id": "EXT-A", "company_external_id": "ACME",
+         "role_code": "FA", "source": "INSTORE", "account_id": "acc-1"}
+DRIVER = {
+    "customer_key": "driver", "first_name": "राजेश", "last_name": "王", "mobile": "919812345678",
+    "email": "Driver@Example.com", "external_id": "EXT-D", "card_number": "CARD-1",
+    "card_series_code": "FLEET", "card_status_label": "ACTIVE", "loyalty_type": "loyalty",
+    "company_external_id": "ACME", "role_code": "FC", "parent_customer_key": "admin",
+    "program_id": 5, "tier_number": 2, "loyalty_points": 150,
+    "tier_expiry_date": "2027-03-01T00:00:00+05:30", "points_expiry_date": "2027-06-30T18:30:00Z",
+    "registered_at": "2021-02-03T04:05:06+08:00", "last_viewed_date": date(2025, 12, 24),
+    "till_code": "till.blr.01", "source": "MOBILE_APP", "account_id": "app-7",
+    "extended_fields": '{"vehicle_no": "KA01AB1234", "fleet_size": 12}',
+    "custom_fields": '{"preferred_language": "hi"}',
+}
+
+
+def element_of(frame: pd.DataFrame, key: str) -> dict:
+    return json.loads(frame.set_index("entity_key").loc[key, "payload"])
+
+
+def test_every_field_maps_to_the_wire_form_and_validates():
+    built = payload.build_elements(valid_customers([ADMIN, DRIVER]), COMPANIES)
+    wire = element_of(built, "driver")
+    assert wire == {
+        "profiles": [{
+            "firstName": "राजेश", "lastName": "王",
+            "identifiers": [
+                {"type": "mobile", "value": "919812345678"},
+                {"type": "email", "value": "driver@example.com"},
+                {"type": "externalId", "value": "EXT-D"},
+                {"type": "cardnumber", "value": "CARD-1", "seriesCode": "FLEET", "statusLabel": "ACTIVE"},
+            ],
+            "commChannels": [
+                {"type": "mobile", "value": "919812345678", "primary": True, "verified": False},
+                {"type": "email", "value": "driver@example.com", "primary": True, "verified": False},
+            ],
+            "fields": {"preferred_language": "hi"},
+            "source": "MOBILE_APP", "accountId": "app-7",
+            "createDate": "2021-02-02T20:05:06+00:00",
+            "associatedWith": "till.blr.01", "lastViewedDate": "2025-12-24",
+        }],
+        "loyaltyInfo": {"loyaltyType": "loyalty"},
+        "loyaltyProgramEnrollments": [{
+            "programId": 5, "tierNumber": 2, "loyaltyPoints": 150,
+            "tierExpiryDate": "2027-02-28T18:30:00+00:00", "pointsExpiryDate": "2027-06-30T18:30:00+00:00",
+        }],
+        "extendedFields": {"vehicle_no": "KA01AB1234", "fleet_size": 12},
+        "associationDetails": {
+            "hierarchyCode": "code-association2", "roleCode": "FC",
+            "fleetCompany": {"externalId": "ACME"},
+            "parentCustomer": {
+                "profiles": [{
+                    "identifiers": [
+                        {"type": "mobile", "value": "919876544424"},
+                        {"type": "email", "value": "asha.admin@example.com"},
+                        {"type": "externalId", "value": "EXT-A"},
+                    ],
+                    "commChannels": [], "fields": {}, "source": "INSTORE", "accountId": "acc-1",
+                }],
+                "extendedFields": {},
+            },
+            "childCustomers": [],
+        },
+    }
+    # The hand-built dict is exactly what the API model makes of it: nothing dropped or added.
+    for key in ("admin", "driver"):
+        wire = element_of(built, key)
+        assert CustomerElement.model_validate(wire).to_api() == wire
+
+
+def test_minimal_customer_without_company_is_plain_registration():
+    row = {"customer_key": "solo", "external_id": "X1", "loyalty_type": "non_loyalty",
+           "last_viewed_date": date(2025, 1, 1), "source": "INSTORE"}
+    built = payload.build_elements(valid_customers([row]), COMPANIES)
+    wire = element_of(built, "solo")
+    assert "associationDetails" not in wire
+    assert wire["loyaltyProgramEnrollments"] == []
+    assert wire["loyaltyInfo"] == {"loyaltyType": "non_loyalty"}
+    profile = wire["profiles"][0]
+    assert profile["identifiers"] == [{"type": "externalId", "value": "X1"}]
+    assert profile["commChannels"] == [] and "firstName" not in profile
+    assert "lastViewedDate" not in profile  # mobilePush-only field, not for an INSTORE profile
+    assert CustomerElement.model_validate(wire).to_api() == wire
+    assert built.attrs["skipped"] == []
+
+
+def test_hash_is_sha256_of_the_canonical_payload_and_follows_the_parent():
+    first = payload.build_elements(valid_customers([ADMIN, DRIVER]), COMPANIES).set_index("entity_key")
+    again = payload.build_elements(valid_customers([DRIVER, ADMIN]), COMPANIES).set_index("entity_key")
+    for key in ("admin", "driver"):
+        text = first.loc[key, "payload"]
+        assert first.loc[key, "payload_hash"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
+        assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert again.loc[key, "payload_hash"] == first.loc[key, "payload_hash"]
+    # The parent's new mobile changes the child's payload (it embeds the parent's identifiers).
+    moved = payload.build_elements(valid_customers([{**ADMIN, "mobile": "919800000001"}, DRIVER]),
+                                   COMPANIES).set_index("entity_key")
+    assert moved.loc["driver", "payload_hash"] != first.loc["driver", "payload_hash"]
+    # Mobile spelled differently normalises to the same payload.
+    spaced = payload.build_elements(valid_customers([{**ADMIN, "mobile": "919876544424"}, DRIVER]),
+                                    COMPANIES).set_index("entity_key")
+    assert spaced.loc["admin", "payload_hash"] == first.loc["admin", "payload_hash"]
+
+
+def test_depth_and_rows_that_cannot_be_built():
+    rows = [
+        {"customer_key": "r", "email": "r@x.io", "company_external_id": "ACME", "role_code": "GFA"},
+        {"customer_key": "m", "email": "m@x.io", "company_external_id": "ACME", "role_code": "FA",
+         "parent_customer_key": "r"},
+        {"customer_key": "l", "email": "l@x.io", "company_external_id": "ACME", "role_code": "FC",
+         "parent_customer_key": "m"},
+        {"customer_key": "orphan", "email": "o@x.io", "company_external_id": "ACME", "role_code": "FC",
+         "parent_customer_key": "gone"},
+        {"customer_key": "x", "email": "x@x.io", "company_external_id": "ACME", "role_code": "FC",
+         "parent_customer_key": "y"},
+        {"customer_key": "y", "email": "y@x.io", "company_external_id": "ACME", "role_code": "FC",
+         "parent_customer_key": "x"},
+        {"customer_key": "nocompany", "email": "n@x.io", "company_external_id": "NOPE", "role_code": "FC"},
+        {"customer_key": "badjson", "email": "b@x.io", "extended_fields": "[1, 2]"},
+    ]
+    built = payload.build_elements(valid_customers(rows), COMPANIES)
+    assert dict(zip(built.entity_key, built.depth)) == {"r": 0, "m": 1, "l": 2}
+    reasons = dict(built.attrs["skipped"])
+    assert set(reasons) == {"orphan", "x", "y", "nocompany", "badjson"}
+    assert "gone" in reasons["orphan"] and "cycle" in reasons["x"]
+    assert "NOPE" in reasons["nocompany"] and "extended_fields" in reasons["badjson"]
+
+
+def _tree_frame():
+    """Three companies: ACME with a 3-level tree (1 + 3 + 7), BETA and GAMMA with 2 each."""
+    rows = [{"customer_key": "a0", "email": "a0@x.io", "company_external_id": "ACME", "role_code": "GFA"}]
+    rows += [{"customer_key": f"a1{i}", "email": f"a1{i}@x.io", "company_external_id": "ACME",
+              "role_code": "FA", "parent_customer_key": "a0"} for i in range(3)]
+    rows += [{"customer_key": f"a2{i}", "email": f"a2{i}@x.io", "company_external_id": "ACME",
+              "role_code": "FC", "parent_customer_key": f"a1{i % 3}"} for i in range(7)]
+    for company in ("BETA", "GAMMA"):
+        rows += [{"customer_key": f"{company}0", "email": f"{company}0@x.io", "company_external_id": company,
+                  "role_code": "FA"},
+                 {"customer_key": f"{company}1", "email": f"{company}1@x.io", "company_external_id": company,
+                  "role_code": "FC", "parent_customer_key": f"{company}0"}]
+    companies = pd.concat([COMPANIES, pd.DataFrame([{**COMPANIES.iloc[1].to_dict(), "company_external_id": "GAMMA"}])])
+    return payload.build_elements(valid_customers(rows), companies)
+
+
+@pytest.fixture
+def staging_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    return tmp_path / "staging"
+
+
+def test_chunks_keep_company_trees_together_and_batches_single_depth(staging_dir):
+    built = _tree_frame()
+    uris = payload.write_chunks(built, run_id="manual__2026-01-01T00:00:00+00:00", batch_size=2, max_chunks=2)
+    assert len(uris) == 2
+    assert all("payloads/chunk-000" in uri and str(staging_dir) in uri for uri in uris)
+    chunks = [staging.read_frame(uri) for uri in uris]
+    assert sum(len(c) for c in chunks) == len(built)
+    depth_of = dict(zip(built.entity_key, built.depth))
+    company_of = dict(zip(built.entity_key, built.company_external_id))
+    seen_companies = []
+    for chunk in chunks:
+        assert list(chunk.columns) == list(payload.CHUNK_COLUMNS)
+        assert chunk.child_keys.eq("[]").all()
+        seen_companies.append({company_of[k] for k in chunk.entity_key})
+        batches = chunk.groupby("batch_no").entity_key.apply(list)
+        assert list(batches.index) == list(range(len(batches)))  # consecutive, in send order
+        previous_depth = -1
+        for members in batches:
+            assert len(members) <= 2
+            depths = {depth_of[k] for k in members}
+            assert len(depths) == 1  # a batch never mixes depths
+            assert depths.pop() >= previous_depth  # parents in earlier batches than children
+            previous_depth = depth_of[members[0]]
+        assert chunk.batch_no.is_monotonic_increasing
+    # Each company lives in exactly one chunk; the big ACME tree alone, the two small ones together.
+    assert sorted(map(sorted, seen_companies)) == [["ACME"], ["BETA", "GAMMA"]]
+
+
+def test_chunk_count_is_capped_and_empty_frames_write_nothing(staging_dir):
+    built = _tree_frame()
+    assert len(payload.write_chunks(built, run_id="r1", batch_size=100, max_chunks=10)) == 3
+    assert len(payload.write_chunks(built, run_id="r2", batch_size=100, max_chunks=1)) == 1
+    assert payload.write_chunks(built.iloc[0:0], run_id="r3", batch_size=100, max_chunks=4) == []
+
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=30)
+
+
+@settings(max_examples=40, deadline=None)
+@given(first=names, last=names, fields=st.dictionaries(names, st.integers() | names, max_size=3))
+def test_any_script_in_names_and_fields_survives_and_validates(first, last, fields):
+    row = {**DRIVER, "parent_customer_key": None, "first_name": first, "last_name": last,
+           "custom_fields": json.dumps(fields, ensure_ascii=False)}
+    built = payload.build_elements(valid_customers([row]), COMPANIES)
+    wire = element_of(built, "driver")
+    assert (wire["profiles"][0]["firstName"], wire["profiles"][0]["lastName"]) == (first, last)
+    assert wire["profiles"][0]["fields"] == fields
+    assert CustomerElement.model_validate(wire).to_api() == wire
