@@ -80,11 +80,12 @@ def test_incremental_extract_takes_interval_and_the_rows_around_it(request, back
     companies, customers = sample_warehouse()
     warehouse.load_frames(conn_id, companies, customers, timestamps_as_text=as_text)
 
-    got = warehouse.extract(conn_id, "customers", mode="incremental", interval_start=START, interval_end=END)
+    got = warehouse.extract(conn_id, tables.ENTITY_CUSTOMER, mode="incremental",
+                            interval_start=START, interval_end=END)
     # b changed; a is its ancestor, c and g its descendants, s a child of its ancestor;
     # e belongs to a company changed in the interval. d (at the end edge) and f (before) are out.
     assert keys(got) == {"a", "b", "c", "g", "s", "e"}
-    got_companies = warehouse.extract(conn_id, "companies", mode="incremental",
+    got_companies = warehouse.extract(conn_id, tables.ENTITY_COMPANY, mode="incremental",
                                       interval_start=START, interval_end=END)
     assert keys(got_companies, "company_external_id") == {"C1", "H", "C3"}
 

@@ -28,6 +28,9 @@ SQL_DIR_ENV = "ASSOCIATE_SQL_DIR"
 MODES = ("full", "incremental")
 ENTITY_SQL = {"customers": "extract_customers.sql", "companies": "extract_companies.sql"}
 ENTITY_COLUMNS = {"customers": tables.CUSTOMER_COLUMNS, "companies": tables.COMPANY_COLUMNS}
+# Both the table-ish plural and the entity names of associate.tables are accepted.
+_ENTITY_ALIASES = {tables.ENTITY_CUSTOMER: "customers", tables.ENTITY_COMPANY: "companies",
+                   "customers": "customers", "companies": "companies"}
 INT_COLUMNS = ("program_id", "tier_number", "loyalty_points")
 TIMESTAMP_COLUMNS = ("tier_expiry_date", "points_expiry_date", "registered_at", "updated_at")
 DATE_COLUMNS = ("last_viewed_date",)
@@ -159,13 +162,18 @@ def effective_mode(mode: str, interval_start: Any, interval_end: Any) -> str:
     return mode
 
 
+def _entity(entity: str) -> str:
+    if entity not in _ENTITY_ALIASES:
+        raise ValueError(f"entity must be one of {tuple(_ENTITY_ALIASES)}, got {entity!r}")
+    return _ENTITY_ALIASES[entity]
+
+
 def render_extract_sql(entity: str, dialect: str, *, mode: str, interval_start: Any = None,
                        interval_end: Any = None, sql_dir: str | Path | None = None) -> tuple[str, Path]:
     """Render the extract SQL of an entity for a dialect; answers (sql, path of the file)."""
     import jinja2
 
-    if entity not in ENTITY_SQL:
-        raise ValueError(f"entity must be one of {tuple(ENTITY_SQL)}, got {entity!r}")
+    entity = _entity(entity)
     base = Path(sql_dir) if sql_dir else default_sql_dir()
     folders = [base / dialect, base / "generic"]
     name = ENTITY_SQL[entity]
@@ -188,7 +196,8 @@ def render_extract_sql(entity: str, dialect: str, *, mode: str, interval_start: 
 
 def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
             interval_end: Any = None, sql_dir: str | Path | None = None) -> pd.DataFrame:
-    """Run the extract SQL of ``customers`` or ``companies`` and answer the canonical frame."""
+    """Run the extract SQL of ``customer``/``customers`` or ``company``/``companies``; answer the canonical frame."""
+    entity = _entity(entity)
     hook = db_hook(conn_id)
     dialect = dialect_of(hook)
     sql, path = render_extract_sql(entity, dialect, mode=mode, interval_start=interval_start,
@@ -215,6 +224,7 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
 def canonical_frame(entity: str, names: Sequence[str], rows: Sequence[Sequence[Any]], *,
                     source: str = "the query") -> pd.DataFrame:
     """Rows of an extract as the canonical frame: contract columns in order, extras dropped."""
+    entity = _entity(entity)
     required = ENTITY_COLUMNS[entity]
     missing = [c for c in required if c not in names]
     if missing:
