@@ -229,9 +229,9 @@ class StoredAssociation(ResponseModel):
 
 
 class CustomerEntity(ResponseModel):
-    """A customer as answered by the bulk call (the element's ``entity``)."""
+    """A customer as answered by the bulk call (the element's ``entity``); a failed child has no id."""
 
-    id: int
+    id: int | None = None
     profiles: list[dict[str, Any]] = Field(default_factory=list)
     loyaltyInfo: dict[str, Any] | None = None
     segments: Any = None
@@ -239,6 +239,7 @@ class CustomerEntity(ResponseModel):
     associationDetails: StoredAssociation | None = None
     extendedFields: dict[str, Any] = Field(default_factory=dict)
     warnings: list[ApiMessage] = Field(default_factory=list)
+    errors: list[ApiMessage] = Field(default_factory=list)
 
 
 class BulkResultElement(ResponseModel):
