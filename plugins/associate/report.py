@@ -1,0 +1,202 @@
+"""The run summary: counts of every stage, as text tables for the task log and as an HTML page."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from associate.tables import ENTITY_COMPANY, ENTITY_CUSTOMER, STATUS_FAILED, STATUS_SUCCESS, STATUS_WARNING
+
+NO_CODE = "no code"
+
+
+@dataclass
+class RunSummary:
+    """What one run did, in numbers."""
+
+    run_id: str = ""
+    mode: str = ""
+    customers_extracted: int = 0
+    companies_extracted: int = 0
+    # (entity, check) -> rows quarantined by that check; a row may fail several checks.
+    quarantined_by_check: dict[tuple[str, str], int] = field(default_factory=dict)
+    built: int = 0
+    unchanged: int = 0
+    sent: int = 0
+    held_back: int = 0
+    success: int = 0
+    warning: int = 0
+    failed: int = 0
+    warnings_by_code: dict[str, int] = field(default_factory=dict)
+    failed_by_code: dict[str, int] = field(default_factory=dict)
+    companies: dict[str, int] = field(default_factory=dict)  # created/updated/unchanged/failed
+    dry_run: bool = False
+    preview: str | None = None
+    data_docs: str | None = None
+
+    @property
+    def companies_created(self) -> int:
+        return self.companies.get("created", 0)
+
+    @property
+    def companies_updated(self) -> int:
+        return self.companies.get("updated", 0)
+
+    @property
+    def quarantined(self) -> int:
+        """(row, check) pairs quarantined."""
+        return sum(self.quarantined_by_check.values())
+
+    @classmethod
+    def build(cls, *, run_id: str, extracted: Mapping[str, int] | None = None,
+              quarantine_summary: pd.DataFrame | None = None, plan: Mapping[str, Any] | None = None,
+              outcomes: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
+              data_docs: str | None = None, mode: str = "") -> RunSummary:
+        """Count from the stage outputs: extract counts, validation summary, send plan, outcomes."""
+        from associate.reconcile import combine_outcomes
+
+        extracted = dict(extracted or {})
+        plan = dict(plan or {})
+        summary = cls(run_id=run_id, mode=mode or str(plan.get("mode", "")), data_docs=data_docs,
+                      customers_extracted=int(extracted.get("customers", 0)),
+                      companies_extracted=int(extracted.get("companies", 0)),
+                      built=int(plan.get("built", 0)), unchanged=int(plan.get("unchanged", 0)),
+                      sent=int(plan.get("to_send", 0)), held_back=int(plan.get("held_back", 0)),
+                      dry_run=bool(plan.get("dry_run", False)), preview=plan.get("preview"))
+        if quarantine_summary is not None and len(quarantine_summary):
+            for entity, check, rows in quarantine_summary[["entity", "check", "rows"]].itertuples(index=False):
+                key = (str(entity), str(check))
+                summary.quarantined_by_check[key] = summary.quarantined_by_check.get(key, 0) + int(rows)
+        frame = combine_outcomes(_frames(outcomes))
+        customers = frame[frame["entity"] == ENTITY_CUSTOMER]
+        status = customers["status"].value_counts()
+        summary.success = int(status.get(STATUS_SUCCESS, 0))
+        summary.warning = int(status.get(STATUS_WARNING, 0))
+        summary.failed = int(status.get(STATUS_FAILED, 0))
+        failed = customers[customers["status"] == STATUS_FAILED]
+        summary.failed_by_code = _by_code(failed["error_code"])
+        codes: Counter[str] = Counter()
+        for text in customers["warnings"].dropna():
+            for warning in json.loads(text) if isinstance(text, str) else text:
+                codes[str(warning.get("code", NO_CODE))] += 1
+        summary.warnings_by_code = dict(sorted(codes.items()))
+        companies = frame[frame["entity"] == ENTITY_COMPANY]
+        # The company operator adds ``action`` (created/updated/unchanged/failed); without
+        # it only the status is known.
+        column = "action" if "action" in companies.columns and companies["action"].notna().all() else "status"
+        summary.companies = {str(k): int(v) for k, v in companies[column].value_counts().items()}
+        return summary
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for XCom or JSON): quarantine keys become ``entity/check``."""
+        data = asdict(self)
+        data["quarantined_by_check"] = {f"{e}/{c}": n for (e, c), n in self.quarantined_by_check.items()}
+        return data
+
+    def sections(self) -> list[tuple[str, list[str], list[tuple]]]:
+        """(title, header, rows) of every table of the report."""
+        overview = [
+            ("customers extracted", self.customers_extracted),
+            ("companies extracted", self.companies_extracted),
+            ("quarantined (row, check) pairs", self.quarantined),
+            ("payloads built", self.built), ("unchanged (not sent)", self.unchanged),
+            ("to send", self.sent), ("held back (company failed)", self.held_back),
+            ("success", self.success), ("success with warnings", self.warning), ("failed", self.failed),
+        ]
+        if self.dry_run:
+            overview.append(("dry run", f"nothing sent; preview: {self.preview or '-'}"))
+        sections = [("Run summary", ["item", "count"], overview)]
+        sections.append(("Quarantine by check", ["entity", "check", "rows"],
+                         [(e, c, n) for (e, c), n in sorted(self.quarantined_by_check.items())]))
+        sections.append(("Companies", ["action", "companies"], sorted(self.companies.items())))
+        sections.append(("Failed customers by error code", ["code", "customers"],
+                         sorted(self.failed_by_code.items())))
+        sections.append(("Warnings by code", ["code", "warnings"], sorted(self.warnings_by_code.items())))
+        return sections
+
+    def to_text(self) -> str:
+        """Readable fixed-width tables for the task log."""
+        blocks = [f"Run {self.run_id}" + (f" ({self.mode} extract)" if self.mode else "")]
+        for title, header, rows in self.sections():
+            blocks.append(_text_table(title, header, rows))
+        if self.data_docs:
+            blocks.append(f"Data Docs: {self.data_docs}")
+        return "\n\n".join(blocks)
+
+    def to_html(self, path: str | Path) -> str:
+        """Write the report as a self-contained HTML page; answer its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        esc = html.escape
+        parts = [
+            "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>Customer association run {esc(self.run_id)}</title>",
+            "<style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+            "table{border-collapse:collapse;margin-bottom:1.5em}"
+            "th,td{border:1px solid #ccc;padding:4px 10px;text-align:left}"
+            "td.n{text-align:right}th{background:#f0f0f0}.empty{color:#777}</style>",
+            "</head><body>",
+            f"<h1>Customer association run <code>{esc(self.run_id)}</code></h1>",
+        ]
+        if self.mode:
+            parts.append(f"<p>Extract mode: {esc(self.mode)}</p>")
+        if self.data_docs:
+            parts.append(f'<p>Validation details: <a href="{esc(_href(self.data_docs))}">Data Docs</a></p>')
+        for title, header, rows in self.sections():
+            parts.append(f"<h2>{esc(title)}</h2>")
+            if not rows:
+                parts.append('<p class="empty">none</p>')
+                continue
+            parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
+            for row in rows:
+                cells = "".join(
+                    f'<td class="n">{v}</td>' if isinstance(v, int) else f"<td>{esc(str(v))}</td>" for v in row
+                )
+                parts.append(f"<tr>{cells}</tr>")
+            parts.append("</tbody></table>")
+        parts.append("</body></html>")
+        path.write_text("\n".join(parts), encoding="utf-8")
+        return str(path)
+
+
+def _frames(outcomes: Any) -> list[pd.DataFrame]:
+    if outcomes is None:
+        return []
+    if isinstance(outcomes, pd.DataFrame):
+        return [outcomes]
+    from associate import staging
+
+    return [staging.read_frame(o) if isinstance(o, str) else o for o in outcomes]
+
+
+def _by_code(codes: pd.Series) -> dict[str, int]:
+    labels = codes.astype(object).map(lambda v: NO_CODE if v is None or v != v else str(int(v)))
+    return {str(k): int(v) for k, v in sorted(labels.value_counts().items())}
+
+
+def _href(target: str) -> str:
+    if "://" in target:
+        return target
+    return Path(target).resolve().as_uri()
+
+
+def _text_table(title: str, header: list[str], rows: list[tuple]) -> str:
+    if not rows:
+        return f"{title}\n  (none)"
+    cells = [[str(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
+
+    def line(values: list[str]) -> str:
+        return "  " + "  ".join(v.rjust(w) if num else v.ljust(w)
+                                for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    rule = "  " + "  ".join("-" * w for w in widths)
+    return "\n".join([title, line(header), rule, *(line(r) for r in cells)])

@@ -1,0 +1,74 @@
+"""associate.reconcile: outcome rows -> results, warnings and state rows."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from associate import reconcile, staging, tables
+
+
+def outcome(key, status, capillary_id=None, *, entity="customer", code=None, message=None, hash_="h",
+            warnings=(), at="2026-01-01T00:05:00Z", attempts=1, **extra):
+    return {"entity": entity, "entity_key": key, "status": status, "capillary_id": capillary_id,
+            "error_code": code, "error_message": message, "attempts": attempts,
+            "synced_at": pd.Timestamp(at), "payload_hash": hash_,
+            "warnings": json.dumps([{"code": c, "message": m} for c, m in warnings]), **extra}
+
+
+def frame(rows):
+    df = pd.DataFrame(rows)
+    df["capillary_id"] = df["capillary_id"].astype("Int64")
+    df["error_code"] = df["error_code"].astype("Int64")
+    return df
+
+
+BATCH_1 = frame([
+    outcome("a", "success", 101),
+    outcome("b", "warning", 102, warnings=[(8056, "Invalid mobile"), (91015, "Failed to update extended fields")]),
+    outcome("c", "failed", code=1032, message="mobile 919876544424 already used", attempts=3),
+])
+BATCH_2 = frame([
+    # b again as a child of another element: no payload hash, must not override b's own row
+    outcome("b", "success", 102, hash_=None, at="2026-01-01T00:09:00Z"),
+    outcome("C1", "success", 7, entity="company", hash_="hc"),
+])
+
+
+def test_results_one_row_per_entity_with_masked_errors():
+    results, warnings = reconcile.results_from_outcomes([BATCH_1, BATCH_2], "run-1")
+    assert list(results.columns) == list(tables.OUTPUT_TABLES[tables.RESULTS_TABLE])
+    by_key = results.set_index("entity_key")
+    assert sorted(by_key.index) == ["C1", "a", "b", "c"]
+    assert (results.run_id == "run-1").all()
+    assert by_key.loc["b", "status"] == "warning"  # its own element's outcome wins
+    assert by_key.loc["c", "status"] == "failed" and by_key.loc["c", "error_code"] == 1032
+    assert pd.isna(by_key.loc["c", "capillary_id"]) and by_key.loc["c", "attempts"] == 3
+    assert "919876544424" not in by_key.loc["c", "error_message"]
+    assert "4424" in by_key.loc["c", "error_message"]
+    assert by_key.loc["C1", "entity"] == "company" and by_key.loc["C1", "capillary_id"] == 7
+    assert str(results.capillary_id.dtype) == "Int64"
+
+    assert list(warnings.columns) == list(tables.OUTPUT_TABLES[tables.WARNINGS_TABLE])
+    assert sorted(zip(warnings.entity_key, warnings.code)) == [("b", 8056), ("b", 91015)]
+    assert (warnings.capillary_id == 102).all() and (warnings.run_id == "run-1").all()
+
+
+def test_state_rows_carry_status_hash_and_run(tmp_path, monkeypatch):
+    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path))
+    uri = staging.write_frame(BATCH_1, staging.run_path("run-1", "outcomes", "chunk-0000.parquet"))
+    state = reconcile.state_from_outcomes([uri, BATCH_2], "run-1")  # staged URIs work too
+    assert list(state.columns) == list(tables.OUTPUT_TABLES[tables.STATE_TABLE])
+    by_key = state.set_index("entity_key")
+    assert by_key.loc["a", "payload_hash"] == "h" and by_key.loc["a", "last_status"] == "success"
+    assert by_key.loc["b", "last_status"] == "warning"
+    assert by_key.loc["c", "last_status"] == "failed" and pd.isna(by_key.loc["c", "capillary_id"])
+    assert (state.last_run_id == "run-1").all()
+    assert by_key.loc["a", "last_synced_at"] == pd.Timestamp("2026-01-01T00:05:00Z")
+
+
+def test_no_outcomes_give_empty_tables():
+    results, warnings = reconcile.results_from_outcomes([], "run-1")
+    assert results.empty and warnings.empty
+    assert reconcile.state_from_outcomes(pd.DataFrame(), "run-1").empty
