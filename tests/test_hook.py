@@ -1,0 +1,406 @@
+"""CapillaryHook against the running sandbox: auth, retries, faults, batches, companies, logs."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from associate.hook import TOKENS, CapillaryAuthError, CapillaryHook, basic_authorization
+from associate.ratelimit import reset_registry
+
+HIERARCHY = "code-association2"
+BASIC = ("store.server", "server123")
+OAUTH = ("demo-key", "demo-secret")
+# Small backoffs keep fault tests fast; the logic is the same as with production defaults.
+FAST_RETRIES = {"backoff_base": 0.02, "backoff_max": 0.2, "max_retries": 10, "rate_limit_rpm": 60000}
+
+_numbers = itertools.count(int.from_bytes(os.urandom(2), "big") * 100000)
+def start_sandbox(tmp_path_factory, name: str, **flags):
+    """A sandbox with its own database (start it with `with`)."""
+    from associate.sandbox.launcher import SandboxProcess
+
+    db = tmp_path_factory.mktemp(name) / "sandbox.db"
+    return SandboxProcess(str(db), log_path=str(db.with_suffix(".log")), **flags)
+
+
+def set_connection(monkeypatch, conn_id: str, url: str, *, oauth: bool = False, login=BASIC, **extras) -> CapillaryHook:
+    """Define an Airflow connection through the environment (JSON form) and answer a fresh hook."""
+    extra = dict(extras)
+    conn: dict = {"conn_type": "http", "host": url}
+    if oauth:
+        extra.update(oauth_key=OAUTH[0], oauth_secret=OAUTH[1])
+    else:
+        conn.update(login=login[0], password=login[1])
+    conn["extra"] = extra
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    TOKENS.clear()
+    reset_registry()
+    return CapillaryHook(capillary_conn_id=conn_id)
+
+
+def unique_mobile() -> str:
+    """A valid 12-digit mobile never used before in this test session."""
+    return f"91{next(_numbers):010d}"
+
+
+def element(mobile: str | None = None, *, email: str | None = None, role: str | None = None,
+            company: str | None = None, parent_mobile: str | None = None, children: list[str] = (),
+            child_role: str | None = None, **overrides) -> dict:
+    """A CustomerElement in wire form; association only when a role is given."""
+    mobile = mobile or unique_mobile()
+    identifiers = [{"type": "mobile", "value": mobile}]
+    if email:
+        identifiers.append({"type": "email", "value": email})
+    body: dict = {
+        "profiles": [{"firstName": "Asha", "lastName": "Rao", "identifiers": identifiers, "source": "INSTORE",
+                      "commChannels": [{"type": "mobile", "value": mobile, "primary": True, "verified": True}]}],
+        "loyaltyInfo": {"loyaltyType": "loyalty"},
+    }
+    if role:
+        details: dict = {"hierarchyCode": HIERARCHY, "roleCode": role}
+        if company:
+            details["fleetCompany"] = {"externalId": company}
+        if parent_mobile:
+            details["parentCustomer"] = {"profiles": [{"identifiers": [{"type": "mobile", "value": parent_mobile}]}]}
+        if children:
+            details["childCustomers"] = [
+                {"profiles": [{"firstName": "Kid", "identifiers": [{"type": "mobile", "value": m}]}]} for m in children
+            ]
+            if child_role:
+                details["childRoleCode"] = child_role
+        body["associationDetails"] = details
+    body.update(overrides)
+    return body
+
+
+
+
+def mobile_of(body: dict) -> str:
+    """The mobile identifier of an element."""
+    return body["profiles"][0]["identifiers"][0]["value"]
+
+
+def company_request(external_id: str, name: str = "Acme Fleet", parent: str | None = None, **fields) -> dict:
+    """A CompanyRequest in wire form."""
+    body = {"name": name, "externalId": external_id, "hierarchyDefinitionCode": HIERARCHY}
+    if fields:
+        body["extendedFields"] = fields
+    if parent:
+        body["parentCompany"] = {"externalId": parent}
+    return body
+
+
+def assert_exactly_once(hook: CapillaryHook, bodies: list[dict], outcomes) -> None:
+    """Every element's customer exists once: its lookup answers the id the bulk call reported."""
+    ids = [o.capillary_id for o in outcomes]
+    assert all(o.status in ("success", "warning") for o in outcomes), [(o.error_code, o.error_message) for o in outcomes]
+    assert len(set(ids)) == len(bodies)
+    for body, capillary_id in zip(bodies, ids):
+        assert hook.lookup_customer("mobile", mobile_of(body)) == capillary_id
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    with start_sandbox(tmp_path_factory, "hook") as process:
+        yield process
+
+
+@pytest.fixture
+def hook(sandbox, monkeypatch):
+    return set_connection(monkeypatch, "capillary_test", sandbox.url, **FAST_RETRIES)
+
+
+@pytest.fixture(scope="module")
+def fleet_company(sandbox):
+    """A company the association tests can use."""
+    external_id = f"ACME-{unique_mobile()[-6:]}"
+    with pytest.MonkeyPatch.context() as mp:
+        outcome, = set_connection(mp, "capillary_setup", sandbox.url, **FAST_RETRIES).ensure_companies(
+            [company_request(external_id)]
+        )
+    assert outcome.action == "created", outcome
+    return external_id
+
+
+@pytest.fixture(scope="module")
+def throttled(tmp_path_factory):
+    """A sandbox allowing 2 requests a minute, primed with one request at the start of the module.
+
+    Its Retry-After counts from that first request, so by the time the throttling test runs
+    (last in this module) the wait it asks for is short.
+    """
+    with start_sandbox(tmp_path_factory, "throttled", rate_limit_rpm=2) as process:
+        with pytest.MonkeyPatch.context() as mp:
+            assert set_connection(mp, "capillary_prime", process.url).get_hierarchies()
+        yield process
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prime_throttled(throttled):
+    """Start the throttled sandbox's minute before every other test of this module."""
+
+
+# --- connection and auth ------------------------------------------------------------------------
+
+
+def test_basic_authorization_is_login_and_md5_of_password():
+    header = basic_authorization("store.server", "server123")
+    assert header.startswith("Basic ")
+    assert base64.b64decode(header[6:]).decode() == "store.server:8a16a6b70505eb1f1ff7cdc0cd5559a7"
+
+
+def test_connection_json_form_with_defaults(monkeypatch):
+    hook = set_connection(monkeypatch, "capillary_json", "eu.api.capillarytech.com")
+    s = hook.settings
+    assert s.base_url == "https://eu.api.capillarytech.com"  # no scheme -> https
+    assert (s.rate_limit_rpm, s.concurrency, s.connect_timeout, s.read_timeout) == (100, 2, 5, 30)
+    assert (s.batch_size, s.max_retries, s.verify, s.uses_oauth) == (100, 6, True, False)
+
+
+def test_connection_uri_form_parses_extras_from_text(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CAPILLARY_URI",
+        "http://till%40eu:p%40ss%3Aword@127.0.0.1:8123/http?rate_limit_rpm=250&concurrency=4&verify=false"
+        "&batch_size=50&attribution_entity_type=TILL_CODE&attribution_entity_code=till01",
+    )
+    s = CapillaryHook("capillary_uri").settings
+    assert s.base_url == "http://127.0.0.1:8123"
+    assert (s.login, s.password) == ("till@eu", "p@ss:word")
+    assert (s.rate_limit_rpm, s.concurrency, s.batch_size, s.verify) == (250, 4, 50, False)
+    assert (s.attribution_entity_type, s.attribution_entity_code) == ("TILL_CODE", "till01")
+
+
+@pytest.mark.parametrize("verify, expected", [("true", True), ("yes", True), ("false", False), (False, False), (None, True)])
+def test_only_an_explicit_false_turns_tls_verification_off(monkeypatch, verify, expected):
+    extras = {} if verify is None else {"verify": verify}
+    assert set_connection(monkeypatch, "capillary_tls", "https://x.example", **extras).settings.verify is expected
+
+
+def test_connection_without_credentials_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CAPILLARY_NOAUTH", json.dumps({"conn_type": "http", "host": "https://x.example"}))
+    with pytest.raises(ValueError, match="login \\+ password .* or extras oauth_key \\+ oauth_secret"):
+        CapillaryHook("capillary_noauth").settings
+
+
+def test_basic_auth_reads_the_hierarchies(hook):
+    definitions = {d.code: d for d in hook.get_hierarchies()}
+    chain = definitions[HIERARCHY]
+    assert [chain.role(c).childRoleCode for c in ("GFA", "SFA", "FA")] == ["SFA", "FA", "FC"]
+
+
+def test_wrong_password_fails_at_once(sandbox, monkeypatch):
+    hook = set_connection(monkeypatch, "capillary_bad", sandbox.url, login=("store.server", "wrong"), **FAST_RETRIES)
+    with pytest.raises(CapillaryAuthError, match="Invalid till credentials"):
+        hook.get_hierarchies()
+    assert hook.stats.requests == 1  # a contract error is not retried
+
+
+def test_wrong_oauth_secret_fails_clearly(sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CAPILLARY_BADKEY", json.dumps({
+        "conn_type": "http", "host": sandbox.url, "extra": {"oauth_key": "demo-key", "oauth_secret": "nope"}}))
+    TOKENS.clear()
+    with pytest.raises(CapillaryAuthError, match="refused to generate an OAuth token"):
+        CapillaryHook("capillary_badkey").get_hierarchies()
+
+
+def test_oauth_token_is_reused_refreshed_before_expiry_and_after_a_401(tmp_path_factory, monkeypatch):
+    with start_sandbox(tmp_path_factory, "ttl", token_ttl=2) as sandbox:
+        hook = set_connection(monkeypatch, "capillary_oauth", sandbox.url, oauth=True, **FAST_RETRIES)
+        hook.get_hierarchies()
+        hook.get_hierarchies()
+        assert sandbox.stats()["tokensIssued"] == 1  # cached per worker process
+
+        time.sleep(2.1)  # the token's lifetime is over: a new one is generated before the call
+        hook.get_hierarchies()
+        assert sandbox.stats()["tokensIssued"] == 2
+
+        # A token the client still believes in but the server has expired (clocks disagree):
+        # the call gets a 401, a new token is generated and the call is repeated once.
+        key = (hook.settings.base_url, "demo-key")
+        TOKENS.store(key, TOKENS.valid(key), 3600)
+        time.sleep(2.1)
+        assert hook.get_hierarchies()
+        stats = sandbox.stats()
+        assert stats["tokensIssued"] == 3
+        assert stats["requests"]["GET /v2/fleetHierarchy/all"]["401"] == 1
+
+
+# --- bulk ------------------------------------------------------------------------------------
+
+
+def test_bulk_registers_and_a_resend_returns_the_same_ids(hook):
+    bodies = [element(email=f"asha{i}.{unique_mobile()}@example.com") for i in range(5)]
+    first = hook.post_customers_bulk(bodies)
+    assert_exactly_once(hook, bodies, first)
+    second = hook.post_customers_bulk(bodies)
+    assert [o.capillary_id for o in second] == [o.capillary_id for o in first]
+    assert all(o.attempts == 1 for o in second)
+    assert hook.lookup_customer("mobile", unique_mobile()) is None
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    with start_sandbox(tmp_path_factory, "faulty") as process:
+        yield process
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "503", "drop", "slow", "commit500"])
+def test_every_fault_kind_is_retried_without_duplicates(faulty, monkeypatch, kind):
+    faulty.restart(faults=f"{kind}=0.5", fault_seed=11, slow_ms=1200)
+    hook = set_connection(monkeypatch, "capillary_faulty", faulty.url, batch_size=3, read_timeout=0.5,
+                          connect_timeout=2, **FAST_RETRIES)
+    bodies = [element() for _ in range(12)]
+    outcomes = hook.post_customers_bulk(bodies)
+    assert faulty.stats()["faults"].get(kind, 0) >= 1
+    assert hook.stats.retries >= 1
+    assert any(o.attempts > 1 for o in outcomes)
+    faulty.restart(faults="")  # lookups without faults
+    assert_exactly_once(hook, bodies, outcomes)
+
+
+def test_commit_then_500_does_not_duplicate_a_customer(faulty, monkeypatch):
+    faulty.restart(faults="commit500=1.0")
+    hook = set_connection(monkeypatch, "capillary_commit", faulty.url, **dict(FAST_RETRIES, max_retries=2))
+    bodies = [element(), element()]
+    outcomes = hook.post_customers_bulk(bodies)
+    # Every answer was a 500, but the server had stored the customers each time.
+    assert all(o.status == "failed" and o.attempts == 3 for o in outcomes)
+    faulty.restart(faults="")
+    stored = [hook.lookup_customer("mobile", mobile_of(b)) for b in bodies]
+    assert None not in stored
+    again = hook.post_customers_bulk(bodies)
+    assert [o.capillary_id for o in again] == stored
+    assert_exactly_once(hook, bodies, again)
+
+
+def test_batch_limit_1060_halves_the_batch_and_goes_on(tmp_path_factory, monkeypatch):
+    with start_sandbox(tmp_path_factory, "small", batch_limit=4) as sandbox:
+        hook = set_connection(monkeypatch, "capillary_small", sandbox.url, batch_size=10, **FAST_RETRIES)
+        bodies = [element() for _ in range(10)]
+        outcomes = hook.post_customers_bulk(bodies)
+        assert_exactly_once(hook, bodies, outcomes)
+        assert hook.batch_limit <= 4
+        refused = sandbox.stats()["requests"]["POST /v2/customers/bulk"].get("400", 0)
+        assert refused == 2  # 10 -> 5 refused, then batches of 2 fit
+
+
+def test_a_poisoned_element_is_bisected_out_and_the_rest_goes_through(hook):
+    bodies = [element() for _ in range(8)]
+    bodies[5]["loyaltyInfo"] = "x"  # a wrong type: HTTP 400 for the whole request
+    outcomes = hook.post_customers_bulk(bodies)
+    bad = outcomes[5]
+    assert bad.status == "failed" and bad.error_code == 400 and "loyaltyInfo" in bad.error_message
+    assert bad.attempts == 4  # 8 -> 4 -> 2 -> 1
+    good = [o for i, o in enumerate(outcomes) if i != 5]
+    assert_exactly_once(hook, [b for i, b in enumerate(bodies) if i != 5], good)
+    assert hook.lookup_customer("mobile", mobile_of(bodies[5])) is None
+
+
+def test_a_batch_where_every_element_fails_maps_each_error(hook):
+    old = "1985-01-01T00:00:00+00:00"
+    bodies = [element(), element()]
+    for body in bodies:
+        body["profiles"][0]["createDate"] = old
+    outcomes = hook.post_customers_bulk(bodies)
+    assert [(o.status, o.error_code) for o in outcomes] == [("failed", 1034), ("failed", 1034)]
+    assert all(o.attempts == 1 for o in outcomes)  # "all failed" is an answer, not an outage
+    assert "createDate" in outcomes[0].error_message
+
+
+def test_parent_with_children_maps_child_outcomes_in_order(hook, fleet_company):
+    kids = [unique_mobile(), unique_mobile()]
+    admin = element(role="FA", company=fleet_company, children=kids, child_role="FC")
+    outcome, = hook.post_customers_bulk([admin])
+    assert outcome.status == "success"
+    assert [c.capillary_id for c in outcome.children] == [hook.lookup_customer("mobile", m) for m in kids]
+    details = hook.customer_details("mobile", kids[1])
+    assert details["associationDetails"]["parentCustomerId"] == outcome.capillary_id
+    assert details["associationDetails"]["roleCode"] == "FC"
+
+    # A customer naming an unknown parent fails alone; its neighbour in the batch is fine.
+    member = element(role="FC", company=fleet_company, parent_mobile=mobile_of(admin))
+    orphan = element(role="FC", company=fleet_company, parent_mobile=unique_mobile())
+    ok, refused = hook.post_customers_bulk([member, orphan])
+    assert ok.status == "success" and refused.status == "failed" and refused.error_code == 91036
+
+
+# --- companies ---------------------------------------------------------------------------------
+
+
+def test_companies_are_created_parents_first_then_kept_or_updated(hook):
+    tag = unique_mobile()[-7:]
+    holding, subsidiary = f"HOLD-{tag}", f"SUB-{tag}"
+    first = hook.ensure_companies([company_request(subsidiary, parent=holding), company_request(holding)])
+    assert [(o.external_id, o.action) for o in first] == [(subsidiary, "created"), (holding, "created")]
+    assert hook.get_company(subsidiary)["parentCompany"]["externalId"] == holding
+
+    again = hook.ensure_companies([company_request(holding), company_request(subsidiary, parent=holding)])
+    assert [o.action for o in again] == ["unchanged", "unchanged"]
+    assert [o.company_id for o in again] == [first[1].company_id, first[0].company_id]
+
+    changed = hook.ensure_companies([company_request(holding, name="Acme Holding", region="south")])
+    assert changed[0].action == "updated"
+    assert hook.get_company(holding)["extendedFields"] == {"region": "south"}
+
+    moved = dict(company_request(holding, name="Acme Holding", region="south"), hierarchyDefinitionCode="other")
+    failed, = hook.ensure_companies([moved])
+    assert failed.action == "failed" and "cannot change" in failed.error_message
+
+
+def test_company_cycles_and_failed_parents_fail_without_calls(hook):
+    tag = unique_mobile()[-7:]
+    outcomes = hook.ensure_companies([
+        company_request(f"A-{tag}", parent=f"B-{tag}"),
+        company_request(f"B-{tag}", parent=f"A-{tag}"),
+        dict(company_request(f"BAD-{tag}"), hierarchyDefinitionCode="no-such-hierarchy"),
+        company_request(f"KID-{tag}", parent=f"BAD-{tag}"),
+    ])
+    by_id = {o.external_id: o for o in outcomes}
+    assert "cycle" in by_id[f"A-{tag}"].error_message and "cycle" in by_id[f"B-{tag}"].error_message
+    assert by_id[f"BAD-{tag}"].action == "failed" and by_id[f"BAD-{tag}"].error_code is not None
+    assert by_id[f"KID-{tag}"].action == "failed" and f"BAD-{tag}" in by_id[f"KID-{tag}"].error_message
+    assert by_id[f"KID-{tag}"].attempts == 0
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def test_logs_carry_no_secrets_and_no_raw_mobiles_or_emails(sandbox, monkeypatch, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    email = f"leak.{unique_mobile()}@example.com"
+    bodies = [element(email=email), element()]
+    bodies[1]["loyaltyInfo"] = {"loyaltyType": email}  # a 400 whose message may echo the value
+    basic = set_connection(monkeypatch, "capillary_logs", sandbox.url, **FAST_RETRIES)
+    basic.post_customers_bulk(bodies)
+    basic.lookup_customer("email", email)
+    basic.lookup_customer("mobile", mobile_of(bodies[0]))
+    oauth = set_connection(monkeypatch, "capillary_logs_oauth", sandbox.url, oauth=True, **FAST_RETRIES)
+    oauth.get_hierarchies()
+    token = TOKENS.valid((oauth.settings.base_url, "demo-key"))
+    text = caplog.text + "".join(capsys.readouterr())
+    assert "Generated a Capillary OAuth token" in text  # the logs were captured
+    for secret in ("server123", "8a16a6b70505eb1f1ff7cdc0cd5559a7", basic_authorization(*BASIC)[6:],
+                   "demo-secret", token, email, mobile_of(bodies[0]), mobile_of(bodies[1])):
+        assert secret not in text
+
+
+# --- rate limit (last: the throttled sandbox's minute started with the module) ---------------------
+
+
+def test_429_honours_retry_after_and_then_succeeds(throttled, monkeypatch):
+    # The client is told 6000 rpm while the server allows 2: the server's 429 must rule.
+    hook = set_connection(monkeypatch, "capillary_throttled", throttled.url, **FAST_RETRIES)
+    for _ in range(2):
+        assert hook.get_hierarchies()
+    assert hook.stats.throttled == 1
+    # While Retry-After ran, nobody knocked again: the server saw exactly one 429.
+    assert throttled.stats()["rateLimited"] == 1
