@@ -101,6 +101,10 @@ def send_payload_chunk(
     if done:
         log.info("Resuming: %d of %d batches already have an outcome from an earlier try", len(done), len(batches))
 
+    if warehouse_conn_id and pending:
+        from associate.warehouse import ensure_output_tables
+
+        ensure_output_tables(warehouse_conn_id)
     progress = _Progress(total=len(batches), done=len(done), hook=hook)
     with ThreadPoolExecutor(max_workers=hook.settings.concurrency, thread_name_prefix="capillary") as pool:
         for wave in _independent_waves(pending):

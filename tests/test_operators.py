@@ -1,0 +1,192 @@
+"""AssociateCustomersOperator and ensure_companies_from_frame, run for real against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+import pytest
+
+from associate import staging
+from associate.operators import AssociateCustomersOperator, ensure_companies_from_frame, part_uri
+from test_hook import FAST_RETRIES, element, mobile_of, set_connection, start_sandbox, unique_mobile
+
+CONN = "capillary_op"
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    with start_sandbox(tmp_path_factory, "operators") as process:
+        yield process
+
+
+@pytest.fixture
+def hook(sandbox, monkeypatch, tmp_path):
+    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    return set_connection(monkeypatch, CONN, sandbox.url, batch_size=10, **FAST_RETRIES)
+
+
+def companies_frame(*rows: tuple) -> pd.DataFrame:
+    """A validated companies frame (tables.COMPANY_COLUMNS)."""
+    return pd.DataFrame(
+        [(ext, name, "code-association2", parent, fields, pd.Timestamp("2026-01-01", tz="UTC"))
+         for ext, name, parent, fields in rows],
+        columns=["company_external_id", "company_name", "hierarchy_code", "parent_company_external_id",
+                 "extended_fields", "updated_at"],
+    )
+
+
+@pytest.fixture
+def company(hook):
+    external_id = f"FLEET-{unique_mobile()[-7:]}"
+    outcomes = ensure_companies_from_frame(hook, companies_frame((external_id, "Fleet", None, '{"region": "north"}')))
+    assert outcomes["status"].tolist() == ["success"]
+    return external_id
+
+
+def write_chunk(tmp_path, rows: list[tuple]) -> str:
+    """Stage a payload chunk: rows of (batch_no, entity_key, element or raw text, child_keys)."""
+    frame = pd.DataFrame(
+        [(no, key, body if isinstance(body, str) else json.dumps(body), f"hash-{key}", json.dumps(children))
+         for no, key, body, children in rows],
+        columns=["batch_no", "entity_key", "payload", "payload_hash", "child_keys"],
+    )
+    return staging.write_frame(frame, "file://" + str(tmp_path / "payloads" / "chunk-000.parquet"))
+
+
+def run_operator(payload_uri: str, outcome_uri: str, run_id: str = "manual__2026-11-25T00:00:00+00:00",
+                 warehouse_conn_id: str | None = None) -> pd.DataFrame:
+    op = AssociateCustomersOperator(task_id="associate", payload_uri=payload_uri, outcome_uri=outcome_uri,
+                                    capillary_conn_id=CONN, warehouse_conn_id=warehouse_conn_id)
+    assert op.execute({"run_id": run_id}) == outcome_uri
+    return staging.read_frame(outcome_uri).set_index("entity_key")
+
+
+def fleet_chunk(tmp_path, company: str):
+    """Batch 0: a fleet admin and an admin with two children; batch 1: members, a poisoned and a broken row."""
+    admin = element(role="FA", company=company)
+    kids = [unique_mobile(), unique_mobile()]
+    family = element(role="FA", company=company, children=kids, child_role="FC")
+    members = [element(role="FC", company=company, parent_mobile=mobile_of(admin)) for _ in range(2)]
+    poisoned = element(role="FC", company=company, parent_mobile=mobile_of(admin), loyaltyInfo="x")
+    uri = write_chunk(tmp_path, [
+        (0, "admin", admin, []),
+        (0, "family", family, ["kid-a", "kid-b"]),
+        (1, "member-1", members[0], []),
+        (1, "poisoned", poisoned, []),
+        (1, "member-2", members[1], []),
+        (1, "broken", "{not json", []),
+    ])
+    mobiles = {"admin": mobile_of(admin), "family": mobile_of(family), "kid-a": kids[0], "kid-b": kids[1],
+               "member-1": mobile_of(members[0]), "member-2": mobile_of(members[1])}
+    return uri, mobiles
+
+
+def test_operator_sends_a_chunk_and_stages_one_outcome_per_customer(hook, company, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    payload_uri, mobiles = fleet_chunk(tmp_path, company)
+    outcome_uri = "file://" + str(tmp_path / "outcomes" / "chunk-000.parquet")
+    out = run_operator(payload_uri, outcome_uri)
+
+    assert sorted(out.index) == sorted(["admin", "family", "kid-a", "kid-b", "member-1", "member-2", "poisoned", "broken"])
+    for key, mobile in mobiles.items():
+        assert out.loc[key, "status"] == "success", (key, out.loc[key, "error_message"])
+        assert out.loc[key, "capillary_id"] == hook.lookup_customer("mobile", mobile)
+    member = hook.customer_details("mobile", mobiles["member-1"])["associationDetails"]
+    assert member["parentCustomerId"] == out.loc["admin", "capillary_id"]
+    assert member["fleetCompany"]["externalId"] == company
+
+    assert out.loc["poisoned", "status"] == "failed" and out.loc["poisoned", "error_code"] == 400
+    assert pd.isna(out.loc["poisoned", "capillary_id"]) and out.loc["poisoned", "attempts"] > 1
+    assert out.loc["broken", "status"] == "failed" and "not valid JSON" in out.loc["broken", "error_message"]
+    assert out.loc["broken", "attempts"] == 0
+
+    assert out.loc["admin", "payload_hash"] == "hash-admin" and pd.isna(out.loc["kid-a", "payload_hash"])
+    assert str(out["capillary_id"].dtype) == "Int64" and str(out["error_code"].dtype) == "Int64"
+    assert str(out["synced_at"].dt.tz) == "UTC"
+    assert all(json.loads(w) == [] for w in out["warnings"])
+
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Batch ")]
+    assert len(progress) == 2 and progress[-1].startswith("Batch 2/2") and "customers/s" in progress[-1]
+    assert not any(m in caplog.text for m in mobiles.values())
+
+
+def test_warnings_are_kept_as_masked_json(hook, tmp_path):
+    mobile = unique_mobile()
+    body = element(mobile)
+    body["profiles"][0]["commChannels"].append({"type": "mobile", "value": "12ab", "primary": False})
+    out = run_operator(write_chunk(tmp_path, [(0, "warned", body, [])]),
+                       "file://" + str(tmp_path / "outcomes" / "warned.parquet"))
+    assert out.loc["warned", "status"] == "warning"
+    assert [w["code"] for w in json.loads(out.loc["warned", "warnings"])] == [8058]
+
+
+def test_a_retried_task_skips_batches_already_recorded(hook, sandbox, company, tmp_path):
+    payload_uri, _ = fleet_chunk(tmp_path, company)
+    outcome_uri = "file://" + str(tmp_path / "outcomes" / "chunk-000.parquet")
+    first = run_operator(payload_uri, outcome_uri)
+    # The task died after batch 0 was recorded: only its part survives.
+    from airflow.sdk import ObjectStoragePath
+
+    ObjectStoragePath(part_uri(outcome_uri, 1)).unlink()
+    ObjectStoragePath(outcome_uri).unlink()
+    before = sandbox.stats()["requests"]["POST /v2/customers/bulk"]
+    second = run_operator(payload_uri, outcome_uri)
+    after = sandbox.stats()["requests"]["POST /v2/customers/bulk"]
+    sent = sum(after.values()) - sum(before.values())
+    assert sent == 5  # batch 1 only: [m1 p m2] refused, [m1] ok, [p m2] refused, [p] refused, [m2] ok
+    pd.testing.assert_series_equal(first["capillary_id"], second["capillary_id"])
+    assert first.loc["admin", "synced_at"] == second.loc["admin", "synced_at"]  # not re-sent
+
+
+def test_independent_batches_travel_side_by_side_and_stay_in_order(hook, tmp_path):
+    bodies = [element() for _ in range(9)]
+    rows = [(i // 3, f"c{i}", body, []) for i, body in enumerate(bodies)]
+    out = run_operator(write_chunk(tmp_path, rows), "file://" + str(tmp_path / "outcomes" / "par.parquet"))
+    assert list(out.index) == [f"c{i}" for i in range(9)]
+    assert out["capillary_id"].tolist() == [hook.lookup_customer("mobile", mobile_of(b)) for b in bodies]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sync_state_is_recorded_batch_by_batch(hook, company, tmp_path, monkeypatch, request, backend):
+    from associate import warehouse
+
+    if backend == "sqlite":
+        conn = {"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")}
+    else:
+        url = request.getfixturevalue("pg_url")
+        conn = url.replace("postgresql://", "postgresql://", 1)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps(conn) if isinstance(conn, dict) else conn)
+    payload_uri, mobiles = fleet_chunk(tmp_path, company)
+    out = run_operator(payload_uri, "file://" + str(tmp_path / "outcomes" / "state.parquet"),
+                       run_id="scheduled__1", warehouse_conn_id="warehouse_op")
+    state = warehouse.read_sync_state("warehouse_op", "customer").set_index("entity_key")
+    assert set(state.index) == set(out.index)
+    assert state.loc["admin", "capillary_id"] == out.loc["admin", "capillary_id"]
+    assert state.loc["admin", "payload_hash"] == "hash-admin"
+    assert state.loc["poisoned", "last_status"] == "failed"
+    assert set(state["last_run_id"]) == {"scheduled__1"}
+
+
+def test_ensure_companies_from_frame_answers_outcome_rows(hook):
+    tag = unique_mobile()[-7:]
+    frame = companies_frame(
+        (f"SUB-{tag}", "Sub", f"HOLD-{tag}", None),
+        (f"HOLD-{tag}", "Holding", None, '{"tier": "gold"}'),
+        (f"ODD-{tag}", "Odd", None, "[1, 2]"),
+    )
+    out = ensure_companies_from_frame(hook, frame).set_index("entity_key")
+    assert out.loc[f"HOLD-{tag}", "action"] == "created" and out.loc[f"SUB-{tag}", "action"] == "created"
+    assert out.loc[f"SUB-{tag}", "capillary_id"] == hook.get_company(f"SUB-{tag}")["companyId"]
+    assert out.loc[f"ODD-{tag}", "status"] == "failed" and "JSON object" in out.loc[f"ODD-{tag}", "error_message"]
+    assert set(out["entity"]) == {"company"} and out["payload_hash"].notna().sum() == 2
+
+    again = ensure_companies_from_frame(hook, frame.iloc[:2]).set_index("entity_key")
+    assert set(again["action"]) == {"unchanged"}
+    assert again["payload_hash"].tolist() == out.loc[again.index, "payload_hash"].tolist()
+
+
+def test_ensure_companies_of_nothing_needs_no_connection():
+    out = ensure_companies_from_frame(None, companies_frame())
+    assert out.empty and "status" in out.columns
