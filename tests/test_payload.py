@@ -165,6 +165,11 @@ def test_depth_and_rows_that_cannot_be_built():
     assert set(reasons) == {"orphan", "x", "y", "nocompany", "badjson"}
     assert "gone" in reasons["orphan"] and "cycle" in reasons["x"]
     assert "NOPE" in reasons["nocompany"] and "extended_fields" in reasons["badjson"]
+    # They come back as failed outcomes with the reason, so write-back records them.
+    failed = payload.skipped_outcomes(built)
+    assert sorted(failed.entity_key) == sorted(reasons) and (failed.status == "failed").all()
+    assert failed.set_index("entity_key").loc["orphan", "error_message"].endswith(reasons["orphan"])
+    assert failed.attempts.eq(0).all() and str(failed.synced_at.dtype) == "datetime64[us, UTC]"
 
 
 def _tree_frame():

@@ -247,3 +247,26 @@ def test_sync_state_upsert_inserts_updates_and_keeps_known_ids(conn_id):
 def test_table_names_come_only_from_the_contract(sqlite_conn):
     with pytest.raises(ValueError, match="not a per-run output table"):
         warehouse.replace_run_rows(sqlite_conn, "customers; DROP TABLE x", "r", pd.DataFrame())
+
+
+def test_sqlite_epoch_numbers_and_space_separated_text_compare_right(sqlite_conn):
+    companies, customers = sample_warehouse()
+    customers["updated_at"] = customers["updated_at"].astype(object)
+    customers.loc[customers.customer_key == "b", "updated_at"] = "2025-01-01 00:00:00"  # out now
+    customers.loc[customers.customer_key == "f", "updated_at"] = int(START.timestamp()) + 60  # epoch, in
+    warehouse.load_frames(sqlite_conn, companies, customers)
+    got = warehouse.extract(sqlite_conn, "customers", mode="incremental", interval_start=START, interval_end=END)
+    assert keys(got) == {"f", "e"}
+
+
+def test_postgres_naive_timestamps_are_read_as_utc(pg_conn):
+    import psycopg2
+
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(pg_conn, companies, customers)
+    url = __import__("os").environ["AIRFLOW_CONN_WAREHOUSE_TEST"]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("ALTER DATABASE " + url.rsplit("/", 1)[1] + " SET timezone TO 'Asia/Kolkata'")
+        cur.execute("ALTER TABLE customers ALTER COLUMN updated_at TYPE timestamp USING updated_at AT TIME ZONE 'UTC'")
+    got = warehouse.extract(pg_conn, "customers", mode="incremental", interval_start=START, interval_end=END)
+    assert keys(got) == {"a", "b", "c", "g", "s", "e"}

@@ -207,6 +207,9 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
     conn = hook.get_conn()
     try:
         cur = conn.cursor()
+        if dialect == "postgres":
+            # Naive `timestamp` columns then read as UTC, as everywhere else in the pipeline.
+            cur.execute("SET TIME ZONE 'UTC'")
         try:
             cur.execute(sql)
         except Exception as exc:

@@ -1,8 +1,9 @@
 {#- changed(col) on SQLite: timestamps are text (ISO-8601 with 'T' or ' ', 'Z' or an offset)
-    or unix epoch numbers. strftime normalises both to UTC text with milliseconds, which
-    compares correctly as text (a plain text comparison would not: offsets, 'T' vs ' '). -#}
+    or unix epoch seconds (as numbers, or as digits in a TEXT column). strftime normalises
+    all of them to UTC text with milliseconds, which compares correctly as text (a plain
+    text comparison would not: offsets, 'T' vs ' '). -#}
 {% macro ts(col) -%}
-CASE WHEN typeof({{ col }}) IN ('integer', 'real')
+CASE WHEN typeof({{ col }}) IN ('integer', 'real') OR {{ col }} NOT GLOB '*[^0-9.]*'
      THEN strftime('%Y-%m-%d %H:%M:%f', {{ col }}, 'unixepoch')
      ELSE strftime('%Y-%m-%d %H:%M:%f', {{ col }}) END
 {%- endmacro %}
