@@ -28,6 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONN_ID = "bench_warehouse"
+CAPILLARY_CONN_ID = "bench_capillary"
+OUTCOME_COLUMNS = (
+    "entity", "entity_key", "status", "capillary_id", "error_code", "error_message",
+    "attempts", "synced_at", "payload_hash", "warnings",
+)
 PG_ADMIN_ENV = "ASSOCIATE_BENCH_PG"
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 STAGES = ("extract", "validate", "payload", "diff", "write_back")
@@ -38,6 +43,7 @@ STAGE_TITLES = {
     "diff": "diff (sync state read + select_changes + chunk files)",
     "write_back": "write-back (results, warnings, sync state)",
 }
+SEND_TITLE = "send (ensure companies + operator send to the sandbox; API time included)"
 BATCH_SIZE = 100
 MAX_CHUNKS = 8
 STAGE_TIMEOUT_S = 1800
@@ -142,6 +148,8 @@ class StageRunner:
         result = self.validation.validate(customers, companies, self.hierarchies, run_id=self.run_id)
         self.warehouse.ensure_output_tables(CONN_ID)
         self.warehouse.replace_run_rows(CONN_ID, QUARANTINE_TABLE, self.run_id, result.quarantine)
+        # attrs (validation's side notes) are not staged; pandas cannot always serialise them.
+        result.customers.attrs, result.companies.attrs = {}, {}
         staging.write_frame(result.customers, self.path("valid", "customers.parquet"))
         staging.write_frame(result.companies, self.path("valid", "companies.parquet"))
         rejected = int(customers.shape[0] - result.customers.shape[0])
@@ -185,14 +193,48 @@ class StageRunner:
         staging.write_json({"chunks": uris}, self.path("chunks.json"))
         return len(elements), len(selected.to_send), {"unchanged": len(selected.unchanged), "chunks": len(uris)}
 
+    def prepare_send(self):
+        from associate import operators
+        from associate.hook import CapillaryHook
+
+        self.operators = operators
+        self.hook = CapillaryHook(capillary_conn_id=CAPILLARY_CONN_ID)
+        self.hook.get_hierarchies()  # authenticate and open the session before the timer
+
+    def work_send(self):
+        """The real send: ensure companies, then every chunk through the operator's code path."""
+        from associate import staging
+
+        companies = staging.read_frame(self.path("valid", "companies.parquet"))
+        company_outcomes = self.operators.ensure_companies_from_frame(self.hook, companies)
+        staging.write_frame(company_outcomes, self.path("outcomes", "companies.parquet"))
+        uris = staging.read_json(self.path("chunks.json"))["chunks"]
+        outcome_uris, statuses = [], {}
+        for uri in uris:
+            outcome_uri = uri.replace("/payloads/", "/outcomes/")
+            outcome_uris.append(self.operators.send_payload_chunk(
+                self.hook, uri, outcome_uri, run_id=self.run_id, warehouse_conn_id=CONN_ID))
+            for status, count in staging.read_frame(outcome_uri)["status"].value_counts().items():
+                statuses[status] = statuses.get(status, 0) + int(count)
+        staging.write_json({"outcomes": outcome_uris}, self.path("outcomes.json"))
+        self.hook.close()
+        sent = sum(statuses.values())
+        return sent, sent, {"statuses": statuses, "companies": len(company_outcomes),
+                            "company_failures": int((company_outcomes["status"] == "failed").sum())}
+
     def prepare_write_back(self):
-        """Outcomes as the operator would stage them had every element succeeded (untimed)."""
+        """Outcomes of the send stage, or, without one, success outcomes for what would be sent (untimed)."""
         import pandas as pd
 
         from associate import reconcile, staging, warehouse
 
         self.reconcile, self.warehouse = reconcile, warehouse
         self.warm_up(warehouse)
+        if self.spec.get("send"):
+            frames = [staging.read_frame(self.path("outcomes", "companies.parquet"))]
+            frames += [staging.read_frame(uri) for uri in staging.read_json(self.path("outcomes.json"))["outcomes"]]
+            self.outcomes = pd.concat(frames, ignore_index=True)[list(OUTCOME_COLUMNS)]
+            return
         uris = staging.read_json(self.path("chunks.json"))["chunks"]
         sent = [staging.read_frame(uri)[["entity_key", "payload_hash"]] for uri in uris]
         customers = pd.concat(sent, ignore_index=True) if sent else pd.DataFrame(
@@ -215,6 +257,9 @@ class StageRunner:
 
     def measure(self, stage: str) -> dict:
         """Prepare (untimed), then time the stage's work: wall, CPU, peak RSS, rows."""
+        from associate import staging
+
+        staging.staging_base().exists()  # object-storage imports and setup happen before the timer
         getattr(self, f"prepare_{stage}")()
         rss_before = _current_rss_mb()
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -346,6 +391,7 @@ class Harness:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        self.capillary_url: str | None = None  # set while a sandbox serves the send stage
         self.workdir = Path(args.workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.results: list[StageResult] = []
@@ -358,13 +404,28 @@ class Harness:
         env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
         env["AIRFLOW_CONN_" + CONN_ID.upper()] = backend.conn_env
         env["ASSOCIATE_STAGING_BASE"] = "file://" + str(self.workdir / "staging")
+        if self.capillary_url:
+            # Rate control effectively off: the sandbox runs without a limit, we measure our own work.
+            env["AIRFLOW_CONN_" + CAPILLARY_CONN_ID.upper()] = json.dumps({
+                "conn_type": "http", "host": self.capillary_url, "login": "store.server",
+                "password": "server123", "extra": {"rate_limit_rpm": 1_000_000, "concurrency": 2},
+            })
         return env
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages of a run: with a sandbox, the real send comes between diff and write-back."""
+        return STAGES[:4] + ("send",) + STAGES[4:] if self.capillary_url else STAGES
 
     def spawn(self, stage: str, spec: dict, backend: Backend) -> dict:
         """Run one stage in a fresh interpreter and answer its JSON result."""
         command = [sys.executable, "-m", "bench.run", "--stage", stage, "--spec", json.dumps(spec)]
         completed = subprocess.run(command, cwd=ROOT, env=self.env(backend), capture_output=True,
                                    text=True, timeout=STAGE_TIMEOUT_S)
+        # Each stage's output is kept, so a failure can be read after the run.
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        name = f"{spec.get('run_id') or backend.kind + '-' + str(backend.size)}-{stage}.log"
+        (logs / name).write_text(completed.stdout + completed.stderr, encoding="utf-8")
         line = next((l for l in reversed(completed.stdout.splitlines()) if l.startswith("BENCH-RESULT ")), None)
         if line is None:
             tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
@@ -381,12 +442,12 @@ class Harness:
     def run_pipeline(self, backend: Backend, size: int, run: str, spec: dict) -> None:
         """All stages of one run, in order; a failed stage marks the rest as not run."""
         failed = ""
-        for stage in STAGES:
+        for stage in self.stages():
             record = StageResult(backend.kind, size, run, stage)
             if failed:
                 record.ok, record.error = False, f"not run: {failed} failed"
             else:
-                result = self.spawn(stage, {**spec, "stage": stage}, backend)
+                result = self.spawn(stage, {**spec, "stage": stage, "send": bool(self.capillary_url)}, backend)
                 if result.get("ok"):
                     for name in ("wall_s", "cpu_s", "peak_rss_mb", "rows_in", "rows_out", "extra"):
                         setattr(record, name, result[name])
@@ -399,7 +460,22 @@ class Harness:
             self.results.append(record)
 
     def run_size(self, kind: str, size: int) -> None:
-        """Setup, one full run, then one incremental run per change fraction."""
+        """Setup, one full run, then one incremental run per change fraction (with a fresh sandbox if --send)."""
+        if not self.args.send:
+            return self._run_size(kind, size)
+        from associate.sandbox.launcher import SandboxProcess
+
+        db = self.workdir / f"sandbox-{kind}-{size}.db"
+        for suffix in ("", "-wal", "-shm", ".log"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        with SandboxProcess(db, rate_limit_rpm=0) as sandbox:
+            self.capillary_url = sandbox.url
+            try:
+                self._run_size(kind, size)
+            finally:
+                self.capillary_url = None
+
+    def _run_size(self, kind: str, size: int) -> None:
         with Backend(kind, self.workdir, size, self.args.pg_admin_url) as backend:
             setup = self.spawn("setup", {"backend": kind, "size": size, "target": backend.target,
                                          "seed": self.args.seed}, backend)
@@ -498,7 +574,9 @@ def render_markdown(results: list[StageResult], setups: list[dict], info: dict, 
              "outcomes (1 in 50 with a warning) that write-back then stores. An incremental run "
              "extracts the changed rows plus their ancestors, descendants and companies, validates "
              "them, and sends only payloads whose hash changed.", "",
-             "Stages: " + "; ".join(f"**{s}** = {t}" for s, t in STAGE_TITLES.items()) + ".", ""]
+             "Stages: " + "; ".join(f"**{s}** = {t}" for s, t in STAGE_TITLES.items()) + "."
+             + (f" With `--send`: **send** = {SEND_TITLE}, reported in its own column and not in the totals."
+                if any(r.stage == "send" for r in results) else ""), ""]
     lines += ["## Setup (not pipeline work)", "", "| backend | customers | companies | generate s | load s |",
               "|---|---:|---:|---:|---:|"]
     for setup in setups:
@@ -507,21 +585,25 @@ def render_markdown(results: list[StageResult], setups: list[dict], info: dict, 
                          f"{setup['generate_s']:.1f} | {setup['load_s']:.1f} |")
         else:
             lines.append(f"| {setup['backend']} | {setup['size']:,} | failed: {setup.get('error', '')} | | |")
+    with_send = any(r.stage == "send" for r in results)
     lines += ["", "## Runs", "",
               "| backend | customers | run | extracted | sent | total wall s | total CPU s | max peak RSS MiB | "
-              "customers/s (extracted / wall) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+              "customers/s (extracted / wall) |" + (" send wall s |" if with_send else ""),
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if with_send else "")]
     runs = _runs(results)
-    for (backend, size, run), stages in runs.items():
-        complete = all(s.ok for s in stages)
+    for (backend, size, run), all_stages in runs.items():
+        stages = [s for s in all_stages if s.stage != "send"]
+        complete = all(s.ok for s in all_stages)
         wall = sum(s.wall_s for s in stages)
         cpu = sum(s.cpu_s for s in stages)
         rss = max((s.peak_rss_mb for s in stages), default=0)
         extracted = next((s.rows_out for s in stages if s.stage == "extract" and s.ok), 0)
         sent = next((s.rows_out for s in stages if s.stage == "diff" and s.ok), 0)
-        note = "" if complete else " (incomplete: " + next(s.error for s in stages if not s.ok)[:80] + ")"
+        note = "" if complete else " (incomplete: " + next(s.error for s in all_stages if not s.ok)[:80] + ")"
         rate = f"{extracted / wall:,.0f}" if complete and wall else "-"
+        send = sum(s.wall_s for s in all_stages if s.stage == "send")
         lines.append(f"| {backend} | {size:,} | {run}{note} | {extracted:,} | {sent:,} | {wall:.2f} | {cpu:.2f} | "
-                     f"{rss:.0f} | {rate} |")
+                     f"{rss:.0f} | {rate} |" + (f" {send:.2f} |" if with_send else ""))
     lines += ["", "## Stages", "",
               "| backend | customers | run | stage | rows in | rows out | wall s | CPU s | peak RSS MiB | rows/s |",
               "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -537,7 +619,7 @@ def render_markdown(results: list[StageResult], setups: list[dict], info: dict, 
               "proportional to seconds, scaled per size.)", "", "```"]
     for size in sorted({key[1] for key in runs}):
         keyed = {k: v for k, v in runs.items() if k[1] == size}
-        totals = {k: sum(s.wall_s for s in v) for k, v in keyed.items()}
+        totals = {k: sum(s.wall_s for s in v if s.stage != "send") for k, v in keyed.items()}
         scale = max(totals.values(), default=1) or 1
         lines.append(f"{size:,} customers")
         for (backend, _, run), total in totals.items():
@@ -559,6 +641,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--changes", default="0.001,0.01,0.1,1", help="fractions changed for incremental runs")
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both")
     parser.add_argument("--quick", action="store_true", help="2,000 customers, 1%% change, both backends: seconds")
+    parser.add_argument("--send", action="store_true",
+                        help="also run the real send against a local sandbox (API time included, reported apart)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", help="markdown file to write (default BENCHMARKS.md; --quick: bench/out/quick.md)")
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "out"), help="databases and staged files")
