@@ -466,8 +466,13 @@ class CapillaryHook(BaseHook):
             )
             body = answer.json() if answer.response is not None and answer.response.status_code == 200 else None
             data = body.get("data") if isinstance(body, dict) else None
+            if answer.response is None or answer.response.status_code >= 500:
+                raise CapillaryError(
+                    f"no OAuth token after {answer.attempts} attempt(s): {answer.failure}",
+                    status=answer.response.status_code if answer.response is not None else None,
+                )
             if not isinstance(data, dict) or not data.get("accessToken"):
-                status = answer.response.status_code if answer.response is not None else None
+                status = answer.response.status_code
                 code, message = answer.first_error()
                 raise CapillaryAuthError(
                     f"Capillary refused to generate an OAuth token for key {settings.oauth_key!r}: {message}",
