@@ -23,3 +23,8 @@ def test_logging_filter_masks_arguments(caplog):
     with caplog.at_level(logging.INFO, logger="associate.test"):
         logger.info("sent %s", "919876544424")
     assert "919876544424" not in caplog.text
+
+
+def test_dates_and_times_stay_readable():
+    text = "interval [2026-11-24 00:00:00+00:00, 2026-11-25T00:00:00+00:00)"
+    assert mask_text(text) == text

@@ -8,6 +8,8 @@ import re
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
 # Runs of 8-15 digits, optionally with a leading + and single separators: phone-like.
 _PHONE_RE = re.compile(r"(?<![\w*])\+?\d(?:[ \-]?\d){7,14}(?!\w)")
+# Dates and times are digit runs too, and must stay readable in logs.
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def mask_mobile(value: object) -> str:
@@ -36,7 +38,9 @@ def mask_text(text: object) -> str:
     if text is None:
         return ""
     masked = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), str(text))
-    return _PHONE_RE.sub(lambda m: mask_mobile(m.group(0)), masked)
+    return _PHONE_RE.sub(
+        lambda m: m.group(0) if _DATE_RE.match(m.group(0)) else mask_mobile(m.group(0)), masked
+    )
 
 
 def mask_value(column: str | None, value: object) -> str:

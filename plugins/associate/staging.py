@@ -48,6 +48,10 @@ def write_frame(df: pd.DataFrame, path: ObjectStoragePath | str) -> str:
 
     path = ObjectStoragePath(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    if df.attrs:
+        # Stage modules may keep working data in attrs; a staged file carries rows only.
+        df = df.copy(deep=False)
+        df.attrs = {}
     with path.open("wb") as handle:
         df.to_parquet(handle, index=False)
     return str(path)

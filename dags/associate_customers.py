@@ -1,0 +1,135 @@
+"""Keep Capillary's B2B customer hierarchy in sync with the warehouse."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from associate import tasks
+from associate.operators import AssociateCustomersOperator
+from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE, STATE_TABLE, WARNINGS_TABLE
+
+WAREHOUSE_CONN_ID = "warehouse_default"
+CAPILLARY_CONN_ID = "capillary_default"
+# Bounds concurrent API calls across all workers; create it with the slots your API key allows.
+API_POOL = "capillary_api"
+# One writer at a time: SQLite allows no more, and it keeps write-back ordered elsewhere too.
+WAREHOUSE_POOL = "warehouse_writer"
+
+RESULT_ASSETS = [Asset(name) for name in (RESULTS_TABLE, WARNINGS_TABLE, STATE_TABLE)]
+QUARANTINE_ASSET = Asset(QUARANTINE_TABLE)
+
+DOC_MD = """
+### associate_customers
+
+Reads fleet companies and customers from the warehouse (`warehouse_default`), checks
+them with Great Expectations (rejected rows go to `associate_quarantine` with a
+reason), makes sure every fleet company exists in Capillary (`capillary_default`),
+sends only the customers whose payload changed (or failed last time) to
+`POST /v2/customers/bulk`, and writes every outcome and warning back to
+`associate_sync_results`, `associate_warnings` and `associate_sync_state`.
+
+* **Scheduled / backfill runs** read the rows changed in their data interval (and what
+  those rows depend on). **Manual runs** (empty interval) read everything; change
+  detection still sends only what changed.
+* `dry_run` does everything but the sends and writes a payload preview.
+* `customer_keys` re-sends exactly these customers.
+* The run fails before any API call when more than `max_quarantine_ratio` of the rows
+  are rejected (a broken load).
+
+Reports: the `report` task's log and the HTML file it names, next to the Data Docs.
+"""
+
+
+@dag(
+    dag_id="associate_customers",
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC_MD,
+    tags=["capillary", "crm", "reverse-etl"],
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    params={
+        "mode": Param(
+            "incremental", type="string", enum=["incremental", "full"],
+            title="Mode", description="incremental: rows changed in the data interval; full: every row (resync).",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Do everything but the sends; write a payload preview next to the report.",
+        ),
+        "batch_size": Param(
+            100, type="integer", minimum=1, maximum=1000, title="Batch size",
+            description="Customers per POST /v2/customers/bulk request (the API's batch limit is usually 100).",
+        ),
+        "max_quarantine_ratio": Param(
+            0.2, type="number", minimum=0, maximum=1, title="Max quarantine ratio",
+            description="Fail the run before any API call when more than this share of rows is rejected.",
+        ),
+        "customer_keys": Param(
+            [], type="array", items={"type": "string"}, title="Customer keys",
+            description="Re-send exactly these customers (warehouse customer_key), changed or not.",
+        ),
+    },
+)
+def associate_customers():
+    extracted = task(tasks.extract, task_id="extract")(
+        warehouse_conn_id=WAREHOUSE_CONN_ID,
+        run_id="{{ run_id }}",
+        mode="{{ params.mode }}",
+        interval_start="{{ data_interval_start }}",
+        interval_end="{{ data_interval_end }}",
+        customer_keys="{{ params.customer_keys }}",
+    )
+    validated = task(tasks.validate, task_id="validate", pool=WAREHOUSE_POOL, outlets=[QUARANTINE_ASSET])(
+        extracted=extracted,
+        warehouse_conn_id=WAREHOUSE_CONN_ID,
+        capillary_conn_id=CAPILLARY_CONN_ID,
+        run_id="{{ run_id }}",
+        max_quarantine_ratio="{{ params.max_quarantine_ratio }}",
+    )
+    company_outcomes = task(tasks.ensure_companies, task_id="ensure_companies", pool=API_POOL)(
+        validated=validated,
+        capillary_conn_id=CAPILLARY_CONN_ID,
+        run_id="{{ run_id }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    chunks = task(tasks.plan_sends, task_id="plan_sends")(
+        validated=validated,
+        company_outcomes=company_outcomes,
+        warehouse_conn_id=WAREHOUSE_CONN_ID,
+        run_id="{{ run_id }}",
+        batch_size="{{ params.batch_size }}",
+        customer_keys="{{ params.customer_keys }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    post = AssociateCustomersOperator.partial(
+        task_id="post",
+        pool=API_POOL,
+        capillary_conn_id=CAPILLARY_CONN_ID,
+        warehouse_conn_id=WAREHOUSE_CONN_ID,
+    ).expand_kwargs(chunks)
+    customer_outcomes = post.output
+    written = task(
+        tasks.write_back, task_id="write_back", pool=WAREHOUSE_POOL,
+        trigger_rule="none_failed", outlets=RESULT_ASSETS,
+    )(
+        run_id="{{ run_id }}",
+        warehouse_conn_id=WAREHOUSE_CONN_ID,
+        company_outcomes=company_outcomes,
+        customer_outcomes=customer_outcomes,
+    )
+    summary = task(tasks.report, task_id="report", trigger_rule="none_failed")(
+        run_id="{{ run_id }}",
+        extracted=extracted,
+        validated=validated,
+        company_outcomes=company_outcomes,
+        customer_outcomes=customer_outcomes,
+    )
+    written >> summary
+
+
+associate_customers()

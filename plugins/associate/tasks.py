@@ -1,0 +1,285 @@
+"""Task functions of the ``associate_customers`` DAG.
+
+Each function is one task: it reads staged inputs by reference, calls the stage modules,
+stages its outputs and answers only small references and counts (what goes through
+XCom). Heavy imports stay inside the functions so that parsing the DAG file stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from associate.masking import PiiMaskingFilter
+from associate.tables import ENTITY_COMPANY, ENTITY_CUSTOMER
+
+log = logging.getLogger(__name__)
+log.addFilter(PiiMaskingFilter())
+
+REPORTS_ENV = "ASSOCIATE_REPORTS_DIR"
+
+
+def reports_dir(run_id: str) -> Path:
+    """Local folder of one run's reports (Data Docs, HTML summary, dry-run preview)."""
+    from associate.staging import safe_name
+
+    base = os.environ.get(REPORTS_ENV) or os.environ.get("AIRFLOW__ASSOCIATE__REPORTS_DIR")
+    if not base:
+        home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
+        base = os.path.join(home, "associate", "reports")
+    path = Path(base).resolve() / safe_name(run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def extract(
+    *,
+    warehouse_conn_id: str,
+    run_id: str,
+    mode: str,
+    interval_start: Any = None,
+    interval_end: Any = None,
+    customer_keys: list[str] | None = None,
+    sql_dir: str | None = None,
+) -> dict[str, Any]:
+    """Read companies and customers from the warehouse and stage them."""
+    from associate import staging, warehouse
+
+    # Re-sending named customers needs their parents and companies too: read everything.
+    run_mode = warehouse.effective_mode("full" if customer_keys else mode, interval_start, interval_end)
+    log.info(
+        "Extracting in %s mode (requested %s) for interval [%s, %s)",
+        run_mode, mode, interval_start, interval_end,
+    )
+    frames = {}
+    for entity in (ENTITY_COMPANY, ENTITY_CUSTOMER):
+        frames[entity] = warehouse.extract(
+            warehouse_conn_id, entity, mode=run_mode,
+            interval_start=interval_start, interval_end=interval_end, sql_dir=sql_dir,
+        )
+        log.info("Extracted %d %s rows", len(frames[entity]), entity)
+    return {
+        "mode": run_mode,
+        "companies": staging.write_frame(frames[ENTITY_COMPANY], staging.run_path(run_id, "extract", "companies.parquet")),
+        "customers": staging.write_frame(frames[ENTITY_CUSTOMER], staging.run_path(run_id, "extract", "customers.parquet")),
+        "counts": {"companies": len(frames[ENTITY_COMPANY]), "customers": len(frames[ENTITY_CUSTOMER])},
+    }
+
+
+def validate(
+    *,
+    extracted: dict[str, Any],
+    warehouse_conn_id: str,
+    capillary_conn_id: str,
+    run_id: str,
+    max_quarantine_ratio: float,
+) -> dict[str, Any]:
+    """Run the quality gate, write the quarantine, stop the run if too much is rejected."""
+    from associate import staging, validation, warehouse
+    from associate.hook import CapillaryHook
+    from associate.tables import QUARANTINE_TABLE
+
+    customers = staging.read_frame(extracted["customers"])
+    companies = staging.read_frame(extracted["companies"])
+    hierarchies = CapillaryHook(capillary_conn_id=capillary_conn_id).get_hierarchies()
+    log.info("Read %d hierarchy definitions from Capillary", len(hierarchies))
+
+    result = validation.validate(
+        customers, companies, hierarchies, run_id=run_id,
+        data_docs_dir=reports_dir(run_id) / "data_docs",
+    )
+    log.info("Quality gate summary:\n%s", validation.format_summary(result))
+    if result.data_docs:
+        log.info("Data Docs: %s", result.data_docs)
+
+    # The quarantine is written before the gate decides, so a failed run still tells
+    # the data steward which rows were wrong.
+    warehouse.ensure_output_tables(warehouse_conn_id)
+    warehouse.replace_run_rows(warehouse_conn_id, QUARANTINE_TABLE, run_id, result.quarantine)
+    validation.check_gate(result, max_quarantine_ratio)
+
+    return {
+        "customers": staging.write_frame(result.customers, staging.run_path(run_id, "valid", "customers.parquet")),
+        "companies": staging.write_frame(result.companies, staging.run_path(run_id, "valid", "companies.parquet")),
+        "summary": staging.write_frame(result.summary, staging.run_path(run_id, "valid", "summary.parquet")),
+        "data_docs": str(result.data_docs) if result.data_docs else None,
+        "counts": {
+            "customers": len(result.customers),
+            "companies": len(result.companies),
+            "quarantined": len(result.quarantine),
+        },
+    }
+
+
+def ensure_companies(
+    *, validated: dict[str, Any], capillary_conn_id: str, run_id: str, dry_run: bool
+) -> str:
+    """Make sure every valid fleet company exists in Capillary; stage one outcome per company."""
+    from associate import staging
+    from associate.hook import CapillaryHook
+    from associate.operators import ensure_companies_from_frame
+
+    companies = staging.read_frame(validated["companies"])
+    uri = staging.run_path(run_id, "outcomes", "companies.parquet")
+    if dry_run:
+        log.info("Dry run: %d companies would be checked and created or updated", len(companies))
+        outcomes = ensure_companies_from_frame(None, companies.iloc[0:0])
+    else:
+        outcomes = ensure_companies_from_frame(CapillaryHook(capillary_conn_id=capillary_conn_id), companies)
+    return staging.write_frame(outcomes, uri)
+
+
+def plan_sends(
+    *,
+    validated: dict[str, Any],
+    company_outcomes: str,
+    warehouse_conn_id: str,
+    run_id: str,
+    batch_size: int,
+    customer_keys: list[str] | None,
+    dry_run: bool,
+    max_chunks: int = 8,
+) -> list[dict[str, str]]:
+    """Build payloads, keep what changed, and stage the batches to send (one chunk per mapped task)."""
+    import pandas as pd
+
+    from associate import changes, payload, staging, warehouse
+    from associate.tables import STATUS_FAILED
+
+    customers = staging.read_frame(validated["customers"])
+    companies = staging.read_frame(validated["companies"])
+    company_outcomes_df = staging.read_frame(company_outcomes)
+
+    # Customers of a company Capillary refused cannot be associated: they get a failed
+    # outcome of their own instead of being sent to fail again one by one.
+    failed_companies = set(
+        company_outcomes_df.loc[company_outcomes_df["status"] == STATUS_FAILED, "entity_key"]
+    )
+    blocked = customers["company_external_id"].isin(failed_companies)
+    held = _held_back_outcomes(customers.loc[blocked], company_outcomes_df)
+    staging.write_frame(held, staging.run_path(run_id, "outcomes", "held_back.parquet"))
+    customers = customers.loc[~blocked]
+
+    elements = payload.build_elements(customers, companies)
+    state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_CUSTOMER)
+    selected = changes.select_changes(elements, state, customer_keys=customer_keys or None)
+    stats = {
+        "built": len(elements),
+        "to_send": len(selected.to_send),
+        "unchanged": len(selected.unchanged),
+        "held_back": len(held),
+        "dry_run": bool(dry_run),
+    }
+    log.info(
+        "Change detection: %(built)d payloads, %(to_send)d to send, %(unchanged)d unchanged, "
+        "%(held_back)d held back by a failed company", stats,
+    )
+    if dry_run:
+        preview = reports_dir(run_id) / "payload_preview.jsonl"
+        with preview.open("w", encoding="utf-8") as handle:
+            for key, body in zip(selected.to_send["entity_key"], selected.to_send["payload"]):
+                handle.write(json.dumps({"customer_key": key, "payload": json.loads(body)}, ensure_ascii=False) + "\n")
+        stats["preview"] = str(preview)
+        log.info("Dry run: payload preview of %d customers written to %s", len(selected.to_send), preview)
+    staging.write_json(stats, staging.run_path(run_id, "plan.json"))
+    if dry_run or selected.to_send.empty:
+        return []
+
+    uris = payload.write_chunks(selected.to_send, run_id=run_id, batch_size=batch_size, max_chunks=max_chunks)
+    return [{"payload_uri": uri, "outcome_uri": uri.replace("/payloads/", "/outcomes/")} for uri in uris]
+
+
+def _held_back_outcomes(customers, company_outcomes):
+    """Failed outcomes for customers whose company could not be ensured."""
+    import pandas as pd
+
+    from associate.tables import STATUS_FAILED
+
+    reasons = dict(zip(company_outcomes["entity_key"], company_outcomes["error_message"]))
+    now = pd.Timestamp.now(tz="UTC")
+    return pd.DataFrame({
+        "entity": ENTITY_CUSTOMER,
+        "entity_key": customers["customer_key"].astype(str).to_numpy(),
+        "status": STATUS_FAILED,
+        "capillary_id": pd.array([None] * len(customers), dtype="Int64"),
+        "error_code": pd.array([None] * len(customers), dtype="Int64"),
+        "error_message": [
+            f"not sent: fleet company {company} could not be created in Capillary ({reasons.get(company) or 'see its result'})"
+            for company in customers["company_external_id"]
+        ],
+        "attempts": 0,
+        "synced_at": now,
+        "payload_hash": None,
+        "warnings": "[]",
+    })
+
+
+def write_back(
+    *,
+    run_id: str,
+    warehouse_conn_id: str,
+    company_outcomes: str,
+    customer_outcomes: list[str] | None,
+) -> dict[str, Any]:
+    """Write every outcome and warning of the run to the warehouse, and the sync state."""
+    import pandas as pd
+
+    from associate import reconcile, staging, warehouse
+    from associate.tables import RESULTS_TABLE, WARNINGS_TABLE
+
+    outcomes = pd.concat(_run_outcomes(run_id, company_outcomes, customer_outcomes), ignore_index=True)
+
+    results, warnings = reconcile.results_from_outcomes(outcomes, run_id)
+    warehouse.ensure_output_tables(warehouse_conn_id)
+    warehouse.replace_run_rows(warehouse_conn_id, RESULTS_TABLE, run_id, results)
+    warehouse.replace_run_rows(warehouse_conn_id, WARNINGS_TABLE, run_id, warnings)
+    # The operator already recorded customer state batch by batch; writing it again here
+    # is idempotent and covers company outcomes and held-back customers.
+    warehouse.upsert_sync_state(warehouse_conn_id, reconcile.state_from_outcomes(outcomes, run_id))
+    log.info("Wrote %d results and %d warnings for run %s", len(results), len(warnings), run_id)
+    return {"results": len(results), "warnings": len(warnings)}
+
+
+def _run_outcomes(run_id: str, company_outcomes: str, customer_outcomes: list[str] | None) -> list:
+    """Every staged outcome frame of a run: companies, held-back customers, sent customers."""
+    from associate import staging
+
+    frames = [staging.read_frame(company_outcomes)]
+    held = staging.run_path(run_id, "outcomes", "held_back.parquet")
+    if held.exists():
+        frames.append(staging.read_frame(held))
+    frames += [staging.read_frame(uri) for uri in (customer_outcomes or []) if uri]
+    return frames
+
+
+def report(
+    *,
+    run_id: str,
+    extracted: dict[str, Any],
+    validated: dict[str, Any],
+    company_outcomes: str,
+    customer_outcomes: list[str] | None,
+) -> str:
+    """Log the run summary as tables and write it as HTML next to the Data Docs."""
+    from associate import staging
+    from associate.report import RunSummary
+
+    plan = staging.read_json(staging.run_path(run_id, "plan.json"))
+    outcome_frames = _run_outcomes(run_id, company_outcomes, customer_outcomes)
+    summary = RunSummary.build(
+        run_id=run_id,
+        extracted=extracted["counts"],
+        quarantine_summary=staging.read_frame(validated["summary"]),
+        plan=plan,
+        outcomes=outcome_frames,
+        data_docs=validated.get("data_docs"),
+    )
+    log.info("Run summary\n%s", summary.to_text())
+    path = reports_dir(run_id) / "report.html"
+    summary.to_html(path)
+    log.info("HTML report: %s", path)
+    return str(path)

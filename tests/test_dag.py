@@ -1,0 +1,250 @@
+"""The associate_customers DAG end to end: real Airflow CLI, real warehouse, real sandbox."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from dag_support import DAG_ID, ROOT, TILL, airflow_env, migrate, run_dag
+
+pytestmark = pytest.mark.slow
+
+# A manual run covers the latest complete interval; a first sync reads everything.
+FULL = {"mode": "full"}
+
+
+def test_dag_file_imports_no_heavy_library_at_parse_time():
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]);"
+        "heavy = [m for m in ('pandas', 'great_expectations', 'pyarrow', 'requests', 'phonenumbers') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "dags" / "associate_customers.py")],
+        capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "plugins"), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1:] in ([""], []), f"heavy imports at parse time: {proc.stdout}"
+
+
+def test_dagbag_has_no_import_errors_and_every_dag_has_tags():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    assert DAG_ID in bag.dags
+    for dag_id, dag in bag.dags.items():
+        assert dag.tags, f"{dag_id} has no tags"
+    dag = bag.dags[DAG_ID]
+    assert dag.doc_md
+    assert set(dag.params.keys()) >= {"mode", "dry_run", "batch_size", "max_quarantine_ratio", "customer_keys"}
+    post = dag.get_task("post")
+    assert post.pool == "capillary_api"
+
+
+# --- end to end --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    migrate(airflow_env(home, {"conn_type": "sqlite", "host": str(home / "unused.db")}, "http://127.0.0.1:9"))
+    return home
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from bench.generate import generate_warehouse
+
+    return generate_warehouse(120, seed=3, bad_ratio=0.06)
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    from associate.sandbox.launcher import SandboxProcess
+
+    with SandboxProcess(tmp_path / "sandbox.db", credentials=[TILL]) as proc:
+        yield proc
+
+
+@pytest.fixture
+def sqlite_warehouse(tmp_path, sample):
+    from bench.generate import load_sqlite
+
+    path = tmp_path / "warehouse.db"
+    load_sqlite(path, *sample)
+    return path
+
+
+def bulk_requests(sandbox) -> int:
+    stats = sandbox.stats()
+    by_endpoint = stats.get("requests", {})
+    return sum(
+        count for key, statuses in by_endpoint.items() if "customers/bulk" in key
+        for count in (statuses.values() if isinstance(statuses, dict) else [statuses])
+    )
+
+
+def customer_details(sandbox, external_id: str) -> dict | None:
+    from associate.hook import basic_authorization
+
+    resp = requests.get(
+        f"{sandbox.url}/v2/customers/lookup/customerDetails",
+        params={"source": "ALL", "identifierName": "externalId", "identifierValue": external_id},
+        headers={"Authorization": basic_authorization(*TILL)}, timeout=10,
+    )
+    return resp.json() if resp.status_code == 200 else None
+
+
+def sqlite_rows(path: Path, sql: str, *args) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def test_sqlite_run_sends_valid_rows_quarantines_bad_ones_and_rerun_sends_nothing(
+    airflow_home, sandbox, sqlite_warehouse, sample
+):
+    env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
+    first = run_dag(env, conf=FULL)
+    assert first.returncode == 0 and first.state == "success", first.log[-5000:]
+
+    results = sqlite_rows(
+        sqlite_warehouse,
+        "SELECT entity_key, status, capillary_id FROM associate_sync_results WHERE run_id = ? AND entity = 'customer'",
+        first.run_id,
+    )
+    quarantined = {k for (k,) in sqlite_rows(
+        sqlite_warehouse,
+        "SELECT DISTINCT entity_key FROM associate_quarantine WHERE run_id = ? AND entity = 'customer'",
+        first.run_id,
+    )}
+    companies, customers = sample
+    assert quarantined, "the sample holds bad rows; none was quarantined"
+    sent = {key for key, _, _ in results}
+    assert sent | quarantined == set(customers["customer_key"]), "a row has no outcome"
+    assert not sent & quarantined
+    ok = [(k, cid) for k, status, cid in results if status in ("success", "warning")]
+    assert len(ok) >= len(sent) * 0.9
+
+    # Capillary holds every sent customer with the right company, role and parent.
+    by_key = customers.set_index("customer_key")
+    ids = {}
+    for key, cid in ok:
+        row = by_key.loc[key]
+        if not row["external_id"]:
+            continue
+        details = customer_details(sandbox, row["external_id"])
+        assert details is not None, f"{key} missing in Capillary"
+        ids[key] = cid
+        text = json.dumps(details)
+        assert row["company_external_id"] in text and f'"{row["role_code"]}"' in text
+
+    # The quarantine never shows a raw mobile or email.
+    reasons = " ".join(r for (r,) in sqlite_rows(sqlite_warehouse, "SELECT reason FROM associate_quarantine"))
+    for mobile in customers["mobile"].dropna():
+        if len(str(mobile)) >= 8:
+            assert str(mobile).lstrip("+") not in reasons
+    for email in customers["email"].dropna():
+        assert str(email) not in reasons
+
+    before = bulk_requests(sandbox)
+    second = run_dag(env, conf=FULL)
+    assert second.returncode == 0 and second.state == "success", second.log[-5000:]
+    assert bulk_requests(sandbox) == before, "the re-run sent customers although nothing changed"
+    assert sqlite_rows(
+        sqlite_warehouse,
+        "SELECT count(*) FROM associate_sync_results WHERE run_id = ? AND entity = 'customer' AND status != 'failed'",
+        second.run_id,
+    ) == [(0,)]
+
+
+def test_postgres_warehouse_end_to_end(airflow_home, sandbox, sample, pg_url):
+    import psycopg2
+
+    from bench.generate import load_postgres
+
+    load_postgres(pg_url, *sample)
+    env = airflow_env(airflow_home, pg_url, sandbox.url)
+    run = run_dag(env, conf=FULL)
+    assert run.returncode == 0 and run.state == "success", run.log[-5000:]
+    with psycopg2.connect(pg_url) as db, db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM associate_sync_results WHERE run_id = %s AND entity = 'customer' AND status <> 'failed'",
+            (run.run_id,),
+        )
+        (sent,) = cur.fetchone()
+        cur.execute("SELECT count(*) FROM associate_sync_state WHERE entity = 'customer'")
+        (state,) = cur.fetchone()
+    assert sent > 50 and state >= sent
+
+    before = bulk_requests(sandbox)
+    again = run_dag(env, conf=FULL)
+    assert again.returncode == 0, again.log[-5000:]
+    assert bulk_requests(sandbox) == before
+
+
+def test_dry_run_sends_nothing_and_writes_a_preview(airflow_home, sandbox, sqlite_warehouse):
+    env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
+    run = run_dag(env, conf={**FULL, "dry_run": True})
+    assert run.returncode == 0, run.log[-5000:]
+    assert bulk_requests(sandbox) == 0
+    previews = list((airflow_home / "reports").rglob("payload_preview.jsonl"))
+    assert previews and any(p.read_text().strip() for p in previews)
+
+
+def test_quarantine_gate_stops_the_run_before_any_api_call(airflow_home, sandbox, sqlite_warehouse):
+    env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
+    run = run_dag(env, conf={**FULL, "max_quarantine_ratio": 0.0})
+    assert run.returncode != 0 and run.state == "failed"
+    assert "quarantine" in run.log.lower()
+    assert bulk_requests(sandbox) == 0
+    assert sqlite_rows(sqlite_warehouse, "SELECT count(*) FROM associate_quarantine WHERE run_id = ?", run.run_id)[0][0] > 0
+
+
+def test_customer_keys_resend_exactly_those(airflow_home, sandbox, sqlite_warehouse):
+    env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
+    assert run_dag(env, conf=FULL).returncode == 0
+    keys = [k for (k,) in sqlite_rows(
+        sqlite_warehouse,
+        "SELECT entity_key FROM associate_sync_state WHERE entity = 'customer' AND last_status = 'success' "
+        "ORDER BY entity_key LIMIT 2",
+    )]
+    run = run_dag(env, conf={"customer_keys": keys})
+    assert run.returncode == 0, run.log[-5000:]
+    sent = {k for (k,) in sqlite_rows(
+        sqlite_warehouse,
+        "SELECT entity_key FROM associate_sync_results WHERE run_id = ? AND entity = 'customer'", run.run_id,
+    )}
+    assert sent == set(keys)
+
+
+def test_backfill_over_three_intervals_sends_each_intervals_changes(airflow_home, sandbox, sqlite_warehouse):
+    env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
+    assert run_dag(env, conf=FULL).returncode == 0  # the initial full sync
+    keys = [k for (k,) in sqlite_rows(
+        sqlite_warehouse,
+        "SELECT entity_key FROM associate_sync_state WHERE entity = 'customer' AND last_status = 'success' "
+        "ORDER BY entity_key LIMIT 6",
+    )]
+    days = ["2026-03-01", "2026-03-02", "2026-03-03"]
+    with sqlite3.connect(sqlite_warehouse) as db:
+        for i, key in enumerate(keys):
+            db.execute(
+                "UPDATE customers SET first_name = first_name || ' B', updated_at = ? WHERE customer_key = ?",
+                (f"{days[i // 2]}T12:00:00+00:00", key),
+            )
+    for i, day in enumerate(days):
+        end = f"2026-03-0{i + 2}"  # the run for [day, day + 1) has logical date day + 1
+        run = run_dag(env, logical_date=end)
+        assert run.returncode == 0, run.log[-5000:]
+        sent = {k for (k,) in sqlite_rows(
+            sqlite_warehouse,
+            "SELECT entity_key FROM associate_sync_results WHERE run_id = ? AND entity = 'customer'", run.run_id,
+        )}
+        assert sent == set(keys[2 * i: 2 * i + 2]), f"interval {day}: sent {sorted(sent)}"
