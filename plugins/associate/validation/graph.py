@@ -1,0 +1,64 @@
+"""Parent-link graphs as integer arrays (parent position or -1): cycles and descendants, in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def parent_positions(keys, parent_keys) -> np.ndarray:
+    """Position of each row's parent among ``keys`` (first occurrence), -1 if none or unknown."""
+    import pandas as pd
+
+    keys = pd.Series(keys).reset_index(drop=True)
+    first = pd.Series(np.arange(len(keys)), index=keys).loc[lambda s: ~s.index.duplicated()]
+    first = first[first.index.notna()]
+    mapped = pd.Series(parent_keys).reset_index(drop=True).map(first)
+    return np.array(mapped.fillna(-1), dtype=np.int64)
+
+
+def on_cycle(parent: np.ndarray) -> np.ndarray:
+    """Rows that lie on a parent cycle (self-parent included); rows merely leading into one do not."""
+    n = len(parent)
+    has_parent = parent >= 0
+    indegree = np.bincount(parent[has_parent], minlength=n)
+    alive = np.ones(n, dtype=bool)
+    frontier = np.flatnonzero(indegree == 0)
+    # Peel leaves: in a graph where each node has at most one parent, what survives is the cycles.
+    while frontier.size:
+        alive[frontier] = False
+        ups = parent[frontier]
+        ups = ups[ups >= 0]
+        if not ups.size:
+            break
+        np.subtract.at(indegree, ups, 1)
+        ups = np.unique(ups)
+        frontier = ups[(indegree[ups] == 0) & alive[ups]]
+    return alive
+
+
+def descendants(parent: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows below any seed row (children, grandchildren, ...) and, for each, the seed it hangs under."""
+    n = len(parent)
+    order = np.argsort(parent, kind="stable")
+    sorted_parents = parent[order]
+    reached = np.zeros(n, dtype=bool)
+    root = np.full(n, -1, dtype=np.int64)
+    frontier = np.flatnonzero(seeds)
+    root[frontier] = frontier
+    while frontier.size:
+        lo = np.searchsorted(sorted_parents, frontier, side="left")
+        hi = np.searchsorted(sorted_parents, frontier, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        if not total:
+            break
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+        children = order[starts]
+        via = np.repeat(frontier, counts)
+        fresh = ~reached[children] & ~seeds[children]
+        children, via = children[fresh], via[fresh]
+        children, first = np.unique(children, return_index=True)
+        reached[children] = True
+        root[children] = root[via[first]]
+        frontier = children
+    return reached, root
