@@ -49,20 +49,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
     server_version = "CapillarySandbox/1.0"
     server: "SandboxHTTPServer"
 
-    def do_GET(self):  # noqa: N802 - stdlib naming
-        self._dispatch()
-
-    def do_POST(self):  # noqa: N802
-        self._dispatch()
-
-    def do_PUT(self):  # noqa: N802
-        self._dispatch()
-
-    def do_DELETE(self):  # noqa: N802
-        self._dispatch()
-
-    def do_PATCH(self):  # noqa: N802
-        self._dispatch()
+    def __getattr__(self, name: str):
+        # Every method (GET, POST, ..., TRACE, anything) goes through _dispatch, so an
+        # unsupported one gets a JSON 405 instead of the stdlib's HTML 501.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def log_message(self, format, *args):  # the access line is written by _dispatch
         pass
@@ -148,7 +140,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             for name, value in answer.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":
+                self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True  # the client gave up (e.g. timed out on a slow answer)
 
