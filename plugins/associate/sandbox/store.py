@@ -61,6 +61,8 @@ class Store:
         self._conn.executescript(SCHEMA)
         self._lock = threading.RLock()
         self._depth = 0
+        # Parsed definitions by code and by id: read on every association, written rarely.
+        self._hierarchy_cache: dict[tuple[str, object], dict | None] = {}
 
     def close(self) -> None:
         """Close the connection (after the server stopped)."""
@@ -81,6 +83,7 @@ class Store:
                 yield conn
             except BaseException:
                 self._depth -= 1
+                self._hierarchy_cache.clear()
                 if self._depth == 0:
                     conn.execute("ROLLBACK")
                 else:
@@ -115,17 +118,24 @@ class Store:
     # --- hierarchies ------------------------------------------------------------------
 
     def hierarchy_by_code(self, conn: sqlite3.Connection, code: str) -> dict | None:
-        """The active definition with this code, as stored (roles carry ids)."""
-        row = conn.execute("SELECT id, definition FROM hierarchies WHERE code=? AND is_active=1", (code,)).fetchone()
-        return self._hierarchy(row)
+        """The active definition with this code, as stored (roles carry ids); do not modify it."""
+        key = ("code", code)
+        if key not in self._hierarchy_cache:
+            row = conn.execute("SELECT id, definition FROM hierarchies WHERE code=? AND is_active=1",
+                               (code,)).fetchone()
+            self._hierarchy_cache[key] = self._hierarchy(row)
+        return self._hierarchy_cache[key]
 
     def hierarchy_by_id(self, conn: sqlite3.Connection, hierarchy_id: int) -> dict | None:
         """The active definition with this id."""
         if not 0 < hierarchy_id <= MAX_SQLITE_INT:
             return None
-        row = conn.execute("SELECT id, definition FROM hierarchies WHERE id=? AND is_active=1",
-                           (hierarchy_id,)).fetchone()
-        return self._hierarchy(row)
+        key = ("id", hierarchy_id)
+        if key not in self._hierarchy_cache:
+            row = conn.execute("SELECT id, definition FROM hierarchies WHERE id=? AND is_active=1",
+                               (hierarchy_id,)).fetchone()
+            self._hierarchy_cache[key] = self._hierarchy(row)
+        return self._hierarchy_cache[key]
 
     def hierarchies(self, conn: sqlite3.Connection) -> list[dict]:
         """Every active definition, oldest first."""
@@ -148,6 +158,7 @@ class Store:
         definition["roles"] = [dict(role, id=new_id * 100 + i + 1) for i, role in enumerate(definition["roles"])]
         conn.execute("INSERT INTO hierarchies(id, code, definition) VALUES (?, ?, ?)",
                      (new_id, definition["code"], dumps(definition)))
+        self._hierarchy_cache.clear()
         return new_id
 
     # --- companies --------------------------------------------------------------------
