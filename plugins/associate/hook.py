@@ -220,6 +220,8 @@ class CallStats:
     timeouts: int = 0
     dropped: int = 0
     server_errors: int = 0
+    first_sent: float | None = None  # monotonic time of the first request
+    last_sent: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -227,7 +229,22 @@ class CallStats:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
-    def snapshot(self) -> dict[str, int]:
+    def sent(self) -> None:
+        """Count one request put on the wire now."""
+        now = time.monotonic()
+        with self._lock:
+            self.requests += 1
+            self.first_sent = now if self.first_sent is None else self.first_sent
+            self.last_sent = now
+
+    def sustained_rpm(self) -> float | None:
+        """Requests per minute between the first and the last request."""
+        with self._lock:
+            if self.requests < 2 or self.last_sent == self.first_sent:
+                return None
+            return (self.requests - 1) / (self.last_sent - self.first_sent) * 60
+
+    def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
@@ -530,7 +547,7 @@ class CapillaryHook(BaseHook):
             self.limiter.acquire()
             headers = self._auth_headers() if authenticated else {}
             attempts += 1
-            self.stats.add(requests=1)
+            self.stats.sent()
             delay: float | None = None
             try:
                 response = session.request(method, url, params=params, json=json_body, headers=headers, timeout=timeout)

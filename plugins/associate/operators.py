@@ -106,13 +106,14 @@ def send_payload_chunk(
 
         ensure_output_tables(warehouse_conn_id)
     progress = _Progress(total=len(batches), done=len(done), hook=hook)
+    fresh: dict[int, pd.DataFrame] = {}
     with ThreadPoolExecutor(max_workers=hook.settings.concurrency, thread_name_prefix="capillary") as pool:
         for wave in _independent_waves(pending):
             # Batches of one wave share no customer, so they may travel side by side;
             # their outcomes are recorded in batch order.
             futures = [(no, pool.submit(_send_batch, hook, group)) for no, group in wave]
             for no, future in futures:
-                outcome = future.result()
+                outcome = fresh[no] = future.result()
                 staging.write_frame(outcome, part_uri(outcome_uri, no))
                 if warehouse_conn_id:
                     from associate.warehouse import upsert_sync_state
@@ -120,7 +121,7 @@ def send_payload_chunk(
                     upsert_sync_state(warehouse_conn_id, state_from_outcome(outcome, run_id))
                 progress.batch_done(no, outcome)
 
-    parts = [staging.read_frame(part_uri(outcome_uri, no)) for no, _ in batches]
+    parts = [fresh[no] if no in fresh else staging.read_frame(part_uri(outcome_uri, no)) for no, _ in batches]
     combined = pd.concat(parts, ignore_index=True) if parts else empty_outcomes()
     uri = staging.write_frame(_typed(combined), outcome_uri)
     counts = combined["status"].value_counts().to_dict() if len(combined) else {}
