@@ -270,3 +270,18 @@ def test_postgres_naive_timestamps_are_read_as_utc(pg_conn):
         cur.execute("ALTER TABLE customers ALTER COLUMN updated_at TYPE timestamp USING updated_at AT TIME ZONE 'UTC'")
     got = warehouse.extract(pg_conn, "customers", mode="incremental", interval_start=START, interval_end=END)
     assert keys(got) == {"a", "b", "c", "g", "s", "e"}
+
+
+def test_generic_dialect_write_path_works_on_plain_dbapi(conn_id, monkeypatch):
+    # The path Snowflake/Redshift/... take: portable DDL, executemany, delete+insert upsert.
+    monkeypatch.setattr(warehouse, "dialect_of", lambda hook: "generic")
+    warehouse.ensure_output_tables(conn_id)
+    warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a", "b"]))
+    warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a"]))
+    assert warehouse.read_table(conn_id, tables.RESULTS_TABLE).entity_key.tolist() == ["a"]
+    warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h1", "success", 1, "r1")]))
+    warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h2", "warning", 1, "r2"),
+                                                       _state("b", "h3", "success", 2, "r2")]))
+    state = warehouse.read_sync_state(conn_id, "customer").set_index("entity_key")
+    assert state.payload_hash.to_dict() == {"a": "h2", "b": "h3"}
+    assert state.loc["a", "last_synced_at"] == pd.Timestamp("2026-01-01T00:00:00Z")
