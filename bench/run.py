@@ -327,6 +327,13 @@ def _touch(spec: dict) -> dict:
 
 def child_main(stage: str, spec: dict) -> int:
     """Entry point of a stage subprocess: prints one JSON line with the measurement."""
+    result = run_stage(stage, spec)
+    print("BENCH-RESULT " + json.dumps(result, default=str), flush=True)
+    return 0 if result["ok"] else 1
+
+
+def run_stage(stage: str, spec: dict) -> dict:
+    """Run one stage (or setup / touch) here; answers the measurement or the error."""
     try:
         if stage == "setup":
             result = _setup(spec)
@@ -340,8 +347,7 @@ def child_main(stage: str, spec: dict) -> int:
 
         traceback.print_exc()
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
-    print("BENCH-RESULT " + json.dumps(result, default=str), flush=True)
-    return 0 if result["ok"] else 1
+    return result
 
 
 # ---------------------------------------------------------------- parent side: orchestration
@@ -417,7 +423,13 @@ class Harness:
         return STAGES[:4] + ("send",) + STAGES[4:] if self.capillary_url else STAGES
 
     def spawn(self, stage: str, spec: dict, backend: Backend) -> dict:
-        """Run one stage in a fresh interpreter and answer its JSON result."""
+        """Run one stage in a fresh interpreter (or here, with --in-process) and answer its result."""
+        if self.args.in_process:
+            os.environ.update(self.env(backend))
+            for path in reversed(os.environ["PYTHONPATH"].split(os.pathsep)):
+                if path not in sys.path:
+                    sys.path.insert(0, path)
+            return run_stage(stage, spec)
         command = [sys.executable, "-m", "bench.run", "--stage", stage, "--spec", json.dumps(spec)]
         completed = subprocess.run(command, cwd=ROOT, env=self.env(backend), capture_output=True,
                                    text=True, timeout=STAGE_TIMEOUT_S)
@@ -574,7 +586,10 @@ def render_markdown(results: list[StageResult], setups: list[dict], info: dict, 
              "outcomes (1 in 50 with a warning) that write-back then stores. An incremental run "
              "extracts the changed rows plus their ancestors, descendants and companies, validates "
              "them, and sends only payloads whose hash changed.", "",
-             "Stages: " + "; ".join(f"**{s}** = {t}" for s, t in STAGE_TITLES.items()) + "."
+             ("**In-process mode** (`--quick` / `--in-process`): all stages ran in one process, so peak RSS "
+              "is cumulative and wall times include first-use imports; use the default mode for real figures. "
+              if args.in_process else "")
+             + "Stages: " + "; ".join(f"**{s}** = {t}" for s, t in STAGE_TITLES.items()) + "."
              + (f" With `--send`: **send** = {SEND_TITLE}, reported in its own column and not in the totals."
                 if any(r.stage == "send" for r in results) else ""), ""]
     lines += ["## Setup (not pipeline work)", "", "| backend | customers | companies | generate s | load s |",
@@ -640,9 +655,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated customer counts")
     parser.add_argument("--changes", default="0.001,0.01,0.1,1", help="fractions changed for incremental runs")
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite, postgres or both")
-    parser.add_argument("--quick", action="store_true", help="2,000 customers, 1%% change, both backends: seconds")
+    parser.add_argument("--quick", action="store_true",
+                        help="2,000 customers, 1%% change, both backends, in-process: a smoke run of seconds")
     parser.add_argument("--send", action="store_true",
                         help="also run the real send against a local sandbox (API time included, reported apart)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run stages in this process (fast; peak RSS is then cumulative, not per stage)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", help="markdown file to write (default BENCHMARKS.md; --quick: bench/out/quick.md)")
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "out"), help="databases and staged files")
@@ -652,7 +670,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.changes = "2000", "0.01"
+        args.sizes, args.changes, args.in_process = "2000", "0.01", True
     args.sizes = [int(s) for s in str(args.sizes).split(",") if s]
     args.changes = [float(c) for c in str(args.changes).split(",") if c]
     args.backends = [b.strip() for b in str(args.backends).split(",") if b.strip()]

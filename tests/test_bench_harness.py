@@ -64,7 +64,7 @@ def test_report_names_the_machine_and_tabulates_runs(quick_report):
     markdown, raw, tmp_path = quick_report
     assert "## Machine" in markdown and f"{raw['machine']['cpus']} logical CPUs" in markdown
     assert "Python 3.11" in markdown
-    assert markdown.count("| sqlite | 2,000 | full |") == 1
+    assert markdown.count("| sqlite | 2,000 | full | 2,000 |") == 1  # the runs table row
     assert markdown.count("| postgres | 2,000 | incremental 1% changed | write_back |") == 1
     assert "## Chart" in markdown
     assert not list((tmp_path / "work").glob("*.db"))  # scratch databases are removed
