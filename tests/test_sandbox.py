@@ -357,3 +357,17 @@ def test_access_log_has_no_secrets_and_masks_mobiles(sandbox, client):
     assert "GET /v2/customers/lookup?" in log
     for secret in (mobile, "server123", basic_header()["Authorization"].split()[1], OAUTH[1], token):
         assert secret not in log
+
+
+def test_concurrent_sends_of_the_same_customers_create_each_once(sandbox):
+    from concurrent.futures import ThreadPoolExecutor
+    batch = [element() for _ in range(20)]
+    before = sandbox.stats()["customers"]
+
+    def send(_):
+        return [r["entity"]["id"] for r in SandboxClient(sandbox.url).bulk(*batch)]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    assert all(ids == answers[0] for ids in answers) and len(set(answers[0])) == 20
+    assert sandbox.stats()["customers"] == before + 20

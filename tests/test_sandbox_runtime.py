@@ -151,3 +151,16 @@ def test_command_line_prints_the_url_first_and_rejects_bad_faults(tmp_path):
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_hierarchy_file_is_seeded_once_in_addition_to_the_default(tmp_path):
+    definitions = [{"code": "dealer-network", "name": "Dealers", "skipRoleAllowed": True,
+                    "roles": [{"code": "DEALER", "childRoleCode": "SHOP", "maxChild": 3}, {"code": "SHOP"}]}]
+    hierarchy_file = tmp_path / "hierarchies.json"
+    hierarchy_file.write_text(__import__("json").dumps(definitions))
+    with SandboxProcess(tmp_path / "s.db", hierarchy_file=hierarchy_file) as sandbox:
+        sandbox.restart()  # seeding again must not duplicate
+        listed = SandboxClient(sandbox.url).get("/v2/fleetHierarchy/all").json()["entity"]
+        assert sorted(h["code"] for h in listed) == ["code-association2", "dealer-network"]
+        dealer = next(h for h in listed if h["code"] == "dealer-network")
+        assert dealer["skipRoleAllowed"] is True and dealer["roles"][0]["maxChild"] == 3
