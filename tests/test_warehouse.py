@@ -285,3 +285,18 @@ def test_generic_dialect_write_path_works_on_plain_dbapi(conn_id, monkeypatch):
     state = warehouse.read_sync_state(conn_id, "customer").set_index("entity_key")
     assert state.payload_hash.to_dict() == {"a": "h2", "b": "h3"}
     assert state.loc["a", "last_synced_at"] == pd.Timestamp("2026-01-01T00:00:00Z")
+
+
+def test_postgres_jsonb_and_numeric_columns_come_back_as_json_text_and_ints(pg_conn):
+    import psycopg2
+
+    companies, customers = sample_warehouse()
+    customers.loc[customers.customer_key == "a", "extended_fields"] = '{"fleet": "उत्तर", "size": 3}'
+    warehouse.load_frames(pg_conn, companies, customers)
+    url = __import__("os").environ["AIRFLOW_CONN_WAREHOUSE_TEST"]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE customers ALTER COLUMN extended_fields TYPE jsonb USING extended_fields::jsonb")
+        cur.execute("ALTER TABLE customers ALTER COLUMN program_id TYPE numeric(12, 0)")
+    got = warehouse.extract(pg_conn, "customers", mode="full").set_index("customer_key")
+    assert json.loads(got.loc["a", "extended_fields"]) == {"fleet": "उत्तर", "size": 3}
+    assert got.loc["e", "program_id"] == 7 and str(got["program_id"].dtype) == "Int64"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -252,6 +253,8 @@ def canonical_frame(entity: str, names: Sequence[str], rows: Sequence[Sequence[A
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)  # a json/jsonb column
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, float) and value.is_integer():
@@ -303,6 +306,8 @@ def _db_value(value: Any) -> Any:
         return value.isoformat() if value.tzinfo else value.isoformat() + "+00:00"
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         return value.item()  # numpy scalars
     if value is pd.NA:
