@@ -32,12 +32,9 @@ def _flag(passed, applicable) -> pd.arrays.BooleanArray:
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Text column as str/None; blank strings count as missing."""
-    obj = values.astype(object)
-    present = obj.notna()
-    text = obj.where(~present, obj.astype(str))
-    text = text.where(present & (text.astype(str).str.strip() != ""), None)
-    return text.astype(object)
+    """Text column as pandas str (NA where missing); blank strings count as missing."""
+    text = values if values.dtype == "str" else values.astype(object).astype("str")
+    return text.where(text.str.strip().str.len() > 0)
 
 
 def _present(raw: pd.Series) -> np.ndarray:
@@ -179,7 +176,6 @@ def prepare_customers(customers: pd.DataFrame, companies: pd.DataFrame,
     out["identifiers__primary"] = _flag(has_primary, np.ones(len(out), dtype=bool))
     for column, unique_column in UNIQUE_IDENTIFIERS.items():
         out[f"{column}__shared_with"] = _others_sharing(keys, out[unique_column])
-    out["customer_key__shared_with"] = _others_sharing(keys.fillna("(missing)"), keys)
     card_count = out[list(CARD_COLUMNS)].notna().sum(axis=1)
     out["card__complete"] = _flag(card_count == len(CARD_COLUMNS), card_count > 0)
     partial = (card_count > 0) & (card_count < len(CARD_COLUMNS))
@@ -253,7 +249,8 @@ def _derive_relations(out: pd.DataFrame, companies: pd.DataFrame, hierarchies: H
     out["role_code__matches_parent"] = _flag(triple.isin(hierarchies.allowed), checkable)
 
     child_count = np.bincount(parent_pos[has_parent], minlength=len(out))
-    limit = parent_role_pair.map(hierarchies.max_child)
+    # The parent's own hierarchy sets its limit, even when a child sits in another company.
+    limit = _pair(of_parent("company__hierarchy_code"), parent_role).map(hierarchies.max_child)
     out["parent__child_count"] = pd.Series(np.where(has_parent, child_count[safe], 0), index=out.index)
     out["parent__max_child"] = limit.astype(object)
     over = limit.notna() & (out["parent__child_count"] > limit.fillna(np.inf))

@@ -49,8 +49,7 @@ def run_gate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies, *, r
     comp_rows = pd.concat([comp_rows, _company_dependents(comp, comp_rows)], ignore_index=True)
     cust_rows = quarantine.failure_rows(tables.ENTITY_CUSTOMER, cust, "customer_key",
                                         cust_failures, parameters)
-    held_companies = set(comp["company_external_id"].to_numpy(dtype=object)[comp_rows["pos"].unique()])
-    held_companies.discard(None)
+    held_companies = set(comp["company_external_id"].iloc[comp_rows["pos"].unique()].dropna())
     by_company = _customers_of_rejected_companies(cust, held_companies)
     cust_rows = pd.concat([cust_rows, by_company], ignore_index=True)
     cust_rows = pd.concat([cust_rows, _customer_dependents(cust, cust_rows, by_company)], ignore_index=True)

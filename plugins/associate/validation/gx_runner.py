@@ -116,13 +116,16 @@ class SuiteRunner:
     def run(self, entity: str, suite_name: str, frame: pd.DataFrame, parameters: dict) -> list[Failure]:
         """Validate ``frame`` (RangeIndex) against a suite; one Failure per failed expectation."""
         data = load_suite_json(self.suites_dir, suite_name)
+        groups = _group_by_columns(data["expectations"])
+        missing = sorted({c for cols in groups for c in cols} - set(frame.columns))
+        if missing:
+            raise SuiteError(f"{suite_name}.json refers to unknown column(s) {missing}")
         failures = []
-        for columns, expectations in _group_by_columns(data["expectations"]).items():
-            missing = [c for c in columns if c not in frame.columns]
-            if missing:
-                raise SuiteError(f"{suite_name}.json refers to unknown column(s) {missing}")
-            # GX copies the whole batch frame for every metric it filters, so each group of
-            # expectations gets a frame of just its columns: same rows, same index.
+        # GX copies the whole batch frame for every metric that filters rows, so a wide
+        # frame costs expectations x columns x rows: each group of expectations gets a
+        # batch of just the columns it reads (same rows, same index). Measured faster at
+        # every size, from 300 rows to 1M.
+        for columns, expectations in groups.items():
             part = f"{suite_name}.{'+'.join(columns)}"
             failures += self._run_part(entity, part, data, expectations, frame[list(columns)], parameters)
         return failures

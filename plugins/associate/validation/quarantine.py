@@ -20,7 +20,7 @@ MAX_SHOWN = 60
 _ISO_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
 
 
-def display(column: str, value: object) -> str:
+def display(column: str, value: object, limit: int | None = MAX_SHOWN) -> str:
     """A cell as a steward reads it: masked by column, empties named, long text cut."""
     if value is None or value is pd.NA or value is pd.NaT:
         return EMPTY
@@ -44,7 +44,7 @@ def display(column: str, value: object) -> str:
             text = mask_value(base, text)
     else:
         text = mask_text(text)
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _RowFields(Mapping):
@@ -64,7 +64,7 @@ class _RowFields(Mapping):
             arg = self.failure.kwargs[name]
             if isinstance(arg, dict) and "$PARAMETER" in arg:
                 arg = self.parameters.get(arg["$PARAMETER"], arg["$PARAMETER"])
-            return display(name, arg)
+            return display(name, arg, limit=None)
         if name in self.frame.columns:
             return display(name, self.frame.at[self.pos, name])
         return "{" + name + "?}"  # a typo in a user-edited template must not stop the run
