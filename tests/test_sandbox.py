@@ -140,6 +140,8 @@ def test_malformed_requests_are_400_for_the_whole_batch(sandbox, client):
         (client.post("/v2/customers/bulk", [element(good_mobile), bad_type]), "element[1].loyaltyInfo"),
         (client.post("/v2/customers/bulk", [{"profiles": [profile()]}]), "element[0].loyaltyInfo: Field required"),
         (client.post("/v2/customers/bulk", [element(), 7]), "element[1]: must be a JSON object"),
+        (client.post("/v2/customers/bulk", data=b'[{"profiles":[{"firstName":"\\ud800","identifiers":[{"type":'
+                     b'"mobile","value":"919812345678"}]}],"loyaltyInfo":{"loyaltyType":"loyalty"}}]'), "surrogate"),
     ]
     for response, text in cases:
         assert response.status_code == 400, response.text

@@ -8,7 +8,7 @@ from typing import Any
 
 from associate.models import AssociationDetails, Codes, CustomerElement, CustomerRef
 
-from .rules import (CONFLICT_CODES, ElementError, check_registration_dates, match_priority,
+from .rules import (CONFLICT_CODES, ElementError, check_registration_dates, match_priority, normalize,
                     resolve_identifiers)
 from .store import Store, dumps, now_iso
 
@@ -285,7 +285,6 @@ class CustomerService:
 
     def lookup(self, id_type: str, value: str) -> int | None:
         """The id of the customer holding an identifier."""
-        from .rules import normalize
         with self.store.reading() as conn:
             return self.store.owner_of(conn, id_type, normalize(id_type, value))
 

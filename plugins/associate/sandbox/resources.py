@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -61,13 +62,23 @@ class CompanyUpdate(BaseModel):
     parentCompany: CompanyRef | None = None
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _json(body: bytes) -> Any:
     if not body:
         raise ApiError(400, Codes.INVALID_INPUT, "Request body is empty: a JSON document is required")
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, Codes.INVALID_INPUT, f"Malformed JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(body):
+        # JSON lets "\ud800" through, but a lone surrogate is no text: nothing could store it.
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, Codes.INVALID_INPUT, "Malformed JSON: lone UTF-16 surrogate in a string") from None
+    return data
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:

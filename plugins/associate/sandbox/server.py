@@ -11,8 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ValidationError
-
 from associate.masking import mask_value
 
 from .auth import AuthError, Authenticator, RateLimiter
