@@ -529,13 +529,11 @@ class CapillaryHook(BaseHook):
         authenticated: bool = True,
         final_5xx: Callable[[Any], bool] | None = None,
     ) -> _Answer:
-        """Send one call with retries; answer the last response (or transport failure) and the attempts.
-
-        Retried: 429 (after ``Retry-After``), 5xx, timeouts, dropped connections; an OAuth 401
-        once after a new token. Not retried: other 4xx, which are the caller's to interpret.
-        Every call here is safe to repeat: bulk sends match customers by identifier, the
-        rest are reads or company writes that ``ensure_companies`` reconciles.
-        """
+        """Send one call with retries; answer the last response (or transport failure) and the attempts."""
+        # Retried: 429 (after Retry-After), 5xx, timeouts, dropped connections; an OAuth 401
+        # once after a new token. Other 4xx are contract errors for the caller to interpret.
+        # Every call here is safe to repeat: bulk sends match customers by identifier, the
+        # rest are reads or company writes that ensure_companies reconciles.
         import requests
 
         settings = self.settings
@@ -630,12 +628,10 @@ class CapillaryHook(BaseHook):
     # -- customers ------------------------------------------------------------------------------
 
     def post_customers_bulk(self, elements: Sequence[Mapping[str, Any] | str]) -> list[BulkOutcome]:
-        """Send customer elements in order; answer one outcome per element (never raises for one bad element).
-
-        A 1060 (batch limit) halves the batch size for the rest of this hook's life; a
-        whole-request 400 is bisected until the offending element stands alone; a 500 "all
-        failed" with per-element results is mapped element by element.
-        """
+        """Send customer elements in order; answer one outcome per element (never raises for one bad element)."""
+        # A 1060 (batch limit) halves the batch size for the rest of this hook's life; a
+        # whole-request 400 is bisected until the offending element stands alone; a 500 "all
+        # failed" with per-element results is mapped element by element.
         bodies = [json.loads(e) if isinstance(e, str) else dict(e) for e in elements]
         outcomes = [BulkOutcome(index=i) for i in range(len(bodies))]
         self._send_in_batches(list(range(len(bodies))), bodies, outcomes)
