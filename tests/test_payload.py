@@ -158,11 +158,13 @@ def test_depth_and_rows_that_cannot_be_built():
          "parent_customer_key": "x"},
         {"customer_key": "nocompany", "email": "n@x.io", "company_external_id": "NOPE", "role_code": "FC"},
         {"customer_key": "badjson", "email": "b@x.io", "extended_fields": "[1, 2]"},
+        {"customer_key": "brokenjson", "email": "c@x.io", "custom_fields": '{"a": '},
     ]
     built = payload.build_elements(valid_customers(rows), COMPANIES)
     assert dict(zip(built.entity_key, built.depth)) == {"r": 0, "m": 1, "l": 2}
     reasons = dict(built.attrs["skipped"])
-    assert set(reasons) == {"orphan", "x", "y", "nocompany", "badjson"}
+    assert set(reasons) == {"orphan", "x", "y", "nocompany", "badjson", "brokenjson"}
+    assert "custom_fields is not valid JSON" in reasons["brokenjson"]
     assert "gone" in reasons["orphan"] and "cycle" in reasons["x"]
     assert "NOPE" in reasons["nocompany"] and "extended_fields" in reasons["badjson"]
     # They come back as failed outcomes with the reason, so write-back records them.

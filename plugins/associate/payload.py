@@ -46,7 +46,24 @@ def _encoder():
     return encoder.encode
 
 
+def _decoder():
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - depends on the install
+        return json.loads
+    decode = msgspec.json.decode
+
+    def loads(text: str) -> Any:
+        try:
+            return decode(text)
+        except (msgspec.DecodeError, OverflowError):
+            return json.loads(text)  # the reference parser decides (and names the error)
+
+    return loads
+
+
 _encode = _encoder()
+_decode = _decoder()
 
 
 def canonical_bytes(element: dict[str, Any]) -> bytes:
@@ -88,7 +105,10 @@ def _json_object(value: Any, column: str) -> dict[str, Any]:
     text = str(value).strip()
     if text in ("", "{}"):
         return {}
-    parsed = json.loads(text)
+    try:
+        parsed = _decode(text)
+    except ValueError as exc:
+        raise PayloadError(f"{column} is not valid JSON ({exc})") from exc
     if not isinstance(parsed, dict):
         raise PayloadError(f"{column} is not a JSON object")
     return parsed
@@ -114,8 +134,8 @@ def _dates(series: pd.Series) -> list[str | None]:
     for value in _values(series):
         if value is None:
             out.append(None)
-        elif hasattr(value, "strftime"):
-            out.append(value.strftime("%Y-%m-%d"))
+        elif hasattr(value, "isoformat"):
+            out.append(value.isoformat()[:10])
         else:
             out.append(pd.Timestamp(str(value)).strftime("%Y-%m-%d"))
     return out
