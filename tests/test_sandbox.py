@@ -129,6 +129,14 @@ def test_invalid_mobile_with_another_primary_is_only_a_warning(client):
     assert client.bulk(wechat_only)[0]["entity"]["loyaltyInfo"] == {"loyaltyType": "non_loyalty"}
 
 
+def test_unstorable_extended_fields_are_a_warning_and_skipped(client):
+    body = element()
+    body["extendedFields"] = {"gender": "M", "notes": "x" * 300, "nested": {"a": 1}}
+    entity = client.bulk(body)[0]["entity"]
+    assert [w["code"] for w in entity["warnings"]] == [Codes.EXTENDED_FIELDS_FAILED] * 2
+    assert entity["extendedFields"] == {"gender": "M"}
+
+
 def test_malformed_requests_are_400_for_the_whole_batch(sandbox, client):
     good_mobile = new_mobile()
     bad_type = element()

@@ -8,8 +8,8 @@ from typing import Any
 
 from associate.models import AssociationDetails, Codes, CustomerElement, CustomerRef
 
-from .rules import (CONFLICT_CODES, ElementError, check_registration_dates, match_priority, normalize,
-                    resolve_identifiers)
+from .rules import (CONFLICT_CODES, ElementError, accepted_extended_fields, check_registration_dates,
+                    match_priority, normalize, resolve_identifiers)
 from .store import Store, dumps, now_iso
 
 
@@ -63,7 +63,8 @@ class CustomerService:
         resolved = resolve_identifiers(element.profiles, element.loyaltyInfo.loyaltyType)
         customer_id, is_new = self._upsert(conn, resolved.identifiers, element.profiles, principal,
                                            loyalty_type=element.loyaltyInfo.loyaltyType,
-                                           extended_fields=element.extendedFields,
+                                           extended_fields=accepted_extended_fields(element.extendedFields,
+                                                                                    resolved.warnings),
                                            enrollments=[e.to_api() for e in element.loyaltyProgramEnrollments],
                                            referral_code=element.referralCode, update_profile=True)
         children: list[dict] = []
@@ -136,7 +137,9 @@ class CustomerService:
         check_registration_dates(ref.profiles)
         resolved = resolve_identifiers(ref.profiles, "loyalty")
         customer_id, is_new = self._upsert(conn, resolved.identifiers, ref.profiles, principal, loyalty_type=None,
-                                           extended_fields=ref.extendedFields, enrollments=None,
+                                           extended_fields=accepted_extended_fields(ref.extendedFields,
+                                                                                    resolved.warnings),
+                                           enrollments=None,
                                            referral_code=None, update_profile=False)
         return customer_id, is_new, resolved.warnings
 

@@ -12,6 +12,7 @@ _MOBILE_SEPARATORS = re.compile(r"[\s\-().]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EXTERNAL_ID = 150
+MAX_EXTENDED_FIELD = 255
 EARLIEST_REGISTRATION = datetime(1990, 1, 1, tzinfo=timezone.utc)
 # A client clock a little ahead of ours is not a registration "in the future".
 CLOCK_SKEW = timedelta(minutes=5)
@@ -126,3 +127,17 @@ def check_registration_dates(profiles: list[Profile], now: datetime | None = Non
 def match_priority(id_type: str) -> int:
     """Lower wins when the identifiers of a request point at stored customers."""
     return MATCH_PRIORITY.index(id_type) if id_type in MATCH_PRIORITY else len(MATCH_PRIORITY)
+
+
+def accepted_extended_fields(fields: dict, warnings: list[dict]) -> dict:
+    """The extended fields that can be stored: scalars, text up to 255 characters; a warning per other."""
+    accepted = {}
+    for name, value in fields.items():
+        scalar = value is None or isinstance(value, (bool, int, float, str))
+        if not scalar or (isinstance(value, str) and len(value) > MAX_EXTENDED_FIELD):
+            warnings.append(warning(Codes.EXTENDED_FIELDS_FAILED,
+                                    f"Failed to update extended field {name!r}: not a scalar or longer than "
+                                    f"{MAX_EXTENDED_FIELD} characters"))
+            continue
+        accepted[name] = value
+    return accepted

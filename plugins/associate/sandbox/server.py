@@ -45,6 +45,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "CapillarySandbox/1.0"
+    # A connection idle this long is closed, so silent clients cannot pin threads forever.
+    timeout = 300
     server: "SandboxHTTPServer"
 
     def __getattr__(self, name: str):
