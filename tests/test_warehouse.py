@@ -32,9 +32,9 @@ def _customer(key, company, parent=None, updated_at=OLD, role="FC", **extra):
 
 
 def sample_warehouse():
-    """Companies H > C1, C2, C3; customers a > b > c > g and a > s in C1, d > h and f in C2, e in C3."""
+    """Companies HH > H > C1, C2, C3; customers a > b > c > g and a > s in C1, d > h and f in C2, e in C3."""
     companies = pd.DataFrame([
-        _company("H"), _company("C1", parent="H"), _company("C2"),
+        _company("HH"), _company("H", parent="HH"), _company("C1", parent="H"), _company("C2"),
         _company("C3", updated_at="2026-01-01 00:30:00"),  # changed inside the interval
     ])
     customers = pd.DataFrame([
@@ -87,7 +87,7 @@ def test_incremental_extract_takes_interval_and_the_rows_around_it(request, back
     assert keys(got) == {"a", "b", "c", "g", "s", "e"}
     got_companies = warehouse.extract(conn_id, tables.ENTITY_COMPANY, mode="incremental",
                                       interval_start=START, interval_end=END)
-    assert keys(got_companies, "company_external_id") == {"C1", "H", "C3"}
+    assert keys(got_companies, "company_external_id") == {"C1", "H", "HH", "C3"}
 
 
 def test_full_extract_gives_canonical_frames_with_names_intact(conn_id):
@@ -106,7 +106,7 @@ def test_full_extract_gives_canonical_frames_with_names_intact(conn_id):
     assert pd.Timestamp(by_key.loc["b", "updated_at"]) == pd.Timestamp("2026-01-01T00:00:00Z")
     got_companies = warehouse.extract(conn_id, "companies", mode="full")
     assert list(got_companies.columns) == list(tables.COMPANY_COLUMNS)
-    assert keys(got_companies, "company_external_id") == {"H", "C1", "C2", "C3"}
+    assert keys(got_companies, "company_external_id") == {"HH", "H", "C1", "C2", "C3"}
 
 
 def test_manual_run_with_empty_interval_extracts_everything(sqlite_conn):
@@ -123,7 +123,7 @@ def test_url_encoded_sqlite_uri_connection_works(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_URI", "sqlite://" + urllib.parse.quote(str(path), safe=""))
     companies, customers = sample_warehouse()
     warehouse.load_frames("warehouse_uri", companies, customers)
-    assert len(warehouse.extract("warehouse_uri", "companies", mode="full")) == 4
+    assert len(warehouse.extract("warehouse_uri", "companies", mode="full")) == 5
     assert path.exists()
 
 
