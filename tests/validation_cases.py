@@ -115,9 +115,9 @@ class Case:
     customers: list[dict] = field(default_factory=list)
     companies: list[dict] = field(default_factory=list)
     expected: dict[tuple[str, str], set[str]] = field(default_factory=dict)
-    # False when the bad value cannot be stored in a typed warehouse column (text in an
-    # integer or timestamp column): such cases only run on frames, not through a database.
-    typed_db: bool = True
+    # Where the rows can be stored: "any" database; "text_ts" only with text timestamp
+    # columns (garbage dates); "none" (text in an integer column, a duplicate or missing key).
+    db: str = "any"
     reason_contains: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
@@ -126,10 +126,10 @@ C, K = tables.ENTITY_CUSTOMER, tables.ENTITY_COMPANY
 MISSING_KEY = "(row ?)"
 
 
-def _one(name: str, key: str, checks: set[str], typed_db: bool = True, reason: str | None = None,
+def _one(name: str, key: str, checks: set[str], db: str = "any", reason: str | None = None,
          **fields) -> Case:
     """A case of one bad customer row."""
-    case = Case(name, customers=[customer(key, **fields)], expected={(C, key): checks}, typed_db=typed_db)
+    case = Case(name, customers=[customer(key, **fields)], expected={(C, key): checks}, db=db)
     if reason:
         case.reason_contains[(C, key, next(iter(checks)))] = reason
     return case
@@ -166,9 +166,9 @@ def cases() -> list[Case]:
         Case("duplicate_customer_key",
              customers=[customer("B-DUPK", email="dupk1@example.com", external_id="EXT-DUPK1"),
                         customer("B-DUPK", email="dupk2@example.com", external_id="EXT-DUPK2")],
-             expected={(C, "B-DUPK"): {"customer_key_unique"}}),
+             expected={(C, "B-DUPK"): {"customer_key_unique"}}, db="none"),
         Case("missing_customer_key", customers=[customer(None, email="nokey@example.com", external_id="EXT-NOKEY")],
-             expected={(C, MISSING_KEY): {"customer_key_present"}}),
+             expected={(C, MISSING_KEY): {"customer_key_present"}}, db="none"),
         _one("first_name_too_long", "B-NAME", {"first_name_length"}, first_name="अ" * 101,
              reason="first_name is 101 characters long; at most 100"),
         _one("external_id_too_long", "B-EXTL", {"external_id_length"}, external_id="X" * 51),
@@ -179,14 +179,17 @@ def cases() -> list[Case]:
         _one("extended_fields_array", "B-EXTF", {"extended_fields_json"}, extended_fields="[1, 2]"),
         _one("custom_fields_broken", "B-CUSF", {"custom_fields_json"}, custom_fields='{"a": 1'),
         _one("tier_number_zero", "B-TIER0", {"tier_number_min"}, program_id=7, tier_number=0),
-        _one("tier_number_fraction", "B-TIERF", {"tier_number_integer"}, typed_db=False, program_id=7,
+        _one("tier_number_fraction", "B-TIERF", {"tier_number_integer"}, db="none", program_id=7,
              tier_number=1.5),
-        _one("loyalty_points_text", "B-PTS", {"loyalty_points_integer"}, typed_db=False, program_id=7,
+        _one("loyalty_points_text", "B-PTS", {"loyalty_points_integer"}, db="none", program_id=7,
              loyalty_points="lots"),
+        _one("program_id_not_integer", "B-PID", {"program_id_integer"}, db="none", program_id="P7"),
+        _one("points_expiry_garbage", "B-PEXPG", {"points_expiry_date_parseable"}, db="text_ts", program_id=7,
+             points_expiry_date="31/12/2026"),
         _one("loyalty_points_negative", "B-PTSN", {"loyalty_points_min"}, program_id=7, loyalty_points=-5),
         _one("enrolment_without_program", "B-PROG", {"program_id_required"}, tier_number=2),
         _one("registered_at_missing", "B-REG0", {"registered_at_present"}, registered_at=None),
-        _one("registered_at_garbage", "B-REGG", {"registered_at_parseable"}, typed_db=False,
+        _one("registered_at_garbage", "B-REGG", {"registered_at_parseable"}, db="text_ts",
              registered_at="last tuesday"),
         _one("registered_at_future", "B-REGF", {"registered_at_not_future"},
              registered_at="2026-02-01T00:00:00+00:00"),
@@ -196,12 +199,12 @@ def cases() -> list[Case]:
              tier_expiry_date="2024-01-01T00:00:00+00:00"),
         _one("points_expiry_before_registration", "B-PEXP", {"points_expiry_after_registration"}, program_id=7,
              points_expiry_date="2023-01-01T00:00:00+00:00"),
-        _one("tier_expiry_garbage", "B-TEXPG", {"tier_expiry_date_parseable"}, typed_db=False, program_id=7,
+        _one("tier_expiry_garbage", "B-TEXPG", {"tier_expiry_date_parseable"}, db="text_ts", program_id=7,
              tier_expiry_date="2027-13-45"),
         _one("last_viewed_in_future", "B-LVF", {"last_viewed_date_not_future"}, last_viewed_date="2026-03-01"),
-        _one("last_viewed_garbage", "B-LVG", {"last_viewed_date_parseable"}, typed_db=False,
+        _one("last_viewed_garbage", "B-LVG", {"last_viewed_date_parseable"}, db="text_ts",
              last_viewed_date="soon"),
-        _one("updated_at_garbage", "B-UPD", {"updated_at_parseable"}, typed_db=False, updated_at="n/a"),
+        _one("updated_at_garbage", "B-UPD", {"updated_at_parseable"}, db="text_ts", updated_at="n/a"),
         _one("unknown_company", "B-COMP", {"company_exists", "parent_same_company"},
              company_external_id="CO-NOPE"),
         _one("role_without_company", "B-NOCO", {"company_required"}, company_external_id=None,
@@ -245,7 +248,7 @@ def cases() -> list[Case]:
                        (C, "B-CUST-BADH"): {"company_rejected"}, (C, "B-CUST-UNDER"): {"company_rejected"}},
              reason_contains={(C, "B-CUST-UNDER", "company_rejected"): "company CO-UNDER is quarantined"}),
         Case("missing_company_key", companies=[company(None, company_name="Nameless key")],
-             expected={(K, MISSING_KEY): {"company_key_present"}}),
+             expected={(K, MISSING_KEY): {"company_key_present"}}, db="none"),
         Case("company_missing_name", companies=[company("CO-NONAME", company_name=None)],
              expected={(K, "CO-NONAME"): {"company_name_present"}}),
         Case("company_name_too_long", companies=[company("CO-LONG", company_name="N" * 101)],
@@ -253,13 +256,15 @@ def cases() -> list[Case]:
         Case("company_missing_hierarchy", companies=[company("CO-NOH", hierarchy_code=None)],
              expected={(K, "CO-NOH"): {"hierarchy_code_present"}}),
         Case("duplicate_company_key", companies=[company("CO-DUP"), company("CO-DUP", company_name="Other")],
-             expected={(K, "CO-DUP"): {"company_key_unique"}}),
+             expected={(K, "CO-DUP"): {"company_key_unique"}}, db="none"),
         Case("unknown_parent_company", companies=[company("CO-ORPHAN", parent_company_external_id="CO-GHOST")],
              expected={(K, "CO-ORPHAN"): {"parent_company_exists"}}),
         Case("company_parent_cycle",
              companies=[company("CO-CYC1", parent_company_external_id="CO-CYC2"),
                         company("CO-CYC2", parent_company_external_id="CO-CYC1")],
              expected={(K, "CO-CYC1"): {"company_parent_cycle"}, (K, "CO-CYC2"): {"company_parent_cycle"}}),
+        Case("company_updated_at_garbage", companies=[company("CO-UPD", updated_at="yesterday")],
+             expected={(K, "CO-UPD"): {"company_updated_at_parseable"}}, db="text_ts"),
         Case("company_extended_fields_not_object", companies=[company("CO-JSON", extended_fields='"plain"')],
              expected={(K, "CO-JSON"): {"company_extended_fields_json"}}),
     ]
@@ -270,18 +275,26 @@ def _frame(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
     return frame.where(frame.notna(), None)
 
 
-def catalogue_frames(*, typed_db_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(companies, customers): the valid warehouse plus every case's rows."""
-    selected = [c for c in cases() if c.typed_db or not typed_db_only]
+def _selected(db: str | None) -> list[Case]:
+    allowed = {None: {"any", "text_ts", "none"}, "text_ts": {"any", "text_ts"}, "any": {"any"}}[db]
+    return [c for c in cases() if c.db in allowed]
+
+
+def catalogue_frames(*, db: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(companies, customers): the valid warehouse plus every case's rows.
+
+    ``db="any"`` keeps the cases any typed warehouse can store, ``db="text_ts"`` those a
+    warehouse with text timestamp columns can store, None all of them.
+    """
+    selected = _selected(db)
     companies = valid_companies() + [row for c in selected for row in c.companies]
     customers = valid_customers() + [row for c in selected for row in c.customers]
     return _frame(companies, tables.COMPANY_COLUMNS), _frame(customers, tables.CUSTOMER_COLUMNS)
 
 
-def expected_quarantine(*, typed_db_only: bool = False) -> dict[tuple[str, str], set[str]]:
-    """{(entity, key): checks} for the whole catalogue."""
+def expected_quarantine(*, db: str | None = None) -> dict[tuple[str, str], set[str]]:
+    """{(entity, key): checks} for the catalogue (same ``db`` selection as catalogue_frames)."""
     out: dict[tuple[str, str], set[str]] = {}
-    for case in cases():
-        if case.typed_db or not typed_db_only:
-            out.update(case.expected)
+    for case in _selected(db):
+        out.update(case.expected)
     return out

@@ -250,7 +250,10 @@ def _derive_relations(out: pd.DataFrame, companies: pd.DataFrame, hierarchies: H
 
     child_count = np.bincount(parent_pos[has_parent], minlength=len(out))
     # The parent's own hierarchy sets its limit, even when a child sits in another company.
-    limit = _pair(of_parent("company__hierarchy_code"), parent_role).map(hierarchies.max_child)
+    limit = pd.to_numeric(
+        _pair(of_parent("company__hierarchy_code"), parent_role).astype(object).map(hierarchies.max_child),
+        errors="coerce",
+    ).astype("float64")
     out["parent__child_count"] = pd.Series(np.where(has_parent, child_count[safe], 0), index=out.index)
     out["parent__max_child"] = limit.astype(object)
     over = limit.notna() & (out["parent__child_count"] > limit.fillna(np.inf))
