@@ -271,8 +271,12 @@ def cases() -> list[Case]:
 
 
 def _frame(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=list(columns)).astype(object)
-    return frame.where(frame.notna(), None)
+    """Rows as given (object columns, None for missing); integer columns as Int64 when they all are."""
+    frame = pd.DataFrame({c: pd.Series([row.get(c) for row in rows], dtype=object) for c in columns})
+    for column in ("program_id", "tier_number", "loyalty_points"):
+        if column in frame and all(v is None or isinstance(v, int) for v in frame[column]):
+            frame[column] = pd.array(list(frame[column]), dtype="Int64")
+    return frame
 
 
 def _selected(db: str | None) -> list[Case]:
