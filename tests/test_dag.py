@@ -91,12 +91,19 @@ def bulk_requests(sandbox) -> int:
     )
 
 
-def customer_details(sandbox, external_id: str) -> dict | None:
+def customer_details(sandbox, row) -> dict | None:
+    """The customer Capillary holds for a warehouse row, found by its first primary identifier."""
+    import pandas as pd
+
     from associate.hook import basic_authorization
 
+    name, value = next(
+        (name, str(row[column]).lstrip("+")) for column, name in
+        (("external_id", "externalId"), ("mobile", "mobile"), ("email", "email")) if not pd.isna(row[column])
+    )
     resp = requests.get(
         f"{sandbox.url}/v2/customers/lookup/customerDetails",
-        params={"source": "ALL", "identifierName": "externalId", "identifierValue": external_id},
+        params={"source": "ALL", "identifierName": name, "identifierValue": value},
         headers={"Authorization": basic_authorization(*TILL)}, timeout=10,
     )
     return resp.json() if resp.status_code == 200 else None
@@ -134,16 +141,20 @@ def test_sqlite_run_sends_valid_rows_quarantines_bad_ones_and_rerun_sends_nothin
 
     # Capillary holds every sent customer with the right company, role and parent.
     by_key = customers.set_index("customer_key")
-    ids = {}
+    ids = dict(ok)
     for key, cid in ok:
         row = by_key.loc[key]
-        if not row["external_id"]:
-            continue
-        details = customer_details(sandbox, row["external_id"])
+        details = customer_details(sandbox, row)
         assert details is not None, f"{key} missing in Capillary"
-        ids[key] = cid
-        text = json.dumps(details)
-        assert row["company_external_id"] in text and f'"{row["role_code"]}"' in text
+        assert details["id"] == cid, f"{key}: Capillary id differs from the recorded one"
+        if not isinstance(row["company_external_id"], str):
+            continue  # a customer of no fleet company has no association to check
+        association = details["associationDetails"]
+        assert association["fleetCompany"]["externalId"] == row["company_external_id"], key
+        assert association["roleCode"] == row["role_code"], key
+        parent = row["parent_customer_key"]
+        if isinstance(parent, str) and parent in ids:
+            assert details["associationDetails"]["parentCustomerId"] == ids[parent], f"{key}: wrong parent"
 
     # The quarantine never shows a raw mobile or email.
     reasons = " ".join(r for (r,) in sqlite_rows(sqlite_warehouse, "SELECT reason FROM associate_quarantine"))
@@ -233,15 +244,15 @@ def test_backfill_over_three_intervals_sends_each_intervals_changes(airflow_home
         "ORDER BY entity_key LIMIT 6",
     )]
     days = ["2026-03-01", "2026-03-02", "2026-03-03"]
-    with sqlite3.connect(sqlite_warehouse) as db:
-        for i, key in enumerate(keys):
-            db.execute(
-                "UPDATE customers SET first_name = first_name || ' B', updated_at = ? WHERE customer_key = ?",
-                (f"{days[i // 2]}T12:00:00+00:00", key),
-            )
     for i, day in enumerate(days):
-        end = f"2026-03-0{i + 2}"  # the run for [day, day + 1) has logical date day + 1
-        run = run_dag(env, logical_date=end)
+        # Two customers change on each day, just before that day's interval runs.
+        with sqlite3.connect(sqlite_warehouse) as db:
+            for key in keys[2 * i: 2 * i + 2]:
+                db.execute(
+                    "UPDATE customers SET first_name = first_name || ' B', updated_at = ? WHERE customer_key = ?",
+                    (f"{day}T12:00:00+00:00", key),
+                )
+        run = run_dag(env, logical_date=f"2026-03-0{i + 2}")  # the run of [day, day + 1)
         assert run.returncode == 0, run.log[-5000:]
         sent = {k for (k,) in sqlite_rows(
             sqlite_warehouse,
