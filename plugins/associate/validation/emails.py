@@ -45,9 +45,12 @@ def email_validity(values: pd.Series) -> pd.DataFrame:
     """Per row: ``norm`` (lower-cased, for uniqueness) and ``valid`` (boolean, NA where no email)."""
     text = values.astype("string").str.strip()
     present = np.array(text.fillna("") != "", dtype=bool)
+    text = text.where(present)
     norm = text.str.lower().astype(object).where(present, None)
-    uniques = pd.Series(text[present].unique(), dtype=object)
-    valid_map = pd.Series(_valid_unique(uniques) if len(uniques) else [], index=uniques, dtype=bool)
-    valid = pd.array(np.array(text.map(valid_map).fillna(False), dtype=bool), dtype="boolean")
-    valid[~present] = pd.NA
-    return pd.DataFrame({"norm": norm, "valid": valid}, index=values.index)
+    codes, uniques = pd.factorize(text)  # each distinct address is judged once
+    valid_u = _valid_unique(pd.Series(uniques, dtype=object)) if len(uniques) else np.zeros(0, dtype=bool)
+    valid = np.zeros(len(values), dtype=bool)
+    valid[codes >= 0] = valid_u[codes[codes >= 0]]
+    flags = pd.array(valid, dtype="boolean")
+    flags[~present] = pd.NA
+    return pd.DataFrame({"norm": norm, "valid": flags}, index=values.index)

@@ -149,16 +149,18 @@ def _validate_unique(digits: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def mobile_validity(values: pd.Series) -> pd.DataFrame:
     """Per row: ``norm`` digits, ``valid`` (boolean, NA where no mobile) and ``region`` of a mobile column."""
-    present = values.notna() & (values.astype("string").str.strip().fillna("") != "")
+    present = np.array(values.astype("string").str.strip().fillna("") != "", dtype=bool)
     norm = normalize_mobile(values)
-    uniques = pd.Series(norm.dropna().unique(), dtype=object)
-    valid_u, region_u = _validate_unique(uniques.astype(str)) if len(uniques) else ([], [])
-    valid_map = pd.Series(valid_u, index=uniques, dtype=bool)
-    region_map = pd.Series(region_u, index=uniques, dtype=object)
-    valid = pd.array(np.array(norm.map(valid_map).fillna(False), dtype=bool), dtype="boolean")
-    valid[~present.to_numpy()] = pd.NA
-    region = norm.map(region_map).fillna(UNKNOWN_REGION).where(present, None)
-    return pd.DataFrame({"norm": norm, "valid": valid, "region": region}, index=values.index)
+    codes, uniques = pd.factorize(norm)  # each distinct number is judged once
+    valid_u, region_u = _validate_unique(pd.Series(uniques, dtype=object).astype(str))
+    has_code = codes >= 0
+    valid = np.zeros(len(values), dtype=bool)
+    valid[has_code] = valid_u[codes[has_code]]
+    region = np.full(len(values), UNKNOWN_REGION, dtype=object)
+    region[has_code] = region_u[codes[has_code]]
+    region[~present] = None
+    return pd.DataFrame({"norm": norm, "valid": pd.array(valid, dtype="boolean"), "region": region},
+                        index=values.index).assign(valid=lambda f: f["valid"].mask(~present))
 
 
 def library_is_valid(digits: str) -> bool:

@@ -6,7 +6,6 @@ import datetime as dt
 import math
 import re
 import string
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -47,46 +46,54 @@ def display(column: str, value: object, limit: int | None = MAX_SHOWN) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _RowFields(Mapping):
-    """Template fields of one row: value, length, expectation kwargs, any column of the frame."""
+class _Fields:
+    """Template fields for many rows at once: value, length, expectation kwargs, frame columns."""
 
-    def __init__(self, frame: pd.DataFrame, failure: Failure, pos: int, parameters: dict) -> None:
-        self.frame, self.failure, self.pos, self.parameters = frame, failure, pos, parameters
+    def __init__(self, frame: pd.DataFrame, failure: Failure, positions: np.ndarray, parameters: dict) -> None:
+        self.frame, self.failure, self.positions, self.parameters = frame, failure, positions, parameters
 
-    def __getitem__(self, name: str) -> str:
+    def column(self, name: str) -> list[str]:
+        """Display strings of field ``name`` for every row."""
         column = self.failure.column
         if name == "value":
-            return display(column, self._cell(column))
+            return [display(column, v) for v in self._cells(column)]
         if name == "length":
-            raw = self._cell(column)
-            return str(len(str(raw))) if raw is not None else "0"
+            return [str(len(str(v))) if _present(v) else "0" for v in self._cells(column)]
         if name in self.failure.kwargs:
             arg = self.failure.kwargs[name]
             if isinstance(arg, dict) and "$PARAMETER" in arg:
                 arg = self.parameters.get(arg["$PARAMETER"], arg["$PARAMETER"])
-            return display(name, arg, limit=None)
+            return [display(name, arg, limit=None)] * len(self.positions)
         if name in self.frame.columns:
-            return display(name, self.frame.at[self.pos, name])
-        return "{" + name + "?}"  # a typo in a user-edited template must not stop the run
+            return [display(name, v) for v in self._cells(name)]
+        return ["{" + name + "?}"] * len(self.positions)  # a typo in a user-edited template must not stop the run
 
-    def _cell(self, column: str):
-        if column in self.frame.columns:
-            return self.frame.at[self.pos, column]
-        return None
-
-    def __iter__(self):
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+    def _cells(self, column: str) -> np.ndarray:
+        if column not in self.frame.columns:
+            return np.full(len(self.positions), None, dtype=object)
+        return self.frame[column].to_numpy(dtype=object)[self.positions]
 
 
-def render_reason(template: str, frame: pd.DataFrame, failure: Failure, pos: int, parameters: dict) -> str:
-    """Fill a reason template for one row; a malformed template is returned as written."""
+def _present(value: object) -> bool:
+    return display("", value) != EMPTY
+
+
+def render_reasons(template: str, frame: pd.DataFrame, failure: Failure, positions: np.ndarray,
+                   parameters: dict) -> list[str]:
+    """Fill a reason template for each row; a malformed template is returned as written."""
     try:
-        return string.Formatter().vformat(template, (), _RowFields(frame, failure, pos, parameters))
-    except (ValueError, IndexError, KeyError, AttributeError):
-        return template
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError:
+        return [template] * len(positions)
+    fields = _Fields(frame, failure, positions, parameters)
+    columns = {name: fields.column(name) for name in names}
+    out = []
+    for i in range(len(positions)):
+        try:
+            out.append(template.format_map({name: values[i] for name, values in columns.items()}))
+        except (ValueError, IndexError, KeyError, AttributeError):
+            out.append(template)
+    return out
 
 
 def entity_keys(frame: pd.DataFrame, key_column: str, positions: np.ndarray) -> list[str]:
@@ -109,7 +116,7 @@ def failure_rows(entity: str, frame: pd.DataFrame, key_column: str, failures: li
             "entity_key": entity_keys(frame, key_column, positions),
             "check": failure.check,
             "column_name": failure.column,
-            "reason": [render_reason(failure.reason, frame, failure, int(p), parameters) for p in positions],
+            "reason": render_reasons(failure.reason, frame, failure, positions, parameters),
         }))
     return _concat(parts)
 
