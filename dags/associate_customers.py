@@ -93,6 +93,7 @@ def associate_customers():
     )
     company_outcomes = task(tasks.ensure_companies, task_id="ensure_companies", pool=API_POOL)(
         validated=validated,
+        warehouse_conn_id=WAREHOUSE_CONN_ID,
         capillary_conn_id=CAPILLARY_CONN_ID,
         run_id="{{ run_id }}",
         dry_run="{{ params.dry_run }}",

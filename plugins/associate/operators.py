@@ -328,10 +328,15 @@ def company_request(row: Any) -> dict[str, Any]:
     return {k: v for k, v in request.items() if v is not None}
 
 
-def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFrame) -> pd.DataFrame:
-    """Ensure every company of a (validated) companies frame exists; answer outcome rows (entity "company")."""
+def company_request_hash(request: dict[str, Any] | None) -> str:
+    """Hash of a company's request body: what the sync state compares to find changed companies."""
     import hashlib
 
+    return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFrame) -> pd.DataFrame:
+    """Ensure every company of a (validated) companies frame exists; answer outcome rows (entity "company")."""
     import pandas as pd
 
     if companies.empty:
@@ -353,9 +358,7 @@ def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFr
             records.append(_company_record(bad, now, None))
             actions.append(bad.action)
     for outcome in hook.ensure_companies(requests_by_key.values()):
-        request = requests_by_key.get(outcome.external_id)
-        digest = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-        records.append(_company_record(outcome, now, digest))
+        records.append(_company_record(outcome, now, company_request_hash(requests_by_key.get(outcome.external_id))))
         actions.append(outcome.action)
     frame = _typed(pd.DataFrame.from_records(records, columns=list(OUTCOME_COLUMNS)))
     counts = pd.Series(actions).value_counts().to_dict()

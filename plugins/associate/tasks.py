@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
 
 REPORTS_ENV = "ASSOCIATE_REPORTS_DIR"
+CHUNK_MIN_BATCHES = 20
 
 
 def reports_dir(run_id: str) -> Path:
@@ -116,21 +117,42 @@ def validate(
 
 
 def ensure_companies(
-    *, validated: dict[str, Any], capillary_conn_id: str, run_id: str, dry_run: bool
+    *, validated: dict[str, Any], warehouse_conn_id: str, capillary_conn_id: str, run_id: str, dry_run: bool
 ) -> str:
-    """Make sure every valid fleet company exists in Capillary; stage one outcome per company."""
-    from associate import staging
+    """Make sure every new or changed fleet company exists in Capillary; stage one outcome per company sent."""
+    from associate import staging, warehouse
     from associate.hook import CapillaryHook
     from associate.operators import ensure_companies_from_frame
+    from associate.tables import STATUS_FAILED
 
     companies = staging.read_frame(validated["companies"])
+    # Like customers, a company is only checked when its request changed since its last
+    # successful send: thousands of companies would otherwise cost thousands of GETs a run.
+    state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_COMPANY)
+    sent = state.loc[state["last_status"] != STATUS_FAILED]
+    last_hash = dict(zip(sent["entity_key"], sent["payload_hash"]))
+    changed = [
+        last_hash.get(str(row["company_external_id"])) != _company_hash(row)
+        for row in companies.to_dict("records")
+    ]
+    companies = companies.loc[changed]
+    log.info("Companies: %d new or changed, %d unchanged", len(companies), len(changed) - len(companies))
     uri = staging.run_path(run_id, "outcomes", "companies.parquet")
     if dry_run:
         log.info("Dry run: %d companies would be checked and created or updated", len(companies))
-        outcomes = ensure_companies_from_frame(None, companies.iloc[0:0])
-    else:
-        outcomes = ensure_companies_from_frame(CapillaryHook(capillary_conn_id=capillary_conn_id), companies)
-    return staging.write_frame(outcomes, uri)
+        companies = companies.iloc[0:0]
+    hook = CapillaryHook(capillary_conn_id=capillary_conn_id) if len(companies) else None
+    return staging.write_frame(ensure_companies_from_frame(hook, companies), uri)
+
+
+def _company_hash(row: dict[str, Any]) -> str | None:
+    """Hash of a company row's request; None when it cannot be built (it is then always sent, and fails with the reason)."""
+    from associate.operators import company_request, company_request_hash
+
+    try:
+        return company_request_hash(company_request(row))
+    except ValueError:
+        return None
 
 
 def plan_sends(
@@ -160,11 +182,12 @@ def plan_sends(
         company_outcomes_df.loc[company_outcomes_df["status"] == STATUS_FAILED, "entity_key"]
     )
     blocked = customers["company_external_id"].isin(failed_companies)
-    held = _held_back_outcomes(customers.loc[blocked], company_outcomes_df)
+    customers_of_failed = _held_back_outcomes(customers.loc[blocked], company_outcomes_df)
+    elements = payload.build_elements(customers.loc[~blocked], companies)
+    # Rows the payload builder could not map get a failed outcome with the reason, too:
+    # every valid row ends with exactly one outcome.
+    held = pd.concat([customers_of_failed, payload.skipped_outcomes(elements)], ignore_index=True)
     staging.write_frame(held, staging.run_path(run_id, "outcomes", "held_back.parquet"))
-    customers = customers.loc[~blocked]
-
-    elements = payload.build_elements(customers, companies)
     state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_CUSTOMER)
     selected = changes.select_changes(elements, state, customer_keys=customer_keys or None)
     stats = {
@@ -176,7 +199,7 @@ def plan_sends(
     }
     log.info(
         "Change detection: %(built)d payloads, %(to_send)d to send, %(unchanged)d unchanged, "
-        "%(held_back)d held back by a failed company", stats,
+        "%(held_back)d held back (company failed or payload not built)", stats,
     )
     if dry_run:
         preview = reports_dir(run_id) / "payload_preview.jsonl"
@@ -189,7 +212,10 @@ def plan_sends(
     if dry_run or selected.to_send.empty:
         return []
 
-    uris = payload.write_chunks(selected.to_send, run_id=run_id, batch_size=batch_size, max_chunks=max_chunks)
+    # Every chunk ends in partial batches (one per hierarchy depth): split only when each
+    # chunk still has plenty of full batches, so small runs do not waste API calls.
+    chunks = max(1, min(max_chunks, len(selected.to_send) // (batch_size * CHUNK_MIN_BATCHES)))
+    uris = payload.write_chunks(selected.to_send, run_id=run_id, batch_size=batch_size, max_chunks=chunks)
     return [{"payload_uri": uri, "outcome_uri": uri.replace("/payloads/", "/outcomes/")} for uri in uris]
 
 
