@@ -119,14 +119,14 @@ def naive_run(db_path: Path, base_url: str) -> dict:
             "local_s": wall - send_s, **counts}
 
 
-def _ours(size: int, workdir: Path, seed: int) -> dict:
+def _ours(size: int, workdir: Path, seed: int, in_process: bool) -> dict:
     """bench.run with --send on SQLite for one size: totals of the full and the 1% run."""
     from bench import run as harness_module
 
     args = harness_module.parse_args([
         "--sizes", str(size), "--changes", "0.01", "--backends", "sqlite", "--send", "--seed", str(seed),
         "--workdir", str(workdir / "ours"), "--out", str(workdir / f"ours-{size}.md"),
-    ])
+    ] + (["--in-process"] if in_process else []))
     harness = harness_module.Harness(args)
     harness.run()
     totals = {}
@@ -141,7 +141,7 @@ def _ours(size: int, workdir: Path, seed: int) -> dict:
     return totals
 
 
-def compare(size: int, workdir: Path, seed: int) -> dict:
+def compare(size: int, workdir: Path, seed: int, in_process: bool = False) -> dict:
     """Naive full run, touch 1%, naive re-run; then the pipeline on the same data."""
     from associate.sandbox.launcher import SandboxProcess
     from bench import generate
@@ -160,7 +160,7 @@ def compare(size: int, workdir: Path, seed: int) -> dict:
         for suffix in ("", "-wal", "-shm", ".log"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     return {"size": size, "companies": len(warehouse.companies), "naive_full": full, "naive_1pct": changed,
-            "ours": _ours(size, workdir, seed)}
+            "ours": _ours(size, workdir, seed, in_process)}
 
 
 def _ratio(naive: float, ours: float) -> str:
@@ -219,7 +219,8 @@ def render(comparisons: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2000,10000")
-    parser.add_argument("--quick", action="store_true", help="1,000 customers only")
+    parser.add_argument("--quick", action="store_true",
+                        help="1,000 customers, pipeline stages in one process: a smoke run")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "out" / "baseline"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "baseline.md"))
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     comparisons = []
     for size in sizes:
         print(f"[{datetime.now():%H:%M:%S}] baseline comparison at {size:,} customers", flush=True)
-        comparisons.append(compare(size, workdir, args.seed))
+        comparisons.append(compare(size, workdir, args.seed, in_process=args.quick))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(comparisons), encoding="utf-8")

@@ -73,3 +73,21 @@ def test_report_names_the_machine_and_tabulates_runs(quick_report):
 def test_unknown_backend_is_refused_with_a_clear_message(tmp_path):
     completed = _run(["bench.run", "--backends", "oracle", "--quick"], tmp_path)
     assert completed.returncode == 2 and "unknown backend(s): oracle" in completed.stderr
+
+
+@pytest.mark.slow
+def test_baseline_compares_the_naive_script_with_the_pipeline(tmp_path):
+    out = tmp_path / "baseline.md"
+    completed = _run(["bench.baseline", "--quick", "--out", str(out), "--workdir", str(tmp_path / "work")], tmp_path)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    comparison = json.loads(out.with_suffix(".json").read_text())[0]
+    assert comparison["size"] == 1000
+    # No diffing: the naive script re-sends all 1,000 customers after a 1% change; the pipeline sends ~10.
+    assert comparison["naive_full"]["elements"] == comparison["naive_1pct"]["elements"] == 1000
+    ours = comparison["ours"]
+    assert ours["full"]["ok"] and ours["incremental 1% changed"]["ok"]
+    assert 0 < ours["incremental 1% changed"]["sent"] <= 10 < ours["full"]["sent"]
+    # The naive script sends the bad rows and children before parents; the sandbox refuses some.
+    assert comparison["naive_full"]["element_errors"] > 0
+    markdown = out.read_text(encoding="utf-8")
+    assert "| 1,000 | incremental 1% changed |" in markdown and "Extrapolation to 1,000,000" in markdown
