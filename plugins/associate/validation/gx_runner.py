@@ -111,7 +111,6 @@ class SuiteRunner:
                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                 },
             )
-        self.source = self.context.data_sources.add_pandas("associate_warehouse")
 
     def run(self, entity: str, suite_name: str, frame: pd.DataFrame, parameters: dict) -> list[Failure]:
         """Validate ``frame`` (RangeIndex) against a suite; one Failure per failed expectation."""
@@ -139,16 +138,22 @@ class SuiteRunner:
             bad = [e["meta"]["check"] for e in expectations]
             raise SuiteError(f"{part}: not valid GX expectation(s) (unknown type or bad kwargs) among {bad}")
         suite = self.context.suites.add(suite)
-        asset = self.source.add_dataframe_asset(name=f"{entity}:{part}")
+        # One data source per batch, dropped after the run: GX caches batch data and metrics
+        # on the source's execution engine, which would keep every batch alive (GBs at 1M rows).
+        source = self.context.data_sources.add_pandas(f"associate:{part}")
+        asset = source.add_dataframe_asset(name=entity)
         batch = asset.add_batch_definition_whole_dataframe("all_rows")
         definition = self.context.validation_definitions.add(
             gx.ValidationDefinition(name=f"gate:{part}", data=batch, suite=suite)
         )
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            expectation_parameters=parameters,
-            result_format=RESULT_FORMAT,
-        )
+        try:
+            result = definition.run(
+                batch_parameters={"dataframe": frame},
+                expectation_parameters=parameters,
+                result_format=RESULT_FORMAT,
+            )
+        finally:
+            self.context.data_sources.delete(source.name)
         return self._failures(part, result)
 
     @staticmethod
