@@ -667,6 +667,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="PostgreSQL URL allowed to create databases")
     parser.add_argument("--render-from", metavar="JSON,...",
                         help="only re-render the report from raw results of earlier runs (e.g. one per size)")
+    parser.add_argument("--append", metavar="MD,...", default="",
+                        help="markdown files to append to the report (e.g. bench.baseline's output)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -701,7 +703,12 @@ def render_from(args) -> int:
         commands.append(raw.get("command", name))
     args.command = "`; `".join(commands)
     args.sizes = sorted({r.size for r in results})
-    Path(args.out).write_text(render_markdown(results, setups, info, args), encoding="utf-8")
+    text = render_markdown(results, setups, info, args)
+    for name in filter(None, args.append.split(",")):
+        # Appended reports become sections of this one.
+        section = "\n" + Path(name).read_text(encoding="utf-8")
+        text += section.replace("\n## ", "\n### ").replace("\n# ", "\n## ")
+    Path(args.out).write_text(text, encoding="utf-8")
     print(f"wrote {args.out} from {len(commands)} result file(s)")
     return 0
 
