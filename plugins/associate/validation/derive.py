@@ -231,8 +231,9 @@ def _derive_relations(out: pd.DataFrame, companies: pd.DataFrame, hierarchies: H
     safe = np.where(has_parent, parent_pos, 0)
 
     def of_parent(column: str) -> pd.Series:
-        values = out[column].to_numpy(dtype=object)[safe] if len(out) else np.array([], dtype=object)
-        return pd.Series(values, index=out.index, dtype=object).where(has_parent, None)
+        values = out[column].iloc[safe]
+        values.index = out.index
+        return values.where(has_parent)
 
     parent_company = of_parent("company_external_id")
     same = (parent_company.fillna("\x00") == company.fillna("\x00"))

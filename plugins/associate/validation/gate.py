@@ -92,11 +92,12 @@ def _held(rows: pd.DataFrame, n: int) -> np.ndarray:
     return held
 
 
-def _dependency_reasons(keys: np.ndarray, parent: np.ndarray, root: np.ndarray,
+def _dependency_reasons(keys: pd.Series, parent: np.ndarray, root: np.ndarray,
                         positions: np.ndarray, noun: str) -> list[str]:
+    directs = keys.iloc[parent[positions]].to_numpy(dtype=object)
+    origins = keys.iloc[root[positions]].to_numpy(dtype=object)
     reasons = []
-    for pos in positions:
-        direct, origin = keys[parent[pos]], keys[root[pos]]
+    for pos, direct, origin in zip(positions, directs, origins):
         if parent[pos] == root[pos]:
             reasons.append(f"held back because its {noun} {direct} is quarantined")
         else:
@@ -109,7 +110,7 @@ def _company_dependents(comp: pd.DataFrame, comp_rows: pd.DataFrame) -> pd.DataF
     parent = comp.attrs["parent_pos"]
     reached, root = graph.descendants(parent, _held(comp_rows, len(comp)))
     positions = np.flatnonzero(reached & ~comp.attrs["cyclic"])
-    keys = comp["company_external_id"].to_numpy(dtype=object)
+    keys = comp["company_external_id"]
     return quarantine.dependent_rows(
         tables.ENTITY_COMPANY, comp, "company_external_id", "parent_company_rejected",
         "parent_company_external_id", positions,
@@ -121,7 +122,7 @@ def _customers_of_rejected_companies(cust: pd.DataFrame, held_companies: set) ->
     company = cust["company_external_id"]
     positions = np.flatnonzero(np.array(company.isin(held_companies), dtype=bool))
     reasons = [f"held back because its company {c} is quarantined"
-               for c in company.to_numpy(dtype=object)[positions]]
+               for c in company.iloc[positions].to_numpy(dtype=object)]
     return quarantine.dependent_rows(tables.ENTITY_CUSTOMER, cust, "customer_key", "company_rejected",
                                      "company_external_id", positions, reasons)
 
@@ -133,7 +134,7 @@ def _customer_dependents(cust: pd.DataFrame, cust_rows: pd.DataFrame,
     reached, root = graph.descendants(parent, _held(cust_rows, len(cust)))
     skip = cust.attrs["cyclic"] | _held(by_company, len(cust))
     positions = np.flatnonzero(reached & ~skip)
-    keys = cust["customer_key"].to_numpy(dtype=object)
+    keys = cust["customer_key"]
     return quarantine.dependent_rows(
         tables.ENTITY_CUSTOMER, cust, "customer_key", "parent_rejected", "parent_customer_key",
         positions, _dependency_reasons(keys, parent, root, positions, "parent customer"),

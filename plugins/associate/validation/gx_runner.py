@@ -90,6 +90,10 @@ class SuiteRunner:
         )
 
         self._gx = gx
+        gx_log = logging.getLogger("great_expectations")
+        if gx_log.level == logging.NOTSET:
+            # GX narrates every data source it registers at INFO: noise in task logs.
+            gx_log.setLevel(logging.WARNING)
         config = DataContextConfig(
             store_backend_defaults=InMemoryStoreBackendDefaults(),
             analytics_enabled=False,
