@@ -34,7 +34,9 @@ def _flag(passed, applicable) -> pd.arrays.BooleanArray:
 def _text(values: pd.Series) -> pd.Series:
     """Text column as pandas str (NA where missing); blank strings count as missing."""
     text = values if values.dtype == "str" else values.astype(object).astype("str")
-    return text.where(text.str.strip().str.len() > 0)
+    blank = text.str.strip().str.len() == 0
+    # No blanks (the usual case): share the input's memory instead of copying the column.
+    return text.where(~blank) if blank.any() else text
 
 
 def _present(raw: pd.Series) -> np.ndarray:

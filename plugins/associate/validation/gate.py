@@ -54,6 +54,9 @@ def run_gate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies, *, r
     cust_rows = pd.concat([cust_rows, by_company], ignore_index=True)
     cust_rows = pd.concat([cust_rows, _customer_dependents(cust, cust_rows, by_company)], ignore_index=True)
 
+    del runner  # the GX context and its stored results are no longer needed
+    _keep_output_columns(cust, tables.CUSTOMER_COLUMNS)
+    _keep_output_columns(comp, tables.COMPANY_COLUMNS)
     rows = pd.concat([comp_rows, cust_rows], ignore_index=True)
     rows["run_id"] = run_id
     rows["quarantined_at"] = now_utc
@@ -84,6 +87,13 @@ def run_gate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies, *, r
         "input_rows": len(cust) + len(comp),
         "rejected_rows": int(bad_cust.sum() + bad_comp.sum()),
     }
+
+
+def _keep_output_columns(frame: pd.DataFrame, canonical: tuple[str, ...]) -> None:
+    """Drop derived columns the valid frames do not use, to lower the peak memory at 1M rows."""
+    wanted = set(canonical) | {f"{c}__ts" for c in canonical} | {f"{c}__num" for c in canonical}
+    for column in [c for c in frame.columns if c not in wanted]:
+        del frame[column]
 
 
 def _held(rows: pd.DataFrame, n: int) -> np.ndarray:
