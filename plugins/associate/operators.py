@@ -31,7 +31,6 @@ OUTCOME_COLUMNS = (
     "entity", "entity_key", "status", "capillary_id", "error_code", "error_message",
     "attempts", "synced_at", "payload_hash", "warnings",
 )
-STATE_COLUMNS = ("entity", "entity_key", "payload_hash", "capillary_id", "last_status", "last_run_id", "last_synced_at")
 
 
 class AssociateCustomersOperator(BaseOperator):
@@ -116,9 +115,10 @@ def send_payload_chunk(
                 outcome = fresh[no] = future.result()
                 staging.write_frame(outcome, part_uri(outcome_uri, no))
                 if warehouse_conn_id:
+                    from associate.reconcile import state_from_outcomes
                     from associate.warehouse import upsert_sync_state
 
-                    upsert_sync_state(warehouse_conn_id, state_from_outcome(outcome, run_id))
+                    upsert_sync_state(warehouse_conn_id, state_from_outcomes(outcome, run_id))
                 progress.batch_done(no, outcome)
 
     parts = [fresh[no] if no in fresh else staging.read_frame(part_uri(outcome_uri, no)) for no, _ in batches]
@@ -277,24 +277,6 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("entity", "entity_key", "status", "error_message", "payload_hash", "warnings"):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     return frame
-
-
-def state_from_outcome(outcome: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    """Sync-state rows of one batch's outcome (a child row never overrides its own element's row)."""
-    import pandas as pd
-
-    rows = outcome.copy()
-    rows["_own"] = rows["payload_hash"].notna()
-    rows = rows.sort_values("_own", ascending=False, kind="stable").drop_duplicates(["entity", "entity_key"])
-    return pd.DataFrame({
-        "entity": rows["entity"].to_numpy(),
-        "entity_key": rows["entity_key"].to_numpy(),
-        "payload_hash": rows["payload_hash"].to_numpy(),
-        "capillary_id": pd.array(rows["capillary_id"].to_numpy(), dtype="Int64"),
-        "last_status": rows["status"].to_numpy(),
-        "last_run_id": run_id,
-        "last_synced_at": rows["synced_at"].to_numpy(),
-    }, columns=list(STATE_COLUMNS))
 
 
 def _format_counts(counts: dict[str, int]) -> str:

@@ -376,30 +376,16 @@ def write_chunks(frame: pd.DataFrame, *, run_id: str, batch_size: int, max_chunk
                                 na_position="last").reset_index(drop=True)
         part["batch_no"] = number_batches(part["depth"], batch_size)
         path = staging.run_path(run_id, "payloads", f"chunk-{n:04d}.parquet")
-        out = part[list(CHUNK_COLUMNS)].copy()
-        out.attrs = {}  # pandas would store the skipped-rows note in every chunk's metadata
-        uris.append(staging.write_frame(out, path))
+        uris.append(staging.write_frame(part[list(CHUNK_COLUMNS)], path))
     log.info("Staged %d element(s) in %d chunk(s) of batches of at most %d", len(frame), len(uris), batch_size)
     return uris
 
 
 def skipped_outcomes(elements: pd.DataFrame, *, now: Any = None) -> pd.DataFrame:
-    """Failed outcome rows (operator outcome format) for the customers build_elements left out.
+    """Failed outcome rows (operator outcome format) for the customers build_elements left out."""
+    from associate.reconcile import not_sent_outcomes
 
-    Written back like any outcome, they give each such customer a result row with the
-    reason, and a ``failed`` state so the next run tries again.
-    """
     skipped = elements.attrs.get("skipped", [])
-    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    return pd.DataFrame({
-        "entity": "customer",
-        "entity_key": pd.Series([key for key, _ in skipped], dtype=object),
-        "status": "failed",
-        "capillary_id": pd.array([None] * len(skipped), dtype="Int64"),
-        "error_code": pd.array([None] * len(skipped), dtype="Int64"),
-        "error_message": pd.Series([f"not sent: payload not built: {reason}" for _, reason in skipped], dtype=object),
-        "attempts": pd.Series([0] * len(skipped), dtype="int64"),
-        "synced_at": pd.Series([now] * len(skipped), dtype="datetime64[us, UTC]"),
-        "payload_hash": pd.Series([None] * len(skipped), dtype=object),
-        "warnings": pd.Series(["[]"] * len(skipped), dtype=object),
-    })
+    return not_sent_outcomes(
+        [key for key, _ in skipped], [f"not sent: payload not built: {reason}" for _, reason in skipped], now=now,
+    )

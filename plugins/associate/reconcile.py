@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
 from associate import staging
 from associate.masking import mask_text
-from associate.tables import OUTPUT_TABLES, RESULTS_TABLE, STATE_TABLE, WARNINGS_TABLE
+from associate.tables import (
+    ENTITY_CUSTOMER, OUTPUT_TABLES, RESULTS_TABLE, STATE_TABLE, STATUS_FAILED, WARNINGS_TABLE,
+)
 
 OUTCOME_COLUMNS = ("entity", "entity_key", "status", "capillary_id", "error_code", "error_message",
                    "attempts", "synced_at", "payload_hash", "warnings")
@@ -41,6 +44,29 @@ def combine_outcomes(outcomes: Outcomes) -> pd.DataFrame:
     frame = frame.sort_values(["_own", "synced_at"], kind="stable", na_position="first")
     frame = frame.drop_duplicates(["entity", "entity_key"], keep="last").drop(columns="_own")
     return frame.sort_index().reset_index(drop=True)
+
+
+def not_sent_outcomes(entity_keys: Sequence[str], reasons: Sequence[str], *, entity: str = ENTITY_CUSTOMER,
+                      now: Any = None) -> pd.DataFrame:
+    """Failed outcome rows for entities the run could not send, each with its reason.
+
+    Written back like any outcome, they give each such row a result with the reason and
+    a ``failed`` state, so the next run tries again.
+    """
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    n = len(entity_keys)
+    return pd.DataFrame({
+        "entity": entity,
+        "entity_key": pd.Series(list(entity_keys), dtype=object),
+        "status": STATUS_FAILED,
+        "capillary_id": pd.array([None] * n, dtype="Int64"),
+        "error_code": pd.array([None] * n, dtype="Int64"),
+        "error_message": pd.Series(list(reasons), dtype=object),
+        "attempts": pd.Series([0] * n, dtype="int64"),
+        "synced_at": pd.Series([now] * n, dtype="datetime64[us, UTC]"),
+        "payload_hash": pd.Series([None] * n, dtype=object),
+        "warnings": pd.Series(["[]"] * n, dtype=object),
+    }, columns=list(OUTCOME_COLUMNS))
 
 
 def _empty_outcomes() -> pd.DataFrame:

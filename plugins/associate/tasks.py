@@ -221,27 +221,16 @@ def plan_sends(
 
 def _held_back_outcomes(customers, company_outcomes):
     """Failed outcomes for customers whose company could not be ensured."""
-    import pandas as pd
-
-    from associate.tables import STATUS_FAILED
+    from associate.reconcile import not_sent_outcomes
 
     reasons = dict(zip(company_outcomes["entity_key"], company_outcomes["error_message"]))
-    now = pd.Timestamp.now(tz="UTC")
-    return pd.DataFrame({
-        "entity": ENTITY_CUSTOMER,
-        "entity_key": customers["customer_key"].astype(str).to_numpy(),
-        "status": STATUS_FAILED,
-        "capillary_id": pd.array([None] * len(customers), dtype="Int64"),
-        "error_code": pd.array([None] * len(customers), dtype="Int64"),
-        "error_message": [
+    return not_sent_outcomes(
+        customers["customer_key"].astype(str).tolist(),
+        [
             f"not sent: fleet company {company} could not be created in Capillary ({reasons.get(company) or 'see its result'})"
             for company in customers["company_external_id"]
         ],
-        "attempts": 0,
-        "synced_at": now,
-        "payload_hash": None,
-        "warnings": "[]",
-    })
+    )
 
 
 def write_back(
