@@ -78,6 +78,12 @@ def summary_from_log(log: Path) -> str:
     return "\n".join(out)
 
 
+def run_id_from_log(log: Path) -> str | None:
+    """The run id ``airflow dags test`` reports when the run finishes."""
+    match = re.search(r"DagRun Finished: .*?run_id=([^,]+),", log.read_text(errors="replace"))
+    return match.group(1) if match else None
+
+
 def main() -> int:
     from associate.sandbox.launcher import SandboxProcess
 
@@ -98,20 +104,22 @@ def main() -> int:
     print(summary_from_log(log) or f"(no summary found; see {log})")
     print()
     print(f"Task log:        {log}")
-    print(f"Reports:         {DEMO / 'reports'} (report.html and Data Docs per run)")
+    report = re.search(r"HTML report: (\S+)", log.read_text(errors="replace"))
+    print(f"Report:          {report.group(1) if report else DEMO / 'reports'} (Data Docs linked from it)")
     print(f"Warehouse:       {WAREHOUSE} (tables associate_sync_results, associate_warnings,")
     print("                 associate_quarantine, associate_sync_state)")
     print(f"Sandbox counters: {json.dumps({k: stats.get(k) for k in ('customers', 'companies', 'associations')})}")
     if rc != 0:
         print(f"The DAG run failed (exit {rc}); see {log}")
         return rc
+    run_id = run_id_from_log(log)
     with sqlite3.connect(WAREHOUSE) as db:
         rows = db.execute(
-            "SELECT status, count(*) FROM associate_sync_results "
-            "WHERE run_id = (SELECT last_run_id FROM associate_sync_state ORDER BY last_synced_at DESC LIMIT 1) "
-            "GROUP BY status ORDER BY status"
+            "SELECT entity, status, count(*) FROM associate_sync_results WHERE run_id = ? "
+            "GROUP BY entity, status ORDER BY entity, status",
+            (run_id,),
         ).fetchall()
-    print("Last run's results by status:", ", ".join(f"{s}={n}" for s, n in rows) or "nothing sent")
+    print(f"This run ({run_id}) sent:", ", ".join(f"{e} {s}={n}" for e, s, n in rows) or "nothing (no changes)")
     return 0
 
 

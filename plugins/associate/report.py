@@ -107,7 +107,7 @@ class RunSummary:
             ("companies extracted", self.companies_extracted),
             ("quarantined (row, check) pairs", self.quarantined),
             ("payloads built", self.built), ("unchanged (not sent)", self.unchanged),
-            ("to send", self.sent), ("held back (company failed)", self.held_back),
+            ("to send", self.sent), ("held back (not sendable)", self.held_back),
             ("success", self.success), ("success with warnings", self.warning), ("failed", self.failed),
         ]
         if self.dry_run:
