@@ -309,9 +309,13 @@ def results_cover(warehouse: Warehouse, valid_keys: set[str]) -> set[str]:
 
 
 def _parquet_text(path: Path) -> str:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowInvalid:  # e.g. a file cut short by a killed writer: its raw bytes are scanned
+        return path.read_bytes().decode(errors="replace")
     cells = []
     for column in table.columns:
         if str(column.type) in ("string", "large_string"):
