@@ -1,0 +1,267 @@
+"""Faults end to end: the real DAG (``airflow dags test``) against a sandbox that misbehaves.
+
+After every scenario the audit (reliability_support.audit) checks through Capillary's own
+lookups that every valid customer exists exactly once with the right company, role and
+parent, and that associate_sync_state / associate_sync_results agree with Capillary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from dag_support import TILL
+from reliability_support import (  # record, reliability_home: fixtures
+    AUDITOR, RunningDag, Warehouse, audit, dag_env, find_secrets, record, reliability_home, results_cover,
+    run_artifacts, wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+# Several batches per run (the brief: batch_size small enough to have several).
+CONF = {"mode": "full", "batch_size": 10}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from bench.generate import generate_warehouse
+
+    return generate_warehouse(80, seed=21, bad_ratio=0.05)
+
+
+@dataclass
+class Scenario:
+    """One fault scenario: sandbox flags, client extras, an optional mid-run action, a re-run or not."""
+
+    name: str
+    description: str
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    client: dict[str, Any] = field(default_factory=dict)
+    during: Callable[..., str] | None = None
+    rerun: bool = False
+
+
+def elements_received(sandbox) -> int:
+    return sandbox.stats()["elements"]["received"]
+
+
+def run_scenario(scenario: Scenario, tmp_path: Path, home: Path, sample, warehouse: Warehouse, record) -> dict:
+    """Run the scenario, re-run if it says so, audit Capillary and the tables, record what happened."""
+    from associate.sandbox.launcher import SandboxProcess
+
+    companies, customers = sample
+    logs = []
+    with SandboxProcess(tmp_path / "sandbox.db", credentials=[TILL, AUDITOR], **scenario.sandbox) as sandbox:
+        env = dag_env(home, warehouse, sandbox.url, **scenario.client)
+        logs.append(tmp_path / "run1.log")
+        running = RunningDag(env, CONF, logs[-1])
+        action = scenario.during(running, sandbox, warehouse, len(customers)) if scenario.during else None
+        first = running.wait()
+        faults = sandbox.stats()
+        if scenario.during is None:
+            assert first.returncode == 0 and first.state == "success", first.log[-6000:]
+        runs = [first]
+        if scenario.rerun:
+            # The user's answer to a broken run: run the DAG again (faults off, as after the incident).
+            if sandbox.faults or sandbox.rate_limit_rpm:
+                sandbox.restart(faults=None, rate_limit_rpm=0)
+            logs.append(tmp_path / "run2.log")
+            second = RunningDag(env, CONF, logs[-1]).wait()
+            assert second.returncode == 0 and second.state == "success", second.log[-6000:]
+            runs.append(second)
+        stats = sandbox.stats()
+        if sandbox.faults or sandbox.rate_limit_rpm or sandbox.latency_ms:
+            # The audit reads Capillary's state; the faults were the transport's, not the state's.
+            sandbox.restart(faults=None, rate_limit_rpm=0, latency_ms=0)
+        valid = set(customers["customer_key"]) - warehouse.quarantined_customers()
+        report = audit(sandbox, warehouse, customers, valid)
+        missing_results = results_cover(warehouse, valid)
+
+    secrets = {"till password": TILL[1], "md5 of the till password": hashlib.md5(TILL[1].encode()).hexdigest()}
+    leaks = find_secrets({k: v for k, v in run_artifacts(home, logs).items() if "run" in k or "log" in k}, secrets)
+    bulk = faults["requests"].get("POST /v2/customers/bulk", {})
+    record(
+        "faults", scenario.name, description=scenario.description, sandbox=scenario.sandbox,
+        client=scenario.client, action=action,
+        runs=[{"run_id": r.run_id, "state": r.state, "returncode": r.returncode} for r in runs],
+        faults_injected=faults.get("faults", {}), rate_limited=faults.get("rateLimited", 0),
+        bulk_answers=bulk, elements_received=faults["elements"]["received"],
+        audit=report.summary(), results_missing=sorted(missing_results)[:10], secrets_found=leaks,
+    )
+    assert not report.problems, "\n".join(report.problems[:20])
+    assert report.in_capillary == len(valid) and len(valid) >= 0.9 * len(customers)
+    assert not leaks, leaks
+    return {"runs": runs, "faults": faults, "missing_results": missing_results, "action": action}
+
+
+@pytest.fixture
+def sqlite_warehouse(tmp_path, sample):
+    return Warehouse.sqlite(tmp_path / "warehouse.db", *sample)
+
+
+# --- faults drawn by the sandbox ------------------------------------------------------------------
+
+
+DRAWN = [
+    Scenario("5xx_10_percent", "10% of API requests answer 500/502/503 (nothing stored)",
+             sandbox={"faults": "500=0.05,502=0.03,503=0.02", "fault_seed": 11}),
+    Scenario("slow_answers", "10% of requests commit, then answer after 2.5 s; the client times out after 1 s",
+             sandbox={"faults": "slow=0.1", "fault_seed": 12, "slow_ms": 2500}, client={"read_timeout": 1}),
+    Scenario("dropped_connections", "10% of requests: connection closed without an answer (nothing stored)",
+             sandbox={"faults": "drop=0.1", "fault_seed": 13}),
+    Scenario("commit_then_500", "10% of requests commit, then answer 500",
+             sandbox={"faults": "commit500=0.1", "fault_seed": 14}),
+]
+
+
+@pytest.mark.parametrize("scenario", DRAWN, ids=[s.name for s in DRAWN])
+def test_drawn_faults_lose_and_duplicate_nothing(scenario, tmp_path, reliability_home, sample, sqlite_warehouse,
+                                                 record):
+    out = run_scenario(scenario, tmp_path, reliability_home, sample, sqlite_warehouse, record)
+    assert sum(out["faults"]["faults"].values()) > 0, "the scenario injected no fault"
+    assert not out["missing_results"], f"customers without a result row: {sorted(out['missing_results'])[:5]}"
+
+
+def test_429_storm(tmp_path, reliability_home, sample, sqlite_warehouse, record):
+    # The server allows 20 requests a minute while the client is configured for far more
+    # (another task spending the same key looks the same to it): it must wait out Retry-After.
+    scenario = Scenario("429_storm", "server limit 20 requests/min per key, client budget 60,000/min",
+                        sandbox={"rate_limit_rpm": 20}, client={"max_retries": 8})
+    out = run_scenario(scenario, tmp_path, reliability_home, sample, sqlite_warehouse, record)
+    assert out["faults"]["rateLimited"] > 0, "the server never answered 429"
+    assert not out["missing_results"]
+
+
+# --- events during the run --------------------------------------------------------------------------
+
+
+def kill_halfway(running: RunningDag, sandbox, warehouse, n_customers: int) -> str:
+    """SIGKILL the whole ``airflow dags test`` once Capillary has received half of the customers."""
+    received = wait_until(lambda: elements_received(sandbox) >= n_customers // 2 and elements_received(sandbox),
+                          timeout=240, what="half of the customers to reach Capillary")
+    running.kill()
+    return f"SIGKILL of the run's process group after {received} elements reached Capillary"
+
+
+def restart_halfway(running: RunningDag, sandbox, warehouse, n_customers: int) -> str:
+    """Restart the sandbox (same db, same port) once half of the customers have reached it."""
+    received = wait_until(lambda: elements_received(sandbox) >= n_customers // 2 and elements_received(sandbox),
+                          timeout=240, what="half of the customers to reach Capillary")
+    sandbox.restart()
+    return f"sandbox stopped and started again after {received} elements"
+
+
+def test_post_killed_halfway_then_rerun(tmp_path, reliability_home, sample, sqlite_warehouse, record):
+    scenario = Scenario("sigkill_post_then_rerun", "SIGKILL of the whole run halfway through the post tasks, then a re-run",
+                        sandbox={"latency_ms": 150}, during=kill_halfway, rerun=True)
+    out = run_scenario(scenario, tmp_path, reliability_home, sample, sqlite_warehouse, record)
+    first, second = out["runs"]
+    assert first.returncode != 0 and first.state is None, "the run was not killed"
+    if out["missing_results"]:
+        pytest.xfail(f"{len(out['missing_results'])} customers sent by the killed run have a sync state but no "
+                     "associate_sync_results row: the re-run finds them unchanged (bugs-found.md B1)")
+
+
+def test_sandbox_restarted_mid_run(tmp_path, reliability_home, sample, sqlite_warehouse, record):
+    scenario = Scenario("sandbox_restart_mid_run", "the sandbox is stopped and started again halfway through the sends",
+                        sandbox={"latency_ms": 100}, client={"backoff_base": 0.4, "backoff_max": 3, "max_retries": 8},
+                        during=restart_halfway)
+    out = run_scenario(scenario, tmp_path, reliability_home, sample, sqlite_warehouse, record)
+    first = out["runs"][0]
+    assert first.returncode == 0 and first.state == "success", first.log[-6000:]
+    assert not out["missing_results"]
+
+
+@pytest.fixture
+def pg_limited_role(pg_url):
+    """A non-superuser role owning the pipeline's tables, so privileges can really be taken away."""
+    import psycopg2
+
+    role = f"associate_rel_{uuid.uuid4().hex[:8]}"
+    with psycopg2.connect(pg_url) as db, db.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN")
+        cur.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+    yield role, pg_url.replace("postgres@", f"{role}@", 1)
+    with psycopg2.connect(pg_url) as db, db.cursor() as cur:
+        cur.execute(f"DROP OWNED BY {role}")
+    admin = psycopg2.connect(pg_url.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP ROLE IF EXISTS {role}")
+    admin.close()
+
+
+def test_warehouse_fails_during_write_back_then_rerun(tmp_path, reliability_home, sample, pg_limited_role, record):
+    import psycopg2
+
+    role, role_url = pg_limited_role
+    admin_url = role_url.replace(f"{role}@", "postgres@", 1)
+    warehouse = Warehouse.postgres(admin_url, *sample, conn_url=role_url)
+    with psycopg2.connect(admin_url) as db, db.cursor() as cur:
+        cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+
+    def revoke_then_watch(running: RunningDag, sandbox, wh, n_customers: int) -> str:
+        # The output tables appear in the validate task; from then on the role may not insert results.
+        wait_until(lambda: wh.has_table("associate_sync_results"), timeout=240, what="the output tables")
+        with psycopg2.connect(admin_url) as db, db.cursor() as cur:
+            cur.execute(f"REVOKE INSERT ON associate_sync_results FROM {role}")
+        wait_until(lambda: "permission denied for table associate_sync_results" in running.log(),
+                   timeout=300, what="write_back to fail", poll=0.5)
+        # Airflow would retry in a minute; the operator (here: the test) stops the run instead,
+        # repairs the warehouse and runs the DAG again.
+        running.kill()
+        with psycopg2.connect(admin_url) as db, db.cursor() as cur:
+            cur.execute(f"GRANT INSERT ON associate_sync_results TO {role}")
+        return "INSERT on associate_sync_results revoked from the warehouse role; write_back failed; run stopped"
+
+    scenario = Scenario("warehouse_fails_in_write_back_then_rerun",
+                        "PostgreSQL refuses INSERT into associate_sync_results during write-back; then a re-run",
+                        during=revoke_then_watch, rerun=True)
+    out = run_scenario(scenario, tmp_path, reliability_home, sample, warehouse, record)
+    assert "permission denied" in out["runs"][0].log
+    if out["missing_results"]:
+        pytest.xfail(f"{len(out['missing_results'])} customers sent by the run whose write-back failed have no "
+                     "associate_sync_results row after the re-run (bugs-found.md B1)")
+
+
+@pytest.mark.xfail(strict=True, reason="B3: a batch part cut short by a kill (0 bytes) counts as done; the "
+                                       "retried post task of the same run then fails on it every time")
+def test_retry_of_the_same_run_resumes_past_a_part_cut_short_by_a_kill(tmp_path, record):
+    """What the SIGKILL scenario left behind (a 0-byte batch part), met by Airflow's retry of that post task."""
+    from associate import staging
+    from associate.operators import send_payload_chunk
+    from associate.payload import canonical_json, payload_hash
+    from associate.hook import CapillaryHook
+    from associate.sandbox.launcher import SandboxProcess
+    from reliability_support import pipeline_environment
+    import pandas as pd
+
+    elements = [{"profiles": [{"firstName": "Part", "lastName": str(i), "source": "INSTORE",
+                               "identifiers": [{"type": "externalId", "value": f"EXT-PART-{i}"}]}],
+                 "loyaltyInfo": {"loyaltyType": "loyalty"}} for i in range(2)]
+    chunk = pd.DataFrame({"batch_no": [0, 1], "entity_key": ["PART-0", "PART-1"],
+                          "payload": [canonical_json(e) for e in elements],
+                          "payload_hash": [payload_hash(canonical_json(e)) for e in elements], "child_keys": "[]"})
+    with SandboxProcess(tmp_path / "sandbox.db", credentials=[TILL, AUDITOR]) as sandbox, \
+            pipeline_environment(tmp_path, sandbox.url, tmp_path / "unused.db"):
+        payload_uri = staging.write_frame(chunk, staging.run_path("r1", "payloads", "chunk-0000.parquet"))
+        outcome_uri = payload_uri.replace("/payloads/", "/outcomes/")
+        part = Path(outcome_uri.removeprefix("file://") + ".parts") / "batch-00000.parquet"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(b"")  # the killed writer had opened the file and written nothing yet
+        hook = CapillaryHook(capillary_conn_id="capillary_default")
+        try:
+            outcome = staging.read_frame(send_payload_chunk(hook, payload_uri, outcome_uri, run_id="r1"))
+            record("faults", "retry_after_part_cut_short", outcome=outcome[["entity_key", "status"]].values.tolist())
+        except Exception as exc:
+            record("faults", "retry_after_part_cut_short", crashed=f"{type(exc).__name__}: {exc}"[:300],
+                   known_gap="B3")
+            raise
+        finally:
+            hook.close()
+    assert sorted(outcome["entity_key"]) == ["PART-0", "PART-1"] and set(outcome["status"]) == {"success"}
