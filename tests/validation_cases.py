@@ -104,6 +104,7 @@ def valid_customers() -> list[dict]:
         customer("SKIP-GFA", company_external_id="CO-SKIP", role_code="GFA", parent_customer_key=None),
         customer("SKIP-FC", company_external_id="CO-SKIP", role_code="FC", parent_customer_key="SKIP-GFA"),
         customer("NAME100", first_name="x" * 100, external_id="E" * 50),
+        customer("TABNAME", first_name="Line\nBreak\tTab"),
     ]
 
 
@@ -171,6 +172,8 @@ def cases() -> list[Case]:
              expected={(C, MISSING_KEY): {"customer_key_present"}}, db="none"),
         _one("first_name_too_long", "B-NAME", {"first_name_length"}, first_name="अ" * 101,
              reason="first_name is 101 characters long; at most 100"),
+        _one("nul_byte_in_first_name", "B-NUL", {"first_name_valid"}, db="none", first_name="Ana\x00Maria"),
+        _one("tab_in_external_id", "B-TAB", {"external_id_valid"}, external_id="EXT\tTAB"),
         _one("external_id_too_long", "B-EXTL", {"external_id_length"}, external_id="X" * 51),
         _one("bad_loyalty_type", "B-LTYPE", {"loyalty_type_allowed"}, loyalty_type="gold"),
         _one("missing_loyalty_type", "B-LTYPE0", {"loyalty_type_present"}, loyalty_type=None),
@@ -253,6 +256,8 @@ def cases() -> list[Case]:
              expected={(K, "CO-NONAME"): {"company_name_present"}}),
         Case("company_name_too_long", companies=[company("CO-LONG", company_name="N" * 101)],
              expected={(K, "CO-LONG"): {"company_name_length"}}),
+        Case("control_char_in_company_name", companies=[company("CO-ESC", company_name="Fleet\x1bServices")],
+             expected={(K, "CO-ESC"): {"company_name_valid"}}),
         Case("company_missing_hierarchy", companies=[company("CO-NOH", hierarchy_code=None)],
              expected={(K, "CO-NOH"): {"hierarchy_code_present"}}),
         Case("duplicate_company_key", companies=[company("CO-DUP"), company("CO-DUP", company_name="Other")],

@@ -20,6 +20,12 @@ CUSTOMER_TEXT = tuple(
 )
 COMPANY_TEXT = tuple(c for c in tables.COMPANY_COLUMNS if c not in ("updated_at", "extended_fields"))
 CARD_COLUMNS = ("card_number", "card_series_code", "card_status_label")
+# Capillary stores a NUL byte in a name as-is and refuses identifiers with any control
+# character (1003); tabs and line breaks in names are kept and harmless.
+PRINTABLE_CUSTOMER = ("first_name", "last_name", "external_id", "card_number")
+IDENTIFIER_TEXT = ("external_id", "card_number")
+_CONTROL_CHARS = r"[\x00-\x1f\x7f]"
+_CONTROL_CHARS_BUT_WHITESPACE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 UNIQUE_IDENTIFIERS = {"mobile": "mobile__norm", "email": "email__norm",
                       "external_id": "external_id", "card_number": "card_number"}
 
@@ -37,6 +43,13 @@ def _text(values: pd.Series) -> pd.Series:
     blank = text.str.strip().str.len() == 0
     # No blanks (the usual case): share the input's memory instead of copying the column.
     return text.where(~blank) if blank.any() else text
+
+
+def printable_flags(text: pd.Series, *, identifier: bool = False) -> pd.arrays.BooleanArray:
+    """False where the text holds a control character (tab/line breaks allowed unless an identifier)."""
+    pattern = _CONTROL_CHARS if identifier else _CONTROL_CHARS_BUT_WHITESPACE
+    has_control = np.array(text.str.contains(pattern, regex=True).fillna(False), dtype=bool)
+    return _flag(~has_control, np.array(text.notna(), dtype=bool))
 
 
 def _present(raw: pd.Series) -> np.ndarray:
@@ -148,6 +161,7 @@ def prepare_companies(companies: pd.DataFrame, hierarchies: HierarchyIndex) -> p
     out["updated_at"] = frame["updated_at"]
     out["updated_at__ts"], bad = parse_timestamps(frame["updated_at"])
     out["updated_at__parseable"] = _flag(~bad, bad | out["updated_at__ts"].notna())
+    out["company_name__printable"] = printable_flags(out["company_name"])
     hier = out["hierarchy_code"]
     out["hierarchy_code__known"] = _flag(hier.isin(hierarchies.codes), hier.notna())
     parent = out["parent_company_external_id"]
@@ -181,6 +195,8 @@ def prepare_customers(customers: pd.DataFrame, companies: pd.DataFrame,
     out["identifiers__primary"] = _flag(has_primary, np.ones(len(out), dtype=bool))
     for column, unique_column in UNIQUE_IDENTIFIERS.items():
         out[f"{column}__shared_with"] = _others_sharing(keys, out[unique_column]).astype("str")
+    for column in PRINTABLE_CUSTOMER:
+        out[f"{column}__printable"] = printable_flags(out[column], identifier=column in IDENTIFIER_TEXT)
     card_count = out[list(CARD_COLUMNS)].notna().sum(axis=1)
     out["card__complete"] = _flag(card_count == len(CARD_COLUMNS), card_count > 0)
     partial = (card_count > 0) & (card_count < len(CARD_COLUMNS))
