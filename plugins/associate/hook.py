@@ -548,7 +548,12 @@ class CapillaryHook(BaseHook):
             self.stats.sent()
             delay: float | None = None
             try:
-                response = session.request(method, url, params=params, json=json_body, headers=headers, timeout=timeout)
+                # verify goes with every request: requests lets REQUESTS_CA_BUNDLE override a
+                # session-level verify=False (psf/requests#3829), never a per-request one.
+                response = session.request(
+                    method, url, params=params, json=json_body, headers=headers, timeout=timeout,
+                    verify=settings.verify,
+                )
             except requests.Timeout as exc:
                 self.stats.add(timeouts=1)
                 failure = f"no answer within the timeout ({type(exc).__name__})"

@@ -70,6 +70,16 @@ class AssociateCustomersOperator(BaseOperator):
 # --- sending a chunk ------------------------------------------------------------------------
 
 
+def _record_batch(warehouse_conn_id: str, run_id: str, outcome: pd.DataFrame) -> None:
+    """Write one batch's results, warnings and sync state to the warehouse (one transaction)."""
+    from associate.reconcile import results_from_outcomes, state_from_outcomes
+    from associate.warehouse import record_batch
+
+    results, warnings = results_from_outcomes(outcome, run_id)
+    record_batch(warehouse_conn_id, run_id, results=results, warnings=warnings,
+                 state=state_from_outcomes(outcome, run_id))
+
+
 def part_uri(outcome_uri: str, batch_no: int) -> str:
     """Where the outcome of one batch is kept until the chunk is done (resume after a retry)."""
     return f"{outcome_uri}.parts/batch-{int(batch_no):05d}.parquet"
@@ -115,10 +125,7 @@ def send_payload_chunk(
                 outcome = fresh[no] = future.result()
                 staging.write_frame(outcome, part_uri(outcome_uri, no))
                 if warehouse_conn_id:
-                    from associate.reconcile import state_from_outcomes
-                    from associate.warehouse import upsert_sync_state
-
-                    upsert_sync_state(warehouse_conn_id, state_from_outcomes(outcome, run_id))
+                    _record_batch(warehouse_conn_id, run_id, outcome)
                 progress.batch_done(no, outcome)
 
     parts = [fresh[no] if no in fresh else staging.read_frame(part_uri(outcome_uri, no)) for no, _ in batches]

@@ -52,9 +52,32 @@ def write_frame(df: pd.DataFrame, path: ObjectStoragePath | str) -> str:
         # Stage modules may keep working data in attrs; a staged file carries rows only.
         df = df.copy(deep=False)
         df.attrs = {}
-    with path.open("wb") as handle:
-        df.to_parquet(handle, index=False)
+    # Written under a temporary name and renamed: a task killed mid-write leaves no
+    # truncated file that a retry would take for a finished one.
+    partial = path.parent / (path.name + ".partial")
+    try:
+        with partial.open("wb") as handle:
+            df.to_parquet(handle, index=False)
+    except (ValueError, TypeError):  # pyarrow's ArrowInvalid / ArrowTypeError derive from these
+        with partial.open("wb") as handle:
+            _mixed_columns_as_text(df).to_parquet(handle, index=False)
+    partial.rename(path)
     return str(path)
+
+
+def _mixed_columns_as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy where object columns holding values of several types hold their text instead.
+
+    A warehouse column may mix types (SQLite keeps each value's own type); Parquet cannot.
+    As text the values still reach validation, which names what is wrong with them.
+    """
+    df = df.copy(deep=False)
+    for column in df.columns[df.dtypes == object]:
+        values = df[column]
+        present = values.notna()
+        if values[present].map(type).nunique() > 1:
+            df[column] = values.where(~present, values.astype(str)).astype(object)
+    return df
 
 
 def read_frame(uri: ObjectStoragePath | str) -> pd.DataFrame:

@@ -430,6 +430,36 @@ def replace_run_rows(conn_id: str, table: str, run_id: str, df: pd.DataFrame) ->
 
 def upsert_sync_state(conn_id: str, df: pd.DataFrame) -> int:
     """Insert or update sync-state rows by (entity, entity_key); a null capillary_id keeps the old one."""
+    with _connect(conn_id) as (conn, dialect):
+        return _upsert_state(conn, dialect, df)
+
+
+def record_batch(conn_id: str, run_id: str, *, results: pd.DataFrame, warnings: pd.DataFrame,
+                 state: pd.DataFrame) -> None:
+    """Record one sent batch in one transaction: its results, warnings and sync state.
+
+    Because the three are written together right after the batch, a run killed at any
+    point leaves results and state that agree, and the next run resumes from them.
+    """
+    with _connect(conn_id) as (conn, dialect):
+        for table, frame in ((tables.RESULTS_TABLE, results), (tables.WARNINGS_TABLE, warnings)):
+            _replace_keys(conn, dialect, table, run_id, _output_frame(table, frame, run_id), state)
+        _upsert_state(conn, dialect, state)
+
+
+def _replace_keys(conn, dialect: str, table: str, run_id: str, df: pd.DataFrame, keys: pd.DataFrame) -> None:
+    """Delete this run's rows of the given (entity, entity_key) pairs, then insert ``df``."""
+    mark = _placeholder(conn)
+    cur = conn.cursor()
+    cur.executemany(
+        f"DELETE FROM {_table_name(table)} WHERE run_id = {mark} AND entity = {mark} AND entity_key = {mark}",
+        [(run_id, entity, key) for entity, key in zip(keys["entity"], keys["entity_key"])],
+    )
+    cur.close()
+    _insert(conn, dialect, table, tables.OUTPUT_TABLES[table], _rows(df, tables.OUTPUT_TABLES[table]))
+
+
+def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
     table = tables.STATE_TABLE
     columns = tables.OUTPUT_TABLES[table]
     df = _output_frame(table, df, None)
@@ -444,22 +474,22 @@ def upsert_sync_state(conn_id: str, df: pd.DataFrame) -> int:
         for c in columns if c not in ("entity", "entity_key")
     )
     conflict = f"ON CONFLICT (entity, entity_key) DO UPDATE SET {updates}"
-    with _connect(conn_id) as (conn, dialect):
-        cur = conn.cursor()
-        if dialect == "postgres":
-            cur.execute(f"CREATE TEMP TABLE tmp_{table} (LIKE {table}) ON COMMIT DROP")
-            _copy_in(cur, f"tmp_{table}", columns, rows)
-            cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM tmp_{table} {conflict}")
-        elif dialect == "sqlite":
-            marks = ", ".join("?" * len(columns))
-            cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
-        else:
-            # Portable path: delete the keys, insert the rows (same transaction).
-            mark = _placeholder(conn)
-            cur.executemany(f"DELETE FROM {table} WHERE entity = {mark} AND entity_key = {mark}",
-                            [(r[0], r[1]) for r in rows])
-            _insert(conn, dialect, table, columns, rows)
-        cur.close()
+    cur = conn.cursor()
+    if dialect == "postgres":
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table}) ON COMMIT DROP")
+        _copy_in(cur, f"tmp_{table}", columns, rows)
+        cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM tmp_{table} {conflict}")
+        cur.execute(f"DROP TABLE tmp_{table}")
+    elif dialect == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
+    else:
+        # Portable path: delete the keys, insert the rows (same transaction).
+        mark = _placeholder(conn)
+        cur.executemany(f"DELETE FROM {table} WHERE entity = {mark} AND entity_key = {mark}",
+                        [(r[0], r[1]) for r in rows])
+        _insert(conn, dialect, table, columns, rows)
+    cur.close()
     return len(rows)
 
 
