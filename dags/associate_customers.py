@@ -98,14 +98,18 @@ def associate_customers():
         run_id="{{ run_id }}",
         dry_run="{{ params.dry_run }}",
     )
-    chunks = task(tasks.plan_sends, task_id="plan_sends")(
+    changed = task(tasks.detect_changes, task_id="detect_changes")(
         validated=validated,
         company_outcomes=company_outcomes,
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         run_id="{{ run_id }}",
-        batch_size="{{ params.batch_size }}",
         customer_keys="{{ params.customer_keys }}",
         dry_run="{{ params.dry_run }}",
+    )
+    chunks = task(tasks.build_batches, task_id="build_batches")(
+        changes=changed,
+        run_id="{{ run_id }}",
+        batch_size="{{ params.batch_size }}",
     )
     post = AssociateCustomersOperator.partial(
         task_id="post",

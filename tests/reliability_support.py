@@ -414,7 +414,7 @@ class PipelineRun:
 
 
 def run_pipeline(warehouse_path: Path, run_id: str, *, batch_size: int = 10) -> PipelineRun:
-    """extract -> validate -> ensure_companies -> plan_sends -> send -> write_back, the DAG's task
+    """extract -> validate -> ensure_companies -> detect_changes -> build_batches -> send -> write_back, the DAG's task
     functions called in this process (connections from AIRFLOW_CONN_* in the environment)."""
     from associate import staging, tasks
     from associate.hook import CapillaryHook
@@ -426,8 +426,9 @@ def run_pipeline(warehouse_path: Path, run_id: str, *, batch_size: int = 10) -> 
                                max_quarantine_ratio=1.0, **conns)
     companies = tasks.ensure_companies(validated=validated, capillary_conn_id="capillary_default",
                                        run_id=run_id, dry_run=False, **conns)
-    chunks = tasks.plan_sends(validated=validated, company_outcomes=companies, run_id=run_id,
-                              batch_size=batch_size, customer_keys=None, dry_run=False, **conns)
+    changes = tasks.detect_changes(validated=validated, company_outcomes=companies, run_id=run_id,
+                                   customer_keys=None, dry_run=False, **conns)
+    chunks = tasks.build_batches(changes=changes, run_id=run_id, batch_size=batch_size)
     hook = CapillaryHook(capillary_conn_id="capillary_default")
     try:
         outcomes = [send_payload_chunk(hook, c["payload_uri"], c["outcome_uri"], run_id=run_id, **conns)

@@ -155,18 +155,16 @@ def _company_hash(row: dict[str, Any]) -> str | None:
         return None
 
 
-def plan_sends(
+def detect_changes(
     *,
     validated: dict[str, Any],
     company_outcomes: str,
     warehouse_conn_id: str,
     run_id: str,
-    batch_size: int,
     customer_keys: list[str] | None,
     dry_run: bool,
-    max_chunks: int = 8,
-) -> list[dict[str, str]]:
-    """Build payloads, keep what changed, and stage the batches to send (one chunk per mapped task)."""
+) -> str:
+    """Build every payload and keep the customers whose payload changed (or whose last send failed)."""
     import pandas as pd
 
     from associate import changes, payload, staging, warehouse
@@ -209,13 +207,21 @@ def plan_sends(
         stats["preview"] = str(preview)
         log.info("Dry run: payload preview of %d customers written to %s", len(selected.to_send), preview)
     staging.write_json(stats, staging.run_path(run_id, "plan.json"))
-    if dry_run or selected.to_send.empty:
-        return []
+    to_send = selected.to_send.iloc[0:0] if dry_run else selected.to_send
+    return staging.write_frame(to_send, staging.run_path(run_id, "changes", "to_send.parquet"))
 
+
+def build_batches(*, changes: str, run_id: str, batch_size: int, max_chunks: int = 8) -> list[dict[str, str]]:
+    """Stage the customers to send as chunks of batches, one chunk per mapped ``post`` task."""
+    from associate import payload, staging
+
+    to_send = staging.read_frame(changes)
+    if to_send.empty:
+        return []
     # Every chunk ends in partial batches (one per hierarchy depth): split only when each
     # chunk still has plenty of full batches, so small runs do not waste API calls.
-    chunks = max(1, min(max_chunks, len(selected.to_send) // (batch_size * CHUNK_MIN_BATCHES)))
-    uris = payload.write_chunks(selected.to_send, run_id=run_id, batch_size=batch_size, max_chunks=chunks)
+    chunks = max(1, min(max_chunks, len(to_send) // (batch_size * CHUNK_MIN_BATCHES)))
+    uris = payload.write_chunks(to_send, run_id=run_id, batch_size=batch_size, max_chunks=chunks)
     return [{"payload_uri": uri, "outcome_uri": uri.replace("/payloads/", "/outcomes/")} for uri in uris]
 
 
