@@ -281,7 +281,10 @@ def _int_column(values: Sequence[Any]) -> pd.Series:
             if number != number or not number.is_integer():
                 return pd.Series(values, dtype=object)
             parsed.append(int(number))
-    return pd.Series(pd.array(parsed, dtype="Int64"))
+    try:
+        return pd.Series(pd.array(parsed, dtype="Int64"))
+    except OverflowError:  # beyond int64 (e.g. 1e20 in a REAL or NUMERIC column): validation names it
+        return pd.Series(values, dtype=object)
 
 
 # --- value conversion -------------------------------------------------------------------
