@@ -94,9 +94,15 @@ class RunningDag:
         if conf is not None:
             cmd += ["-c", json.dumps(conf)]
         self.log_path = log_path
+        self.staging = Path(env["ASSOCIATE_STAGING_BASE"].removeprefix("file://"))
         self._log = log_path.open("w")
-        self.process = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        # Unbuffered, so the test sees each task start the moment it is logged.
+        self.process = subprocess.Popen(cmd, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
+
+    def batch_parts(self) -> int:
+        """Batch outcome parts staged so far (by any run of this staging folder)."""
+        return sum(1 for _ in self.staging.glob("*/outcomes/*.parts/batch-*.parquet"))
 
     def log(self) -> str:
         """What the run printed so far."""

@@ -26,7 +26,6 @@ _counter = iter(range(10**6))
 
 text = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
 garbage = st.one_of(st.none(), text, st.integers(-10**12, 10**13), st.floats(-1e15, 1e15), st.booleans())
-INT_COLUMNS = ("program_id", "tier_number", "loyalty_points")
 mobiles = st.one_of(st.sampled_from(["919876500001", "+919876500002", "447911123456", "12", "+1 (555) 010",
                                      "919876500001.0"]), st.integers(10**9, 10**13).map(str), garbage)
 emails = st.one_of(st.sampled_from(["p@example.com", "P@Example.com", "x@@y", "a@b.co"]), garbage)
@@ -75,21 +74,7 @@ def warehouses(draw) -> tuple[pd.DataFrame, pd.DataFrame]:
                  customer("FA1", role_code="FA", parent_customer_key="SFA1", external_id="EXT-FA1")]
     customers += draw(st.lists(customer_rows(), min_size=1, max_size=6))
     frame = lambda rows, cols: pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in cols})
-    return typed_like_a_warehouse(frame(companies, tables.COMPANY_COLUMNS)), \
-        typed_like_a_warehouse(frame(customers, tables.CUSTOMER_COLUMNS))
-
-
-def typed_like_a_warehouse(df: pd.DataFrame) -> pd.DataFrame:
-    """One type per column, as a typed warehouse column has: integers in the integer columns (a value
-    that is no integer becomes NULL), text in every other column. Columns of mixed types crash the
-    extract today (bugs-found.md B4; test_mixed_type_columns_do_not_crash_the_run below)."""
-    df = df.copy()
-    for column in df.columns:
-        if column in INT_COLUMNS:
-            df[column] = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in df[column]]
-        else:
-            df[column] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[column]]
-    return df
+    return frame(companies, tables.COMPANY_COLUMNS), frame(customers, tables.CUSTOMER_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -144,16 +129,15 @@ def test_property_settings_recorded(record):
 
 
 # Columns holding values of several types (SQLite keeps each value's own type; an epoch number next
-# to ISO text is documented as supported) crash the run in extract/staging today: bugs-found.md B4.
+# to ISO text is documented as supported) crashed the run in extract/staging (bugs-found.md B4, fixed).
 MIXED = {
     "integer_column_with_text_and_numbers": {"tier_number": [2, "two"]},
-    "integer_column_beyond_int64": {"loyalty_points": [10**20, 5]},
+    "integer_column_beyond_int64": {"loyalty_points": [1e20, 5]},  # REAL: SQLite stores no wider int
     "timestamp_column_with_epoch_number_and_iso_text": {"registered_at": [1709287200.0, "2024-03-01T10:00:00Z"]},
 }
 
 
 @pytest.mark.parametrize("name", sorted(MIXED))
-@pytest.mark.xfail(strict=True, reason="B4: one row of another type crashes extract/staging (whole run fails)")
 def test_mixed_type_columns_do_not_crash_the_run(pipeline, name, record):
     from associate import tables
 
@@ -168,7 +152,8 @@ def test_mixed_type_columns_do_not_crash_the_run(pipeline, name, record):
     try:
         run = run_pipeline(pipeline, f"mixed_{name}")
     except Exception as exc:
-        record("properties", f"mixed_types:{name}", crashed=f"{type(exc).__name__}: {exc}"[:300], known_gap="B4")
+        record("properties", f"mixed_types:{name}", crashed=f"{type(exc).__name__}: {exc}"[:300])
         raise
-    record("properties", f"mixed_types:{name}", crashed=None, quarantined=sorted(k for _, k in run.quarantine))
-    assert {"GFA1", "MIX2"} <= set(run.results) | {k for _, k in run.quarantine}
+    outcomes = outcomes_of(run, pipeline, customers)
+    record("properties", f"mixed_types:{name}", crashed=None, outcomes=outcomes)
+    assert all(len(v) == 1 for v in outcomes.values()), outcomes
