@@ -98,9 +98,10 @@ def naive_run(db_path: Path, base_url: str) -> dict:
     read_s = time.perf_counter() - wall0
     hierarchy_of = dict(zip(companies["company_external_id"], companies["hierarchy_code"]))
     for _, company in companies.iterrows():
+        company = {key: _clean(value) for key, value in company.items()}
         body = {"name": company["company_name"], "externalId": company["company_external_id"],
                 "hierarchyDefinitionCode": company["hierarchy_code"]}
-        if _clean(company["parent_company_external_id"]):
+        if company["parent_company_external_id"]:
             body["parentCompany"] = {"externalId": company["parent_company_external_id"]}
         post("/v2/companies", body)  # already exists on a re-run: a 400 the script ignores
     by_key = customers.set_index("customer_key", drop=False)
