@@ -385,6 +385,18 @@ def find_pii(texts: dict[str, str], customers) -> list[str]:
 # --- the pipeline in process ----------------------------------------------------------------------
 
 
+def input_frames(companies: list[dict], customers: list[dict]):
+    """Row dicts as the two canonical frames, every value kept as given (object columns)."""
+    import pandas as pd
+
+    from associate import tables
+
+    def frame(rows, columns):
+        return pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in columns})
+
+    return frame(companies, tables.COMPANY_COLUMNS), frame(customers, tables.CUSTOMER_COLUMNS)
+
+
 def write_input_tables(path: Path, companies, customers) -> None:
     """(Re)create the input tables WITHOUT constraints, so duplicate keys and odd types can be stored."""
     import pandas as pd
@@ -417,6 +429,7 @@ class PipelineRun:
     valid_keys: set[str]
     plan: dict
     warnings: dict[str, set[int]] = field(default_factory=dict)
+    company_results: dict[str, tuple[str, int | None, int | None, str | None]] = field(default_factory=dict)
 
 
 def run_pipeline(warehouse_path: Path, run_id: str, *, batch_size: int = 10) -> PipelineRun:
@@ -451,13 +464,16 @@ def run_pipeline(warehouse_path: Path, run_id: str, *, batch_size: int = 10) -> 
         results = {key: (status, cid, code, message) for key, status, cid, code, message in db.execute(
             "SELECT entity_key, status, capillary_id, error_code, error_message FROM associate_sync_results "
             "WHERE run_id = ? AND entity = 'customer'", (run_id,))}
+        company_results = {key: (status, cid, code, message) for key, status, cid, code, message in db.execute(
+            "SELECT entity_key, status, capillary_id, error_code, error_message FROM associate_sync_results "
+            "WHERE run_id = ? AND entity = 'company'", (run_id,))}
         warnings: dict[str, set[int]] = {}
         for key, code in db.execute("SELECT entity_key, code FROM associate_warnings WHERE run_id = ? "
                                     "AND entity = 'customer'", (run_id,)):
             warnings.setdefault(key, set()).add(int(code))
     valid = set(staging.read_frame(validated["customers"])["customer_key"])
     plan = staging.read_json(staging.run_path(run_id, "plan.json"))
-    return PipelineRun(run_id, quarantine, results, valid, plan, warnings)
+    return PipelineRun(run_id, quarantine, results, valid, plan, warnings, company_results)
 
 
 @contextlib.contextmanager

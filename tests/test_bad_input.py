@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
-import pandas as pd
 import pytest
 import requests
 
 from reliability_support import (  # record: fixture
-    AUDITOR, auditor_header, lookup_details, pipeline_environment, record, run_pipeline, write_input_tables,
+    AUDITOR, auditor_header, input_frames, lookup_details, pipeline_environment, record, run_pipeline,
+    write_input_tables,
 )
 from validation_cases import company, customer
 
@@ -181,7 +181,6 @@ def base_rows() -> tuple[list[dict], list[dict]]:
 def catalogue_run(tmp_path_factory):
     """The whole catalogue through the pipeline once; (run, Capillary details by key)."""
     from associate.sandbox.launcher import SandboxProcess
-    from associate import tables
     from dag_support import TILL
 
     tmp = tmp_path_factory.mktemp("bad_input")
@@ -189,9 +188,8 @@ def catalogue_run(tmp_path_factory):
     for kind in kinds():
         companies += kind.companies
         customers += kind.customers
-    frame = lambda rows, cols: pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in cols})
     path = tmp / "warehouse.db"
-    write_input_tables(path, frame(companies, tables.COMPANY_COLUMNS), frame(customers, tables.CUSTOMER_COLUMNS))
+    write_input_tables(path, *input_frames(companies, customers))
     with SandboxProcess(tmp / "sandbox.db", credentials=[TILL, AUDITOR]) as sandbox, \
             pipeline_environment(tmp, sandbox.url, path):
         run = run_pipeline(path, "bad_input_catalogue")
@@ -215,7 +213,7 @@ def test_bad_input_kind(kind, catalogue_run, record):
     warnings = run.warnings
     for (entity, key), expected in kind.expected.items():
         checks = run.quarantine.get((entity, key), [])
-        result = run.results.get(key) if entity == C else None
+        result = (run.results if entity == C else run.company_results).get(key)
         observed[f"{entity} {key!r}"] = {
             "quarantined": [f"{c}: {r}" for c, r in checks],
             "result": result[:2] if result else None,
@@ -227,7 +225,7 @@ def test_bad_input_kind(kind, catalogue_run, record):
                 problems.append(f"{key!r}: expected quarantine by {check}, got {checks or result}")
             if any(not r for _, r in checks):
                 problems.append(f"{key!r}: a quarantine row without a reason")
-            if entity == C and result is not None:
+            if result is not None:
                 problems.append(f"{key!r}: quarantined yet sent ({result})")
         else:
             statuses = ("warning",) if expected.startswith("warning:") else ("success", "warning")
@@ -235,15 +233,14 @@ def test_bad_input_kind(kind, catalogue_run, record):
                 problems.append(f"{key!r}: expected Capillary warning {expected}, got {warnings.get(key)}")
             if checks:
                 problems.append(f"{key!r}: expected sent, quarantined: {checks}")
-            elif entity == C:
-                if result is None or result[0] not in statuses:
-                    problems.append(f"{key!r}: expected sent, result {result}")
-                elif key in kind.capillary:
-                    held = details.get(key)
-                    if held is None or held["id"] != result[1]:
-                        problems.append(f"{key!r}: Capillary holds {held and held['id']}, result says {result[1]}")
-                    else:
-                        problems += [f"{key!r}: {p}" for p in kind.capillary[key](held)]
+            elif result is None or result[0] not in statuses:
+                problems.append(f"{key!r}: expected sent, result {result}")
+            elif key in kind.capillary:
+                held = details.get(key)
+                if held is None or held["id"] != result[1]:
+                    problems.append(f"{key!r}: Capillary holds {held and held['id']}, result says {result[1]}")
+                else:
+                    problems += [f"{key!r}: {p}" for p in kind.capillary[key](held)]
     record("bad_input", kind.name, expected={f"{e} {k!r}": v for (e, k), v in kind.expected.items()},
            observed=observed, problems=problems)
     assert not problems, "\n".join(problems)

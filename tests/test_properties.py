@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reliability_support import AUDITOR, pipeline_environment, record, run_pipeline, write_input_tables
+from reliability_support import AUDITOR, input_frames, pipeline_environment, record, run_pipeline, write_input_tables
 from validation_cases import company, customer
 
 KEYS = [f"P{i}" for i in range(8)]
@@ -64,8 +64,6 @@ def customer_rows(draw) -> dict:
 
 @st.composite
 def warehouses(draw) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from associate import tables
-
     companies = [company("CO1"), company("CO-P", hierarchy_code=draw(st.sampled_from(
         ["code-association2", None, "code-nope"])), parent_company_external_id=draw(st.sampled_from(
             [None, "CO1", "CO-P", "CO-GHOST"])), extended_fields=draw(st.one_of(st.none(), json_text)))]
@@ -73,8 +71,7 @@ def warehouses(draw) -> tuple[pd.DataFrame, pd.DataFrame]:
                  customer("SFA1", role_code="SFA", parent_customer_key="GFA1", external_id="EXT-SFA1"),
                  customer("FA1", role_code="FA", parent_customer_key="SFA1", external_id="EXT-FA1")]
     customers += draw(st.lists(customer_rows(), min_size=1, max_size=6))
-    frame = lambda rows, cols: pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in cols})
-    return frame(companies, tables.COMPANY_COLUMNS), frame(customers, tables.CUSTOMER_COLUMNS)
+    return input_frames(companies, customers)
 
 
 @pytest.fixture(scope="module")
@@ -139,15 +136,12 @@ MIXED = {
 
 @pytest.mark.parametrize("name", sorted(MIXED))
 def test_mixed_type_columns_do_not_crash_the_run(pipeline, name, record):
-    from associate import tables
-
     rows = [customer("GFA1", role_code="GFA", parent_customer_key=None, external_id="EXT-GFA1", program_id=7),
             customer("MIX2", role_code="SFA", parent_customer_key="GFA1", external_id="EXT-MIX2", program_id=7)]
     for column, values in MIXED[name].items():
         for row, value in zip(rows, values):
             row[column] = value
-    customers = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in tables.CUSTOMER_COLUMNS})
-    companies = pd.DataFrame({c: pd.Series([company("CO1").get(c)], dtype=object) for c in tables.COMPANY_COLUMNS})
+    companies, customers = input_frames([company("CO1")], rows)
     write_input_tables(pipeline, companies, customers)
     try:
         run = run_pipeline(pipeline, f"mixed_{name}")
