@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
@@ -39,3 +40,17 @@ def pg_url():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def sqlite_conn(tmp_path, monkeypatch):
+    """The id of an Airflow connection to a fresh SQLite warehouse file."""
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")}))
+    return "warehouse_test"
+
+
+@pytest.fixture
+def pg_conn(pg_url, monkeypatch):
+    """The id of an Airflow connection to a fresh PostgreSQL warehouse database."""
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", pg_url)
+    return "warehouse_test"

@@ -3,7 +3,6 @@ the catalogue through a real warehouse (SQLite and PostgreSQL) and the extract."
 
 from __future__ import annotations
 
-import json
 import random
 import re
 
@@ -100,22 +99,9 @@ def test_values_of_any_type_are_judged_not_crashed_on():
     assert (odd["program_id"], odd["tier_number"], odd["loyalty_points"]) == (7, 2, 5)
 
 
-@pytest.fixture
-def sqlite_warehouse(tmp_path, monkeypatch):
-    path = tmp_path / "warehouse.db"
-    monkeypatch.setenv("AIRFLOW_CONN_VALIDATION_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
-    return "validation_warehouse"
-
-
-@pytest.fixture
-def pg_warehouse(pg_url, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_VALIDATION_WAREHOUSE", pg_url)
-    return "validation_warehouse"
-
-
 @pytest.mark.parametrize("backend,timestamps_as_text", [("sqlite", True), ("postgres", False)])
 def test_catalogue_through_the_warehouse_and_extract(request, backend, timestamps_as_text):
-    conn_id = request.getfixturevalue("sqlite_warehouse" if backend == "sqlite" else "pg_warehouse")
+    conn_id = request.getfixturevalue("sqlite_conn" if backend == "sqlite" else "pg_conn")
     db = "text_ts" if timestamps_as_text else "any"
     companies, customers = vc.catalogue_frames(db=db)
     warehouse.load_frames(conn_id, companies, customers, timestamps_as_text=timestamps_as_text)

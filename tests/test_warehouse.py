@@ -52,19 +52,6 @@ def sample_warehouse():
     return companies, customers
 
 
-@pytest.fixture
-def sqlite_conn(tmp_path, monkeypatch):
-    path = tmp_path / "warehouse.db"
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", json.dumps({"conn_type": "sqlite", "host": str(path)}))
-    return "warehouse_test"
-
-
-@pytest.fixture
-def pg_conn(pg_url, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", pg_url)
-    return "warehouse_test"
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def conn_id(request):
     return request.getfixturevalue("sqlite_conn" if request.param == "sqlite" else "pg_conn")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +248,7 @@ def write_back(
     """Write every outcome and warning of the run to the warehouse, and the sync state."""
     import pandas as pd
 
-    from associate import reconcile, staging, warehouse
+    from associate import reconcile, warehouse
     from associate.tables import RESULTS_TABLE, WARNINGS_TABLE
 
     outcomes = pd.concat(_run_outcomes(run_id, company_outcomes, customer_outcomes), ignore_index=True)
