@@ -44,6 +44,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
     """Dispatches one request; the server object carries the shared state."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, each answer on a
+    # keep-alive connection waits ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "CapillarySandbox/1.0"
     # A connection idle this long is closed, so silent clients cannot pin threads forever.
     timeout = 300
