@@ -184,11 +184,6 @@ class Warehouse:
             cur.execute(sql.replace("?", "%s"), args)
             return cur.fetchall() if cur.description else []
 
-    def has_table(self, name: str) -> bool:
-        if self.sqlite_path is not None:
-            return bool(self.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name))
-        return bool(self.rows("SELECT to_regclass(?) IS NOT NULL AND to_regclass(?) IS NOT NULL", name, name)[0][0])
-
     def quarantined_customers(self) -> set[str]:
         return {k for (k,) in self.rows("SELECT DISTINCT entity_key FROM associate_quarantine WHERE entity = 'customer'")}
 
