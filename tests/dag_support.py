@@ -65,10 +65,14 @@ def run_dag(env: dict[str, str], *, logical_date: str | None = None, conf: dict 
     if conf is not None:
         cmd += ["-c", json.dumps(conf)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    log = proc.stdout + proc.stderr
+    return finished_run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def finished_run(returncode: int, log: str) -> DagRun:
+    """The run an ``airflow dags test`` output reports in its "DagRun Finished" line."""
     run_id = state = None
     for line in log.splitlines():
         if "DagRun Finished" in line and "run_id=" in line:
             run_id = line.split("run_id=", 1)[1].split(",", 1)[0]
             state = line.split("state=", 1)[1].split(",", 1)[0]
-    return DagRun(proc.returncode, log, run_id, state)
+    return DagRun(returncode, log, run_id, state)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from dag_support import AIRFLOW, DAG_ID, ROOT, TILL, DagRun, airflow_env, migrate
+from dag_support import AIRFLOW, DAG_ID, ROOT, TILL, DagRun, airflow_env, finished_run, migrate
 
 # The test audits Capillary with a credential of its own, so its lookups never spend the
 # rate budget of the till the DAG uses.
@@ -123,13 +123,7 @@ class RunningDag:
             self.kill()
             raise
         self._log.close()
-        log = self.log()
-        run_id = state = None
-        for line in log.splitlines():
-            if "DagRun Finished" in line and "run_id=" in line:
-                run_id = line.split("run_id=", 1)[1].split(",", 1)[0]
-                state = line.split("state=", 1)[1].split(",", 1)[0]
-        return DagRun(code, log, run_id, state)
+        return finished_run(code, self.log())
 
 
 def run_dag_logged(env: dict[str, str], conf: dict, log_path: Path) -> DagRun:
