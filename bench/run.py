@@ -184,7 +184,7 @@ class StageRunner:
         from associate.tables import ENTITY_CUSTOMER
 
         elements = staging.read_frame(self.path("elements.parquet"))
-        state = self.warehouse.read_sync_state(CONN_ID, ENTITY_CUSTOMER)
+        state = self.warehouse.read_sync_state(CONN_ID, ENTITY_CUSTOMER, keys=elements["entity_key"].tolist())
         selected = self.changes.select_changes(elements, state)
         uris = []
         if len(selected.to_send):

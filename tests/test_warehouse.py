@@ -229,6 +229,20 @@ def test_sync_state_upsert_inserts_updates_and_keeps_known_ids(conn_id):
     assert str(state["capillary_id"].dtype) == "Int64"
     assert state.loc["c", "last_synced_at"] == pd.Timestamp("2026-01-01T00:00:00Z")
     assert len(warehouse.read_sync_state(conn_id)) == 4
+    some = warehouse.read_sync_state(conn_id, "customer", keys=["c", "a", "zz", "C1"])
+    assert sorted(some["entity_key"]) == ["a", "c"]  # only the customers asked for, by key
+    assert some.set_index("entity_key").loc["a", "capillary_id"] == 11
+
+
+def test_sync_state_read_by_keys_covers_more_keys_than_one_query_takes(conn_id):
+    warehouse.ensure_output_tables(conn_id)
+    states = pd.DataFrame([_state(f"k{i:05d}", "h", "success", i, "r1") for i in range(1200)])
+    states["capillary_id"] = states["capillary_id"].astype("Int64")
+    warehouse.upsert_sync_state(conn_id, states)
+    wanted = [f"k{i:05d}" for i in range(0, 1200, 2)] + ["missing"] * 3
+    state = warehouse.read_sync_state(conn_id, "customer", keys=wanted)
+    assert sorted(state["entity_key"]) == sorted(set(wanted) - {"missing"})
+    assert set(state["capillary_id"]) == set(range(0, 1200, 2))
 
 
 def test_table_names_come_only_from_the_contract(sqlite_conn):

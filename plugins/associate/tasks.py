@@ -127,7 +127,9 @@ def ensure_companies(
     companies = staging.read_frame(validated["companies"])
     # Like customers, a company is only checked when its request changed since its last
     # successful send: thousands of companies would otherwise cost thousands of GETs a run.
-    state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_COMPANY)
+    state = warehouse.read_sync_state(
+        warehouse_conn_id, ENTITY_COMPANY, keys=companies["company_external_id"].astype(str).tolist()
+    )
     sent = state.loc[state["last_status"] != STATUS_FAILED]
     last_hash = dict(zip(sent["entity_key"], sent["payload_hash"]))
     changed = [
@@ -185,7 +187,7 @@ def detect_changes(
     # every valid row ends with exactly one outcome.
     held = pd.concat([customers_of_failed, payload.skipped_outcomes(elements)], ignore_index=True)
     staging.write_frame(held, staging.run_path(run_id, "outcomes", "held_back.parquet"))
-    state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_CUSTOMER)
+    state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_CUSTOMER, keys=elements["entity_key"].tolist())
     selected = changes.select_changes(elements, state, customer_keys=customer_keys or None)
     stats = {
         "built": len(elements),

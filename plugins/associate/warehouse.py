@@ -496,22 +496,47 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
     return len(rows)
 
 
-def read_sync_state(conn_id: str, entity: str | None = None) -> pd.DataFrame:
-    """The sync state (optionally of one entity); an empty frame if the table does not exist yet."""
+STATE_KEYS_PER_QUERY = 500
+# Past this many keys one scan of the table is cheaper than looking the keys up.
+STATE_KEYS_LOOKUP_LIMIT = 200_000
+
+
+def read_sync_state(conn_id: str, entity: str | None = None, *, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """The sync state (optionally of one entity, and of some keys); empty if the table does not exist yet.
+
+    With ``keys`` an incremental run reads only the rows it needs (by the primary key), so
+    its cost follows what changed, not the size of the table.
+    """
     columns = tables.OUTPUT_TABLES[tables.STATE_TABLE]
     sql = f"SELECT {', '.join(columns)} FROM {tables.STATE_TABLE}"
+    if keys is not None and (entity is None or len(keys) > STATE_KEYS_LOOKUP_LIMIT):
+        wanted = set(keys)
+        state = read_sync_state(conn_id, entity)
+        return state.loc[state["entity_key"].isin(wanted)].reset_index(drop=True)
     with _connect(conn_id) as (conn, _dialect):
+        mark = _placeholder(conn)
         cur = conn.cursor()
+        rows: list[tuple] = []
         try:
             if entity is None:
                 cur.execute(sql)
+                rows = cur.fetchall()
+            elif keys is None:
+                cur.execute(f"{sql} WHERE entity = {mark}", (entity,))
+                rows = cur.fetchall()
             else:
-                cur.execute(f"{sql} WHERE entity = {_placeholder(conn)}", (entity,))
+                keys = list(dict.fromkeys(str(k) for k in keys))
+                for start in range(0, len(keys), STATE_KEYS_PER_QUERY):
+                    chunk = keys[start:start + STATE_KEYS_PER_QUERY]
+                    cur.execute(
+                        f"{sql} WHERE entity = {mark} AND entity_key IN ({', '.join([mark] * len(chunk))})",
+                        (entity, *chunk),
+                    )
+                    rows.extend(cur.fetchall())
         except Exception as exc:
             if "no such table" in str(exc) or "does not exist" in str(exc):
                 return _state_frame([])
             raise
-        rows = cur.fetchall()
         cur.close()
     return _state_frame(rows)
 
