@@ -1,6 +1,6 @@
 """Sample and benchmark warehouse: realistic fleet companies and customers, a few of them bad.
 
-`generate_warehouse` builds the two input frames of /work/shared/warehouse.md with numpy
+`generate_warehouse` builds the two input frames of ../shared/warehouse.md with numpy
 (1M customers in seconds, no per-row Python loop), `load_sqlite` / `load_postgres` put
 them into a database, and `touch` marks a fraction of customers as changed for the
 incremental benchmarks.

@@ -1,4 +1,4 @@
-"""Hook for Capillary's customer, company and fleet hierarchy APIs (/work/shared/capillary-api.md).
+"""Hook for Capillary's customer, company and fleet hierarchy APIs (../shared/capillary-api.md).
 
 Modelled on ``airflow.providers.http.hooks.http.HttpHook``: the connection holds the
 cluster URL and the credentials, extras hold the client's tuning. ``requests`` is
