@@ -131,8 +131,8 @@ def render(junit: Path, results: Path) -> str:
         # A repeated nodeid (schemathesis) is failed if any of its cases failed.
         if tests.get(nodeid, {}).get("verdict") != "FAILED":
             tests[nodeid] = t
-    gaps = ["A *known gap* is a strict xfail: the test shows a defect (described in the notes'",
-            "bugs-found.md) and fails once it is fixed."] if "known gap (xfail)" in counts else []
+    gaps = ["A *known gap* is a strict xfail: the test shows a defect (described in its reason)",
+            "and fails once it is fixed."] if "known gap (xfail)" in counts else []
     schemathesis = {k: v for k, v in tests.items() if k.startswith(SCHEMATHESIS_TEST)}
     lines = [
         "# Reliability",

@@ -1,6 +1,6 @@
 """Helpers of the reliability tests: DAG runs driven mid-flight, Capillary audits, secret scans, results.
 
-The DAG is run with the lead's helpers (tests/dag_support.py); what is added here is what
+The DAG is run with the helpers of tests/dag_support.py; what is added here is what
 the reliability tests need on top: a run the test can interrupt, an audit of the sandbox
 through its public lookups, a scan of everything a run leaves behind, and a record of what
 each scenario did (rendered into RELIABILITY.md by scripts/reliability_report.py).
@@ -79,7 +79,7 @@ def capillary_conn(sandbox_url: str, *, oauth: tuple[str, str] | None = None, **
 
 
 def dag_env(home: Path, warehouse: Warehouse, sandbox_url: str, **capillary: Any) -> dict[str, str]:
-    """Environment of one reliability run: the lead's env with our Capillary connection."""
+    """Environment of one reliability run: dag_support's env with our Capillary connection."""
     return airflow_env(home, warehouse.conn, sandbox_url,
                        AIRFLOW_CONN_CAPILLARY_DEFAULT=capillary_conn(sandbox_url, **capillary))
 

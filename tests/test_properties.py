@@ -126,7 +126,8 @@ def test_property_settings_recorded(record):
 
 
 # Columns holding values of several types (SQLite keeps each value's own type; an epoch number next
-# to ISO text is documented as supported) crashed the run in extract/staging (bugs-found.md B4, fixed).
+# to ISO text is documented as supported) once crashed the run in extract/staging; staging now
+# stages such a column as text, and validation names what is wrong with its values.
 MIXED = {
     "integer_column_with_text_and_numbers": {"tier_number": [2, "two"]},
     "integer_column_beyond_int64": {"loyalty_points": [1e20, 5]},  # REAL: SQLite stores no wider int

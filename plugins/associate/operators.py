@@ -1,6 +1,6 @@
 """Operators that send staged payloads to Capillary and stage what happened.
 
-The staged formats are the contract of /work/notes/interfaces.md: a payload chunk in,
+The staged formats are described in docs/capillary-client.md: a payload chunk in,
 one outcome row per customer (or company) out. pandas and requests are imported inside
 functions: DAG files import this module at parse time.
 """
