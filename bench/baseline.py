@@ -136,7 +136,7 @@ def _ours(size: int, workdir: Path, seed: int, in_process: bool) -> dict:
         ok = bool(stages) and all(r.ok for r in stages)
         send = sum(r.wall_s for r in stages if r.stage == "send")
         wall = sum(r.wall_s for r in stages)
-        sent = next((r.rows_out for r in stages if r.stage == "diff"), 0)
+        sent = next((r.rows_out for r in stages if r.stage == "detect_changes"), 0)
         totals[run] = {"ok": ok, "wall_s": wall, "send_s": send, "local_s": wall - send, "sent": sent,
                        "error": next((r.error for r in stages if not r.ok), "")}
     return totals

@@ -2,8 +2,8 @@
 
 For each backend and size it generates a warehouse (bench.generate), then runs a full
 run and incremental runs with a fraction of customers changed, calling the same stage
-functions as the DAG's tasks (associate.warehouse / validation / payload / changes /
-reconcile). Time spent waiting on the Capillary API is excluded: the send step is
+functions as the DAG's tasks (associate.tasks for change detection and batches;
+associate.warehouse / validation / reconcile where the task would call Capillary). Time spent waiting on the Capillary API is excluded: the send step is
 replaced by outcomes as if every element succeeded. Every stage runs in a fresh
 subprocess, so its wall time, CPU time and peak RSS are its own; stages hand frames
 to each other through associate.staging Parquet files, as the Airflow tasks do.
@@ -35,12 +35,13 @@ OUTCOME_COLUMNS = (
 )
 PG_ADMIN_ENV = "ASSOCIATE_BENCH_PG"
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-STAGES = ("extract", "validate", "payload", "diff", "write_back")
+STAGES = ("extract", "validate", "detect_changes", "build_batches", "write_back")
 STAGE_TITLES = {
     "extract": "extract (SQL -> canonical frames, staged)",
     "validate": "validate (GX gate + quarantine write)",
-    "payload": "payload build (elements + hashes)",
-    "diff": "diff (sync state read + select_changes + chunk files)",
+    "detect_changes": "the DAG's detect_changes task (sync state read, payload build + hashes, "
+                      "change selection, elements to send staged)",
+    "build_batches": "the DAG's build_batches task (chunk and batch files)",
     "write_back": "write-back (results, warnings, sync state)",
 }
 SEND_TITLE = "send (ensure companies + operator send to the sandbox; API time included)"
@@ -158,40 +159,40 @@ class StageRunner:
             "rejected_ratio": round(float(result.rejected_ratio()), 4),
         }
 
-    def prepare_payload(self):
-        from associate import payload
+    def prepare_detect_changes(self):
+        from associate import staging, tasks, warehouse
+        from associate.reconcile import not_sent_outcomes
 
-        self.payload = payload
-
-    def work_payload(self):
-        from associate import staging
-
-        customers = staging.read_frame(self.path("valid", "customers.parquet"))
-        companies = staging.read_frame(self.path("valid", "companies.parquet"))
-        elements = self.payload.build_elements(customers, companies)
-        elements.attrs.clear()  # skipped-row notes are not part of the staged frame
-        staging.write_frame(elements, self.path("elements.parquet"))
-        return len(customers), len(elements), {}
-
-    def prepare_diff(self):
-        from associate import changes, payload, warehouse
-
-        self.changes, self.payload, self.warehouse = changes, payload, warehouse
+        self.tasks = tasks
         self.warm_up(warehouse)
+        # Every company ensured: no customer is held back for its company.
+        self.company_outcomes = staging.write_frame(not_sent_outcomes([], []), self.path("outcomes", "companies.parquet"))
 
-    def work_diff(self):
+    def work_detect_changes(self):
         from associate import staging
-        from associate.tables import ENTITY_CUSTOMER
 
-        elements = staging.read_frame(self.path("elements.parquet"))
-        state = self.warehouse.read_sync_state(CONN_ID, ENTITY_CUSTOMER, keys=elements["entity_key"].tolist())
-        selected = self.changes.select_changes(elements, state)
-        uris = []
-        if len(selected.to_send):
-            uris = self.payload.write_chunks(selected.to_send, run_id=self.run_id,
-                                             batch_size=BATCH_SIZE, max_chunks=MAX_CHUNKS)
+        validated = {"customers": str(self.path("valid", "customers.parquet")),
+                     "companies": str(self.path("valid", "companies.parquet"))}
+        self.tasks.detect_changes(validated=validated, company_outcomes=self.company_outcomes,
+                                  warehouse_conn_id=CONN_ID, run_id=self.run_id, customer_keys=None, dry_run=False)
+        plan = staging.read_json(self.path("plan.json"))
+        return plan["built"] + plan["held_back"], plan["to_send"], {
+            "unchanged": plan["unchanged"], "held_back": plan["held_back"]}
+
+    def prepare_build_batches(self):
+        from associate import tasks
+
+        self.tasks = tasks
+
+    def work_build_batches(self):
+        from associate import staging
+
+        chunks = self.tasks.build_batches(changes=str(self.path("changes", "to_send.parquet")), run_id=self.run_id,
+                                          batch_size=BATCH_SIZE, max_chunks=MAX_CHUNKS)
+        uris = [chunk["payload_uri"] for chunk in chunks]
         staging.write_json({"chunks": uris}, self.path("chunks.json"))
-        return len(elements), len(selected.to_send), {"unchanged": len(selected.unchanged), "chunks": len(uris)}
+        plan = staging.read_json(self.path("plan.json"))
+        return plan["to_send"], plan["to_send"], {"chunks": len(uris)}
 
     def prepare_send(self):
         from associate import operators
@@ -612,7 +613,7 @@ def render_markdown(results: list[StageResult], setups: list[dict], info: dict, 
         cpu = sum(s.cpu_s for s in stages)
         rss = max((s.peak_rss_mb for s in stages), default=0)
         extracted = next((s.rows_out for s in stages if s.stage == "extract" and s.ok), 0)
-        sent = next((s.rows_out for s in stages if s.stage == "diff" and s.ok), 0)
+        sent = next((s.rows_out for s in stages if s.stage == "detect_changes" and s.ok), 0)
         note = "" if complete else " (incomplete: " + next(s.error for s in all_stages if not s.ok)[:80] + ")"
         rate = f"{extracted / wall:,.0f}" if complete and wall else "-"
         send = sum(s.wall_s for s in all_stages if s.stage == "send")

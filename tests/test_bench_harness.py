@@ -50,11 +50,11 @@ def test_incremental_run_sends_only_what_changed(quick_report):
     for backend in ("sqlite", "postgres"):
         by_run = {(r["run"], r["stage"]): r for r in raw["results"] if r["backend"] == backend}
         assert by_run[("full", "extract")]["rows_out"] == 2000
-        full_sent = by_run[("full", "diff")]["rows_out"]
+        full_sent = by_run[("full", "detect_changes")]["rows_out"]
         # 3% of rows are bad on purpose, so the full run sends most but not all customers.
         assert 1500 < full_sent < 2000
         extracted = by_run[("incremental 1% changed", "extract")]["rows_out"]
-        sent = by_run[("incremental 1% changed", "diff")]["rows_out"]
+        sent = by_run[("incremental 1% changed", "detect_changes")]["rows_out"]
         assert 20 <= extracted < 2000  # the 20 touched customers plus their tree neighbours
         assert 0 < sent <= 20  # only payloads whose hash changed (a touched bad row stays out)
         assert by_run[("incremental 1% changed", "write_back")]["rows_out"] >= sent

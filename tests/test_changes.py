@@ -62,3 +62,21 @@ def test_customer_keys_force_exactly_these_keys():
 def test_empty_key_list_means_normal_change_detection():
     result = changes.select_changes(elements(CURRENT), PREVIOUS, customer_keys=[])
     assert sorted(result.to_send.entity_key) == ["changed", "failed", "new"]
+
+
+def test_slices_against_one_state_read_give_the_whole_frames_answer():
+    selector = changes.ChangeSelector(PREVIOUS)
+    keys = list(CURRENT)
+    parts = [selector.select(elements({k: CURRENT[k] for k in keys[i:i + 2]})) for i in range(0, len(keys), 2)]
+    whole = changes.select_changes(elements(CURRENT), PREVIOUS)
+    assert [k for p in parts for k in p.to_send["entity_key"]] == list(whole.to_send["entity_key"])
+    assert [r for p in parts for r in p.to_send["change"]] == list(whole.to_send["change"])
+    assert sum(len(p.unchanged) for p in parts) == len(whole.unchanged) == 2
+
+
+def test_forced_keys_are_missing_only_when_no_slice_held_them():
+    selector = changes.ChangeSelector(PREVIOUS, customer_keys=["same", "new", "ghost"])
+    first = selector.select(elements({"same": "h4"}))
+    second = selector.select(elements({"new": "h1", "changed": "h2-new"}))
+    assert list(first.to_send["entity_key"]) == ["same"] and list(second.to_send["entity_key"]) == ["new"]
+    assert selector.missing_keys() == ["ghost"]

@@ -168,7 +168,7 @@ def test_depth_and_rows_that_cannot_be_built():
     assert "gone" in reasons["orphan"] and "cycle" in reasons["x"]
     assert "NOPE" in reasons["nocompany"] and "extended_fields" in reasons["badjson"]
     # They come back as failed outcomes with the reason, so write-back records them.
-    failed = payload.skipped_outcomes(built)
+    failed = payload.skipped_outcomes(built.attrs["skipped"])
     assert sorted(failed.entity_key) == sorted(reasons) and (failed.status == "failed").all()
     assert failed.set_index("entity_key").loc["orphan", "error_message"].endswith(reasons["orphan"])
     assert failed.attempts.eq(0).all() and str(failed.synced_at.dtype) == "datetime64[us, UTC]"
@@ -188,6 +188,30 @@ def _tree_frame():
                   "role_code": "FC", "parent_customer_key": f"{company}0"}]
     companies = pd.concat([COMPANIES, pd.DataFrame([{**COMPANIES.iloc[1].to_dict(), "company_external_id": "GAMMA"}])])
     return payload.build_elements(valid_customers(rows), companies)
+
+
+def test_slices_build_what_the_whole_frame_builds():
+    # Parents and children land in different slices: references, depths and the rows
+    # left out must not depend on where a slice boundary falls.
+    rows = [{"customer_key": f"a2{i}", "email": f"a2{i}@x.io", "company_external_id": "ACME",
+             "role_code": "FC", "parent_customer_key": f"a1{i % 3}"} for i in range(7)]
+    rows += [{"customer_key": f"a1{i}", "mobile": f"9198000000{i:02d}", "company_external_id": "ACME",
+              "role_code": "FA", "parent_customer_key": "a0", "account_id": f"acc-{i}"} for i in range(3)]
+    rows += [{"customer_key": "a0", "external_id": "EXT-0", "company_external_id": "ACME", "role_code": "GFA"},
+             {"customer_key": "orphan", "email": "o@x.io", "company_external_id": "ACME", "role_code": "FC",
+              "parent_customer_key": "gone"}]
+    customers = valid_customers(rows)
+    whole = payload.build_elements(customers, COMPANIES)
+    parts = list(payload.iter_elements(customers, COMPANIES, slice_rows=3))
+    assert len(parts) == 4
+    sliced = pd.concat(parts, ignore_index=True)
+    assert sliced[["entity_key", "depth", "payload", "payload_hash"]].equals(
+        whole[["entity_key", "depth", "payload", "payload_hash"]])
+    assert [item for part in parts for item in part.attrs["skipped"]] == whole.attrs["skipped"]
+    assert element_of(whole, "a25")["associationDetails"]["parentCustomer"]["profiles"][0] == {
+        "identifiers": [{"type": "mobile", "value": "919800000002"}], "commChannels": [], "fields": {},
+        "source": "INSTORE", "accountId": "acc-2"}
+    assert dict(zip(whole.entity_key, whole.depth))["a25"] == 2
 
 
 @pytest.fixture

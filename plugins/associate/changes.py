@@ -32,6 +32,55 @@ class Changes:
         return counts
 
 
+class ChangeSelector:
+    """Selects what to send slice by slice against one read of the sync state.
+
+    Rules (``select_changes``): send rows never sent, sent with another payload hash, or
+    failed last time; with ``customer_keys`` (non-empty), exactly those keys and nothing
+    else. Keys asked for that no slice held are reported by ``missing_keys()``.
+    """
+
+    def __init__(self, state: pd.DataFrame, *, customer_keys: list[str] | None = None):
+        if "entity" in state.columns:
+            state = state[state["entity"] == ENTITY_CUSTOMER]
+        previous = state.drop_duplicates("entity_key", keep="last").set_index("entity_key")
+        self._hash = previous["payload_hash"]
+        self._status = previous["last_status"]
+        self._wanted = {str(k) for k in customer_keys} if customer_keys else None
+        self._seen: set[str] = set()
+
+    def select(self, elements: pd.DataFrame) -> Changes:
+        """The ``Changes`` of one slice of elements (``missing_keys`` stays empty)."""
+        keys = elements["entity_key"]
+        if self._wanted is not None:
+            send = keys.isin(self._wanted)
+            self._seen.update(keys[send])
+            reason = pd.Series(FORCED, index=keys.index, dtype=object)
+        else:
+            known = keys.isin(self._hash.index)
+            if len(self._hash):
+                old_hash, old_status = keys.map(self._hash), keys.map(self._status)
+            else:
+                old_hash = old_status = pd.Series(None, index=keys.index, dtype=object)
+            retry = known & (old_status == STATUS_FAILED)
+            changed = known & ~retry & (old_hash != elements["payload_hash"])
+            send = ~known | retry | changed
+            reason = pd.Series(NEW, index=keys.index, dtype=object)
+            reason[changed] = CHANGED
+            reason[retry] = RETRY
+        return Changes(to_send=elements[send].assign(change=reason[send]), unchanged=elements[~send])
+
+    def missing_keys(self) -> list[str]:
+        """Requested keys that were not among the elements (unknown or quarantined)."""
+        if self._wanted is None:
+            return []
+        missing = sorted(self._wanted - self._seen)
+        if missing:
+            log.warning("%d requested customer key(s) are not among the valid customers, e.g. %s",
+                        len(missing), missing[0])
+        return missing
+
+
 def select_changes(elements: pd.DataFrame, state: pd.DataFrame, *,
                    customer_keys: list[str] | None = None) -> Changes:
     """Send rows never sent, sent with another payload hash, or failed last time.
@@ -40,30 +89,7 @@ def select_changes(elements: pd.DataFrame, state: pd.DataFrame, *,
     the state says, and nothing else. Keys that are not among the elements (unknown,
     quarantined) are reported in ``missing_keys``.
     """
-    if "entity" in state.columns:
-        state = state[state["entity"] == ENTITY_CUSTOMER]
-    previous = state.drop_duplicates("entity_key", keep="last").set_index("entity_key")
-    keys = elements["entity_key"]
-    old_hash = keys.map(previous["payload_hash"]) if len(previous) else pd.Series(None, index=keys.index, dtype=object)
-    old_status = keys.map(previous["last_status"]) if len(previous) else pd.Series(None, index=keys.index, dtype=object)
-    known = keys.isin(previous.index)
-
-    if customer_keys:
-        wanted = {str(k) for k in customer_keys}
-        send = keys.isin(wanted)
-        reason = pd.Series(FORCED, index=keys.index, dtype=object)
-        missing = sorted(wanted - set(keys))
-        if missing:
-            log.warning("%d requested customer key(s) are not among the valid customers, e.g. %s",
-                        len(missing), missing[0])
-    else:
-        retry = known & (old_status == STATUS_FAILED)
-        changed = known & ~retry & (old_hash != elements["payload_hash"])
-        send = ~known | retry | changed
-        reason = pd.Series(NEW, index=keys.index, dtype=object)
-        reason[changed] = CHANGED
-        reason[retry] = RETRY
-        missing = []
-    to_send = elements[send].assign(change=reason[send])
-    unchanged = elements[~send]
-    return Changes(to_send=to_send, unchanged=unchanged, missing_keys=missing)
+    selector = ChangeSelector(state, customer_keys=customer_keys)
+    selected = selector.select(elements)
+    selected.missing_keys = selector.missing_keys()
+    return selected

@@ -15,8 +15,10 @@ import heapq
 import json
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from associate import staging
@@ -183,7 +185,7 @@ def _primary_identifiers(mobile: str | None, email: str | None, external_id: str
 
 
 class _Columns:
-    """The customer columns as plain lists, converted once for the whole frame."""
+    """Customer columns as plain lists, converted once per slice of rows."""
 
     def __init__(self, customers: pd.DataFrame):
         text = ("customer_key", "first_name", "last_name", "external_id", "card_number",
@@ -200,6 +202,37 @@ class _Columns:
         for column in ("registered_at", "tier_expiry_date", "points_expiry_date"):
             setattr(self, column, _cap_datetimes(customers[column]))
         self.last_viewed_date = _dates(customers["last_viewed_date"])
+
+
+class _ParentIdentifiers:
+    """What ``parentCustomer`` needs of every customer that is someone's parent, by key."""
+
+    def __init__(self, customers: pd.DataFrame, keys: list[str], parents: list[Any]):
+        referenced = {p for p in parents if p is not None}
+        rows = customers.loc[[key in referenced for key in keys]]
+        self._row = {key: i for i, key in enumerate(str(k) for k in _values(rows["customer_key"]))}
+        self._mobile = [normalize_mobile(v) for v in _values(rows["mobile"])]
+        self._email = [normalize_email(v) for v in _values(rows["email"])]
+        self._external_id = _values(rows["external_id"])
+        self._source = _values(rows["source"])
+        self._account_id = _values(rows["account_id"])
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._row
+
+    def ref(self, key: str) -> dict:
+        """The parent as ``parentCustomer``: one profile with its primary identifiers."""
+        j = self._row[key]
+        identifiers = _primary_identifiers(self._mobile[j], self._email[j], self._external_id[j])
+        if not identifiers:
+            raise PayloadError(f"parent {key} has no primary identifier")
+        profile: dict[str, Any] = {
+            "identifiers": identifiers, "commChannels": [], "fields": {},
+            "source": self._source[j] or DEFAULT_SOURCE,
+        }
+        if self._account_id[j] is not None:
+            profile["accountId"] = self._account_id[j]
+        return {"profiles": [profile], "extendedFields": {}}
 
 
 def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref: dict | None) -> dict:
@@ -270,43 +303,41 @@ def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_re
     return element
 
 
-def _parent_ref(c: _Columns, j: int) -> dict:
-    """The parent as ``parentCustomer``: one profile with its primary identifiers."""
-    identifiers = _primary_identifiers(c.mobile[j], c.email[j], c.external_id[j])
-    if not identifiers:
-        raise PayloadError(f"parent {c.customer_key[j]} has no primary identifier")
-    profile: dict[str, Any] = {
-        "identifiers": identifiers, "commChannels": [], "fields": {},
-        "source": c.source[j] or DEFAULT_SOURCE,
-    }
-    if c.account_id[j] is not None:
-        profile["accountId"] = c.account_id[j]
-    return {"profiles": [profile], "extendedFields": {}}
+SLICE_ROWS = 50_000
 
 
-def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
-    """One wire-form element per valid customer, with its hierarchy depth and payload hash.
+def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
+                  slice_rows: int = SLICE_ROWS) -> Iterator[pd.DataFrame]:
+    """Elements (see ``build_elements``) of ``slice_rows`` customers at a time.
 
-    Rows that cannot be built (no parent in the frame, a cycle, a bad JSON field...) are
-    left out and listed in ``frame.attrs["skipped"]`` as ``(customer_key, reason)``.
+    Only hierarchy depths and the parents' identifiers are held for the whole frame, so
+    memory follows the slice, not the warehouse: a million customers' payloads never sit
+    in memory as Python objects at once.
     """
+    if slice_rows < 1:
+        raise ValueError("slice_rows must be at least 1")
     hierarchy_of = dict(zip(_values(companies["company_external_id"]), _values(companies["hierarchy_code"])))
+    keys = [str(k) for k in _values(customers["customer_key"])]
+    parents = _values(customers["parent_customer_key"])
+    depth_of = hierarchy_depths(keys, parents)
+    parent_ids = _ParentIdentifiers(customers, keys, parents)
+    del keys, parents
+    for start in range(0, max(len(customers), 1), slice_rows):
+        yield _build_slice(customers.iloc[start:start + slice_rows], hierarchy_of, depth_of, parent_ids)
+
+
+def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
+                 depth_of: dict[str, int | None], parent_ids: _ParentIdentifiers) -> pd.DataFrame:
     c = _Columns(customers)
-    depth_of = hierarchy_depths(c.customer_key, c.parent_customer_key)
-    row_of = {key: i for i, key in enumerate(c.customer_key)}
-    parent_refs: dict[int, dict] = {}
     keys, companies_out, depths, payloads, hashes, skipped = [], [], [], [], [], []
     for i, key in enumerate(c.customer_key):
         try:
             parent = c.parent_customer_key[i]
             ref = None
             if parent is not None:
-                j = row_of.get(parent)
-                if j is None:
+                if parent not in parent_ids:
                     raise PayloadError(f"parent {parent} is not among the valid customers")
-                ref = parent_refs.get(j)
-                if ref is None:
-                    ref = parent_refs[j] = _parent_ref(c, j)
+                ref = parent_ids.ref(parent)
             depth = depth_of.get(key)
             if depth is None:
                 raise PayloadError("the parent chain has a cycle")
@@ -319,19 +350,40 @@ def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataF
         depths.append(depth)
         payloads.append(raw.decode("utf-8"))
         hashes.append(hashlib.sha256(raw).hexdigest())
-    if skipped:
-        log.warning("%d customer(s) left out of the payloads, e.g. %s: %s",
-                    len(skipped), skipped[0][0], skipped[0][1])
+    # Arrow-backed text: a payload costs its bytes, not a Python object each.
     frame = pd.DataFrame({
-        "entity_key": pd.Series(keys, dtype=object),
-        "company_external_id": pd.Series(companies_out, dtype=object),
+        "entity_key": pd.Series(keys, dtype="str"),
+        "company_external_id": pd.Series(companies_out, dtype="str"),
         "depth": pd.Series(depths, dtype="int64"),
-        "payload": pd.Series(payloads, dtype=object),
-        "payload_hash": pd.Series(hashes, dtype=object),
-        "child_keys": pd.Series(["[]"] * len(keys), dtype=object),
+        "payload": pd.Series(payloads, dtype="str"),
+        "payload_hash": pd.Series(hashes, dtype="str"),
+        "child_keys": pd.Series(["[]"] * len(keys), dtype="str"),
     }, columns=list(ELEMENT_COLUMNS))
     frame.attrs["skipped"] = skipped
     return frame
+
+
+def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
+    """One wire-form element per valid customer, with its hierarchy depth and payload hash.
+
+    Rows that cannot be built (no parent in the frame, a cycle, a bad JSON field...) are
+    left out and listed in ``frame.attrs["skipped"]`` as ``(customer_key, reason)``.
+    """
+    parts = list(iter_elements(customers, companies))
+    skipped = [item for part in parts for item in part.attrs["skipped"]]
+    for part in parts:
+        part.attrs = {}
+    frame = pd.concat(parts, ignore_index=True)
+    if skipped:
+        log.warning("%d customer(s) left out of the payloads, e.g. %s: %s", len(skipped), *skipped[0])
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def empty_elements() -> pd.DataFrame:
+    """An elements frame without rows (the columns and types ``iter_elements`` yields)."""
+    frame = pd.DataFrame({column: pd.Series([], dtype="str") for column in ELEMENT_COLUMNS})
+    return frame.astype({"depth": "int64"})
 
 
 def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
@@ -365,15 +417,24 @@ def number_batches(depth: pd.Series, batch_size: int) -> pd.Series:
     return (depth.map(offset) + rank // batch_size).astype("int64")
 
 
+def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
+    """Row positions of each chunk, in send order (depth, then company, then key)."""
+    frame = frame.reset_index(drop=True)
+    order = frame[["depth", "company_external_id", "entity_key"]].assign(
+        _chunk=assign_chunks(frame, max_chunks).to_numpy()
+    ).sort_values(["_chunk", "depth", "company_external_id", "entity_key"], kind="stable", na_position="last")
+    starts = np.flatnonzero(np.diff(order["_chunk"].to_numpy())) + 1
+    return np.split(order.index.to_numpy(), starts)
+
+
 def write_chunks(frame: pd.DataFrame, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
     """Stage the elements to send as at most ``max_chunks`` payload chunks; answer their URIs."""
     if frame.empty:
         return []
-    chunk = assign_chunks(frame, max_chunks)
+    frame = frame.reset_index(drop=True)
     uris = []
-    for n, (_, part) in enumerate(frame.assign(_chunk=chunk).groupby("_chunk", sort=True)):
-        part = part.sort_values(["depth", "company_external_id", "entity_key"], kind="stable",
-                                na_position="last").reset_index(drop=True)
+    for n, rows in enumerate(chunk_order(frame, max_chunks)):
+        part = frame.iloc[rows].reset_index(drop=True)
         part["batch_no"] = number_batches(part["depth"], batch_size)
         path = staging.run_path(run_id, "payloads", f"chunk-{n:04d}.parquet")
         uris.append(staging.write_frame(part[list(CHUNK_COLUMNS)], path))
@@ -381,11 +442,49 @@ def write_chunks(frame: pd.DataFrame, *, run_id: str, batch_size: int, max_chunk
     return uris
 
 
-def skipped_outcomes(elements: pd.DataFrame, *, now: Any = None) -> pd.DataFrame:
-    """Failed outcome rows (operator outcome format) for the customers build_elements left out."""
+def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
+    """``write_chunks`` for a staged elements file, reading its payloads once, row group by row group.
+
+    Only the key columns are loaded whole; each row is routed to its chunk as its row
+    group is read, so memory holds the payloads once, never a second copy of them all.
+    """
+    import pyarrow as pa
+
+    keys = staging.read_columns(uri, ["entity_key", "company_external_id", "depth"])
+    if keys.empty:
+        return []
+    chunks = chunk_order(keys, max_chunks)
+    chunk_of = np.empty(len(keys), dtype=np.int64)
+    for n, rows in enumerate(chunks):
+        chunk_of[rows] = n
+    parts: list[list] = [[] for _ in chunks]
+    offset = 0
+    for table in staging.iter_tables(uri):
+        table = table.select(["entity_key", "payload", "payload_hash", "child_keys"])
+        ids = chunk_of[offset:offset + table.num_rows]
+        for n in np.unique(ids):
+            parts[n].append(table.filter(pa.array(ids == n)))
+        offset += table.num_rows
+    uris = []
+    for n, rows in enumerate(chunks):
+        # Routed rows are in file order; send order is their rank among the chunk's rows.
+        local = np.searchsorted(np.sort(rows), rows)
+        table = pa.concat_tables(parts[n]).take(pa.array(local))
+        parts[n] = []
+        depth = keys["depth"].to_numpy()[rows]
+        table = table.add_column(0, "batch_no", pa.array(
+            number_batches(pd.Series(depth), batch_size).to_numpy(), type=pa.int64()))
+        uris.append(staging.write_table(table.select(list(CHUNK_COLUMNS)),
+                                        staging.run_path(run_id, "payloads", f"chunk-{n:04d}.parquet")))
+        log.info("Staged chunk %d of %d: %d element(s)", n + 1, len(chunks), table.num_rows)
+    log.info("Staged %d element(s) in %d chunk(s) of batches of at most %d", len(keys), len(uris), batch_size)
+    return uris
+
+
+def skipped_outcomes(skipped: list[tuple[str, str]], *, now: Any = None) -> pd.DataFrame:
+    """Failed outcome rows (operator outcome format) for the ``(customer_key, reason)`` pairs the builder left out."""
     from associate.reconcile import not_sent_outcomes
 
-    skipped = elements.attrs.get("skipped", [])
     return not_sent_outcomes(
         [key for key, _ in skipped], [f"not sent: payload not built: {reason}" for _, reason in skipped], now=now,
     )

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 STAGING_ENV = "ASSOCIATE_STAGING_BASE"
+# Columns where every value differs: a Parquet dictionary for them is built, abandoned
+# and still slows every read (2x on a million payloads).
+UNIQUE_TEXT_COLUMNS = frozenset({"payload", "payload_hash"})
+
+
+def _dictionary_columns(columns) -> list[str]:
+    return [str(c) for c in columns if c not in UNIQUE_TEXT_COLUMNS]
 
 
 def staging_base() -> ObjectStoragePath:
@@ -57,12 +64,73 @@ def write_frame(df: pd.DataFrame, path: ObjectStoragePath | str) -> str:
     partial = path.parent / (path.name + ".partial")
     try:
         with partial.open("wb") as handle:
-            df.to_parquet(handle, index=False)
+            df.to_parquet(handle, index=False, use_dictionary=_dictionary_columns(df.columns))
     except (ValueError, TypeError):  # pyarrow's ArrowInvalid / ArrowTypeError derive from these
         with partial.open("wb") as handle:
-            _mixed_columns_as_text(df).to_parquet(handle, index=False)
+            _mixed_columns_as_text(df).to_parquet(handle, index=False,
+                                                  use_dictionary=_dictionary_columns(df.columns))
     partial.rename(path)
     return str(path)
+
+
+class FrameWriter:
+    """Writes one staged Parquet file frame by frame, so a large result never sits in memory whole.
+
+    Used as a context manager; the file appears (atomically, as with ``write_frame``)
+    only when the block ends without an error. ``empty`` gives the columns and types of
+    the file when no rows were written, and the schema every frame is cast to.
+    """
+
+    def __init__(self, path: ObjectStoragePath | str, empty: pd.DataFrame):
+        from airflow.sdk import ObjectStoragePath
+
+        self.path = ObjectStoragePath(str(path))
+        self.uri = str(self.path)
+        self.rows = 0
+        self._empty = empty
+        self._schema = None
+        self._writer = None
+        self._handle = None
+
+    def __enter__(self) -> FrameWriter:
+        import pyarrow as pa
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = self.path.parent / (self.path.name + ".partial")
+        self._schema = pa.Schema.from_pandas(self._empty, preserve_index=False)
+        self._schema = pa.schema([
+            field.with_type(pa.large_string()) if pa.types.is_null(field.type) else field
+            for field in self._schema
+        ])
+        return self
+
+    def write(self, df: pd.DataFrame) -> None:
+        """Append the rows of one frame (its columns in the order of ``empty``)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if df.empty:
+            return
+        table = pa.Table.from_pandas(df[list(self._empty.columns)], schema=self._schema, preserve_index=False)
+        if self._writer is None:
+            self._handle = self._partial.open("wb")
+            self._writer = pq.ParquetWriter(self._handle, self._schema,
+                                            use_dictionary=_dictionary_columns(self._schema.names))
+        self._writer.write_table(table)
+        self.rows += len(df)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._handle.close()
+        if exc_type is not None:
+            if self._partial.exists():
+                self._partial.unlink()
+            return
+        if self._writer is None:
+            write_frame(self._empty, self.path)
+        else:
+            self._partial.rename(self.path)
 
 
 def _mixed_columns_as_text(df: pd.DataFrame) -> pd.DataFrame:
@@ -87,6 +155,40 @@ def read_frame(uri: ObjectStoragePath | str) -> pd.DataFrame:
 
     with ObjectStoragePath(str(uri)).open("rb") as handle:
         return pd.read_parquet(handle)
+
+
+def read_columns(uri: ObjectStoragePath | str, columns: list[str]) -> pd.DataFrame:
+    """Read only some columns of a staged frame."""
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(str(uri)).open("rb") as handle:
+        return pd.read_parquet(handle, columns=columns)
+
+
+def iter_tables(uri: ObjectStoragePath | str):
+    """A staged file as Arrow tables, one per row group (to route rows without loading the file twice)."""
+    import pyarrow.parquet as pq
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(str(uri)).open("rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            yield parquet.read_row_group(group)
+
+
+def write_table(table, path: ObjectStoragePath | str) -> str:
+    """Write an Arrow table as Parquet (atomically, as ``write_frame``) and answer its URI."""
+    import pyarrow.parquet as pq
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.parent / (path.name + ".partial")
+    with partial.open("wb") as handle:
+        pq.write_table(table, handle, use_dictionary=_dictionary_columns(table.column_names))
+    partial.rename(path)
+    return str(path)
 
 
 def exists(uri: ObjectStoragePath | str) -> bool:

@@ -166,6 +166,8 @@ def detect_changes(
     dry_run: bool,
 ) -> str:
     """Build every payload and keep the customers whose payload changed (or whose last send failed)."""
+    import time
+
     import pandas as pd
 
     from associate import changes, payload, staging, warehouse
@@ -182,47 +184,78 @@ def detect_changes(
     )
     blocked = customers["company_external_id"].isin(failed_companies)
     customers_of_failed = _held_back_outcomes(customers.loc[blocked], company_outcomes_df)
-    elements = payload.build_elements(customers.loc[~blocked], companies)
+    customers = customers.loc[~blocked]
+    state = warehouse.read_sync_state(
+        warehouse_conn_id, ENTITY_CUSTOMER, keys=customers["customer_key"].astype(str).tolist()
+    )[["entity_key", "payload_hash", "last_status"]].astype("str")
+    selector = changes.ChangeSelector(state, customer_keys=customer_keys or None)
+    del state
+
+    # Payloads are built, compared and staged a slice at a time: memory follows the
+    # slice, and the log shows progress on a large warehouse.
+    stats = {"built": 0, "to_send": 0, "unchanged": 0, "held_back": 0, "dry_run": bool(dry_run)}
+    skipped: list[tuple[str, str]] = []
+    to_send_uri = staging.run_path(run_id, "changes", "to_send.parquet")
+    preview = reports_dir(run_id) / "payload_preview.jsonl" if dry_run else None
+    empty = payload.empty_elements().assign(change=pd.Series([], dtype="str"))
+    started, done = time.monotonic(), 0
+    with staging.FrameWriter(to_send_uri, empty) as sink, _preview_file(preview) as preview_out:
+        for elements in payload.iter_elements(customers, companies):
+            left_out = elements.attrs.pop("skipped")
+            skipped += left_out
+            selected = selector.select(elements)
+            stats["built"] += len(elements)
+            stats["to_send"] += len(selected.to_send)
+            stats["unchanged"] += len(selected.unchanged)
+            if preview_out is None:
+                sink.write(selected.to_send)
+            else:
+                for key, body in zip(selected.to_send["entity_key"], selected.to_send["payload"]):
+                    preview_out.write(json.dumps({"customer_key": key, "payload": json.loads(body)},
+                                                 ensure_ascii=False) + "\n")
+            done += len(elements) + len(left_out)
+            if len(customers) > payload.SLICE_ROWS:
+                elapsed = time.monotonic() - started
+                log.info("Payloads: %d of %d customers built (%d to send), %.0f rows/s",
+                         done, len(customers), stats["to_send"], done / max(elapsed, 1e-9))
+    selector.missing_keys()
+
     # Rows the payload builder could not map get a failed outcome with the reason, too:
     # every valid row ends with exactly one outcome.
-    held = pd.concat([customers_of_failed, payload.skipped_outcomes(elements)], ignore_index=True)
+    if skipped:
+        log.warning("%d customer(s) left out of the payloads, e.g. %s: %s", len(skipped), *skipped[0])
+    held = pd.concat([customers_of_failed, payload.skipped_outcomes(skipped)], ignore_index=True)
+    stats["held_back"] = len(held)
     staging.write_frame(held, staging.run_path(run_id, "outcomes", "held_back.parquet"))
-    state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_CUSTOMER, keys=elements["entity_key"].tolist())
-    selected = changes.select_changes(elements, state, customer_keys=customer_keys or None)
-    stats = {
-        "built": len(elements),
-        "to_send": len(selected.to_send),
-        "unchanged": len(selected.unchanged),
-        "held_back": len(held),
-        "dry_run": bool(dry_run),
-    }
     log.info(
         "Change detection: %(built)d payloads, %(to_send)d to send, %(unchanged)d unchanged, "
         "%(held_back)d held back (company failed or payload not built)", stats,
     )
     if dry_run:
-        preview = reports_dir(run_id) / "payload_preview.jsonl"
-        with preview.open("w", encoding="utf-8") as handle:
-            for key, body in zip(selected.to_send["entity_key"], selected.to_send["payload"]):
-                handle.write(json.dumps({"customer_key": key, "payload": json.loads(body)}, ensure_ascii=False) + "\n")
         stats["preview"] = str(preview)
-        log.info("Dry run: payload preview of %d customers written to %s", len(selected.to_send), preview)
+        log.info("Dry run: payload preview of %d customers written to %s", stats["to_send"], preview)
     staging.write_json(stats, staging.run_path(run_id, "plan.json"))
-    to_send = selected.to_send.iloc[0:0] if dry_run else selected.to_send
-    return staging.write_frame(to_send, staging.run_path(run_id, "changes", "to_send.parquet"))
+    return sink.uri
+
+
+def _preview_file(path: Path | None):
+    """The dry-run preview file, open for writing (or nothing, on a real run)."""
+    from contextlib import nullcontext
+
+    return path.open("w", encoding="utf-8") if path is not None else nullcontext()
 
 
 def build_batches(*, changes: str, run_id: str, batch_size: int, max_chunks: int = 8) -> list[dict[str, str]]:
     """Stage the customers to send as chunks of batches, one chunk per mapped ``post`` task."""
     from associate import payload, staging
 
-    to_send = staging.read_frame(changes)
-    if to_send.empty:
+    rows = len(staging.read_columns(changes, ["entity_key"]))
+    if not rows:
         return []
     # Every chunk ends in partial batches (one per hierarchy depth): split only when each
     # chunk still has plenty of full batches, so small runs do not waste API calls.
-    chunks = max(1, min(max_chunks, len(to_send) // (batch_size * CHUNK_MIN_BATCHES)))
-    uris = payload.write_chunks(to_send, run_id=run_id, batch_size=batch_size, max_chunks=chunks)
+    chunks = max(1, min(max_chunks, rows // (batch_size * CHUNK_MIN_BATCHES)))
+    uris = payload.write_chunks_from(changes, run_id=run_id, batch_size=batch_size, max_chunks=chunks)
     return [{"payload_uri": uri, "outcome_uri": uri.replace("/payloads/", "/outcomes/")} for uri in uris]
 
 

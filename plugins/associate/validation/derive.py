@@ -52,9 +52,15 @@ def printable_flags(text: pd.Series, *, identifier: bool = False) -> pd.arrays.B
     return _flag(~has_control, np.array(text.notna(), dtype=bool))
 
 
-def _present(raw: pd.Series) -> np.ndarray:
-    blank = raw.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
-    return np.array(raw.notna() & ~blank.fillna(False).astype(bool), dtype=bool)
+def _present(values: pd.Series) -> np.ndarray:
+    """Not missing and not blank text."""
+    if values.dtype == "str":
+        # Staged text comes back as Arrow strings: test it column-wise, not value by value.
+        return np.asarray(values.str.strip().str.len() > 0, dtype=bool)
+    if values.dtype != object:
+        return np.asarray(values.notna(), dtype=bool)
+    blank = values.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
+    return np.array(values.notna() & ~blank.fillna(False).astype(bool), dtype=bool)
 
 
 def parse_timestamps(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -65,40 +71,47 @@ def parse_timestamps(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_datetime64_dtype(values.dtype):
         parsed = values.dt.tz_localize("UTC")
         return parsed, np.zeros(len(values), dtype=bool)
-    raw = values.astype(object)
-    present = _present(raw)
-    cleaned = raw.map(lambda v: v.strip() if isinstance(v, str) else v, na_action="ignore").where(present, None)
+    present = _present(values)
+    if values.dtype == "str":
+        cleaned = values.str.strip().where(present)
+    else:
+        raw = values.astype(object)
+        cleaned = raw.map(lambda v: v.strip() if isinstance(v, str) else v, na_action="ignore").where(present, None)
     parsed = pd.Series(pd.to_datetime(cleaned, format="ISO8601", utc=True, errors="coerce"), index=values.index)
     return parsed, present & np.array(parsed.isna(), dtype=bool)
 
 
 def json_object_flags(values: pd.Series) -> pd.arrays.BooleanArray:
     """True where the value is a JSON object (dicts pass as is), NA where missing."""
-    raw = values.astype(object)
-    present = _present(raw)
-    answers: dict[str, bool] = {}
+    present = _present(values)
 
     def is_object(value: object) -> bool:
         if isinstance(value, dict):
             return True
         if not isinstance(value, str):
             return False
-        answer = answers.get(value)
-        if answer is None:
-            try:
-                answer = isinstance(json.loads(value), dict)
-            except ValueError:
-                answer = False
-            answers[value] = answer
-        return answer
+        try:
+            return isinstance(json.loads(value), dict)
+        except ValueError:
+            return False
 
-    passed = np.zeros(len(raw), dtype=bool)
-    passed[present] = [is_object(v) for v in raw[present]]
+    passed = np.zeros(len(values), dtype=bool)
+    candidates = values[present]
+    if candidates.dtype == object and candidates.map(type).eq(dict).any():
+        passed[present] = [is_object(v) for v in candidates]  # dicts cannot be factorized
+    elif len(candidates):
+        # Each distinct document is parsed once (most rows share a few shapes).
+        codes, uniques = pd.factorize(candidates)
+        passed[present] = np.array([is_object(v) for v in uniques], dtype=bool)[codes]
     return _flag(passed, present)
 
 
 def integer_flags(values: pd.Series) -> tuple[pd.Series, pd.arrays.BooleanArray]:
     """Numeric value (Float64) and whether each present value is a whole number."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        # The extract stages whole-number columns as Int64: every present value passes.
+        present = np.asarray(values.notna(), dtype=bool)
+        return values.astype("Float64"), _flag(present, present)
     raw = values.astype(object)
     present = _present(raw)
     numeric = pd.to_numeric(raw.where(present, None), errors="coerce").astype("Float64")
