@@ -200,3 +200,20 @@ def test_data_docs_are_built_when_asked(tmp_path):
     html = index.read_text()
     assert "customers.email__valid" in html
     assert f"Data Docs: {index}" in format_summary(result)
+
+
+def test_incremental_extract_counts_children_it_did_not_read():
+    # An incremental extract holds a new child of a full FA (maxChild 2 in CO2) but not
+    # the FA's other two children; the warehouse's child_count still trips the limit.
+    rows = [vc.customer("I-FA", company_external_id="CO2", role_code="FA", parent_customer_key=None),
+            vc.customer("I-FC3", company_external_id="CO2", parent_customer_key="I-FA")]
+    customers = pd.DataFrame(rows, columns=list(tables.CUSTOMER_COLUMNS))
+    companies = pd.DataFrame(vc.valid_companies(), columns=list(tables.COMPANY_COLUMNS))
+    counted = customers.assign(child_count=pd.array([3, 0], dtype="Int64"))
+    result = validation.validate(counted, companies, vc.hierarchies(), run_id="manual__incr", now=vc.NOW)
+    assert quarantined(result) == {("customer", "I-FC3"): {"parent_max_child"}}
+    assert "has 3 children; role FA allows at most 2" in result.quarantine["reason"].iloc[0]
+    assert list(result.customers.columns) == list(tables.CUSTOMER_COLUMNS)  # the count is not passed on
+    # Without the count (a full extract) the two rows are all there is: within the limit.
+    assert validation.validate(customers, companies, vc.hierarchies(), run_id="manual__full",
+                               now=vc.NOW).quarantine.empty

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from associate.tables import ENTITY_CUSTOMER, STATUS_FAILED
@@ -43,9 +44,12 @@ class ChangeSelector:
     def __init__(self, state: pd.DataFrame, *, customer_keys: list[str] | None = None):
         if "entity" in state.columns:
             state = state[state["entity"] == ENTITY_CUSTOMER]
-        previous = state.drop_duplicates("entity_key", keep="last").set_index("entity_key")
-        self._hash = previous["payload_hash"]
-        self._status = previous["last_status"]
+        previous = state.drop_duplicates("entity_key", keep="last")
+        # One hashed index of the state's keys, probed by every slice (Series.isin on Arrow
+        # strings would rebuild its lookup from the state for each slice).
+        self._index = pd.Index(previous["entity_key"].astype(object).to_numpy())
+        self._hash = previous["payload_hash"].astype(object).to_numpy()
+        self._status = previous["last_status"].astype(object).to_numpy()
         self._wanted = {str(k) for k in customer_keys} if customer_keys else None
         self._seen: set[str] = set()
 
@@ -57,13 +61,16 @@ class ChangeSelector:
             self._seen.update(keys[send])
             reason = pd.Series(FORCED, index=keys.index, dtype=object)
         else:
-            known = keys.isin(self._hash.index)
-            if len(self._hash):
-                old_hash, old_status = keys.map(self._hash), keys.map(self._status)
+            position = self._index.get_indexer(keys.astype(object).to_numpy())
+            known = pd.Series(position >= 0, index=keys.index)
+            safe = np.where(position >= 0, position, 0)
+            if len(self._index):
+                old_hash = pd.Series(self._hash[safe], index=keys.index)
+                old_status = pd.Series(self._status[safe], index=keys.index)
             else:
                 old_hash = old_status = pd.Series(None, index=keys.index, dtype=object)
             retry = known & (old_status == STATUS_FAILED)
-            changed = known & ~retry & (old_hash != elements["payload_hash"])
+            changed = known & ~retry & (old_hash != elements["payload_hash"].astype(object))
             send = ~known | retry | changed
             reason = pd.Series(NEW, index=keys.index, dtype=object)
             reason[changed] = CHANGED

@@ -11,6 +11,10 @@ COMPANY_COLUMNS = (
     "updated_at",
 )
 
+# Read when the extract returns it (the incremental SQL does): how many children a
+# customer has in the whole table, for maxChild checks on a partial extract.
+CUSTOMER_CHILD_COUNT = "child_count"
+
 CUSTOMER_COLUMNS = (
     "customer_key",
     "first_name",

@@ -250,7 +250,9 @@ def canonical_frame(entity: str, names: Sequence[str], rows: Sequence[Sequence[A
             data[column] = pd.Series(
                 [v if v is None or type(v) is str else _text(v) for v in values], dtype=object
             )
-    return pd.DataFrame(data, columns=list(required))
+    if entity == "customers" and tables.CUSTOMER_CHILD_COUNT in position:
+        data[tables.CUSTOMER_CHILD_COUNT] = _int_column(columns[position[tables.CUSTOMER_CHILD_COUNT]])
+    return pd.DataFrame(data, columns=list(data))
 
 
 def _text(value: Any) -> str:

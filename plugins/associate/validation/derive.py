@@ -234,11 +234,14 @@ def prepare_customers(customers: pd.DataFrame, companies: pd.DataFrame,
         out[column] = frame[column]
         out[f"{column}__object"] = json_object_flags(out[column])
 
-    _derive_relations(out, companies, hierarchies)
+    counted = customers[tables.CUSTOMER_CHILD_COUNT] if tables.CUSTOMER_CHILD_COUNT in customers.columns else None
+    _derive_relations(out, companies, hierarchies,
+                      None if counted is None else pd.to_numeric(counted, errors="coerce").reset_index(drop=True))
     return out
 
 
-def _derive_relations(out: pd.DataFrame, companies: pd.DataFrame, hierarchies: HierarchyIndex) -> None:
+def _derive_relations(out: pd.DataFrame, companies: pd.DataFrame, hierarchies: HierarchyIndex,
+                      warehouse_child_count: pd.Series | None = None) -> None:
     company = out["company_external_id"]
     role = out["role_code"]
     parent = out["parent_customer_key"]
@@ -284,6 +287,10 @@ def _derive_relations(out: pd.DataFrame, companies: pd.DataFrame, hierarchies: H
     out["role_code__matches_parent"] = _flag(triple.isin(hierarchies.allowed), checkable)
 
     child_count = np.bincount(parent_pos[has_parent], minlength=len(out))
+    if warehouse_child_count is not None:
+        # A partial (incremental) extract holds only some of a parent's children; the
+        # warehouse's own count covers the rest.
+        child_count = np.maximum(child_count, warehouse_child_count.fillna(0).to_numpy(dtype=np.int64))
     # The parent's own hierarchy sets its limit, even when a child sits in another company.
     limit = pd.to_numeric(
         _pair(of_parent("company__hierarchy_code"), parent_role).astype(object).map(hierarchies.max_child),
