@@ -80,13 +80,6 @@ def _hierarchies():
     return [HierarchyDefinition(id=1, code="code-association2", name="Fleet association", roles=roles)]
 
 
-def _entity(warehouse_module, which: str) -> str:
-    """Entity name the extract expects (``customers``/``companies`` or ``customer``/``company``)."""
-    names = getattr(warehouse_module, "ENTITY_SQL", {})
-    plural = {"customer": "customers", "company": "companies"}[which]
-    return plural if plural in names or not names else which
-
-
 def _peak_rss_mb() -> float:
     """Peak resident set size of this process (VmHWM), in MiB."""
     with open("/proc/self/status", encoding="ascii") as handle:
@@ -115,23 +108,18 @@ class StageRunner:
         warehouse.db_hook(CONN_ID)
 
     def prepare_extract(self):
-        from associate import warehouse
+        from associate import tasks, warehouse
 
-        self.warehouse = warehouse
+        self.tasks = tasks
         self.warm_up(warehouse)
 
     def work_extract(self):
-        from associate import staging
-
-        frames = {}
-        for which in ("company", "customer"):
-            frames[which] = self.warehouse.extract(
-                CONN_ID, _entity(self.warehouse, which), mode=self.spec["mode"],
-                interval_start=self.spec.get("interval_start"), interval_end=self.spec.get("interval_end"),
-            )
-        staging.write_frame(frames["company"], self.path("extract", "companies.parquet"))
-        staging.write_frame(frames["customer"], self.path("extract", "customers.parquet"))
-        return len(frames["customer"]), len(frames["customer"]), {"companies": len(frames["company"])}
+        extracted = self.tasks.extract(
+            warehouse_conn_id=CONN_ID, run_id=self.run_id, mode=self.spec["mode"],
+            interval_start=self.spec.get("interval_start"), interval_end=self.spec.get("interval_end"),
+        )
+        counts = extracted["counts"]
+        return counts["customers"], counts["customers"], {"companies": counts["companies"], "mode": extracted["mode"]}
 
     def prepare_validate(self):
         from associate import validation, warehouse

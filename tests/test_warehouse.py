@@ -79,6 +79,32 @@ def test_incremental_extract_takes_interval_and_the_rows_around_it(request, back
     assert keys(got_companies, "company_external_id") == {"C1", "H", "HH", "C3"}
 
 
+def test_changed_share_counts_changed_customers_and_those_of_changed_companies(conn_id):
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(conn_id, companies, customers)
+    # b changed itself, e through its company C3: 2 of 9 customers.
+    assert warehouse.changed_share(conn_id, interval_start=START, interval_end=END) == pytest.approx(2 / 9)
+    later = datetime(2027, 1, 1, tzinfo=timezone.utc)
+    assert warehouse.changed_share(conn_id, interval_start=later, interval_end=later.replace(hour=1)) == 0
+
+
+def test_a_large_change_is_extracted_in_full_a_small_one_incrementally(sqlite_conn, tmp_path, monkeypatch):
+    from associate import staging, tasks
+
+    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    companies, customers = sample_warehouse()
+    warehouse.load_frames(sqlite_conn, companies, customers)
+    run = {"warehouse_conn_id": sqlite_conn, "mode": "incremental", "interval_start": START, "interval_end": END}
+    # 2 of 9 customers changed: above FULL_EXTRACT_SHARE, one full read beats the scope.
+    assert 2 / 9 >= warehouse.FULL_EXTRACT_SHARE
+    big = tasks.extract(run_id="r-big", **run)
+    assert big["mode"] == "full" and big["counts"]["customers"] == 9
+    monkeypatch.setattr(warehouse, "FULL_EXTRACT_SHARE", 0.5)
+    small = tasks.extract(run_id="r-small", **run)
+    assert small["mode"] == "incremental" and small["counts"]["customers"] == 5
+    assert keys(staging.read_frame(small["customers"])) == {"a", "b", "c", "g", "e"}
+
+
 def test_full_extract_gives_canonical_frames_with_names_intact(conn_id):
     companies, customers = sample_warehouse()
     warehouse.load_frames(conn_id, companies, customers)

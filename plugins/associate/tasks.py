@@ -51,6 +51,13 @@ def extract(
 
     # Re-sending named customers needs their parents and companies too: read everything.
     run_mode = warehouse.effective_mode("full" if customer_keys else mode, interval_start, interval_end)
+    if run_mode == "incremental":
+        share = warehouse.changed_share(warehouse_conn_id, interval_start=interval_start,
+                                        interval_end=interval_end, sql_dir=sql_dir)
+        if share is not None and share >= warehouse.FULL_EXTRACT_SHARE:
+            log.info("%.0f %% of customers changed in the interval: one full read is cheaper than the "
+                     "incremental scope (change detection still sends only what changed)", 100 * share)
+            run_mode = "full"
     log.info(
         "Extracting in %s mode (requested %s) for interval [%s, %s)",
         run_mode, mode, interval_start, interval_end,

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 SQL_DIR_ENV = "ASSOCIATE_SQL_DIR"
 MODES = ("full", "incremental")
 ENTITY_SQL = {"customers": "extract_customers.sql", "companies": "extract_companies.sql"}
+COUNT_CHANGED_SQL = "count_changed.sql"
+FETCH_ROWS = 50_000
+# At 1M customers the incremental scope (recursive joins over ancestors and descendants)
+# costs more than a full read once about a fifth of the rows changed (BENCHMARKS.md).
+FULL_EXTRACT_SHARE = 0.2
 ENTITY_COLUMNS = {"customers": tables.CUSTOMER_COLUMNS, "companies": tables.COMPANY_COLUMNS}
 # Both the table-ish plural and the entity names of associate.tables are accepted.
 _ENTITY_ALIASES = {tables.ENTITY_CUSTOMER: "customers", tables.ENTITY_COMPANY: "companies",
@@ -173,12 +178,16 @@ def _entity(entity: str) -> str:
 def render_extract_sql(entity: str, dialect: str, *, mode: str, interval_start: Any = None,
                        interval_end: Any = None, sql_dir: str | Path | None = None) -> tuple[str, Path]:
     """Render the extract SQL of an entity for a dialect; answers (sql, path of the file)."""
+    return _render_sql(ENTITY_SQL[_entity(entity)], dialect, mode=mode, interval_start=interval_start,
+                       interval_end=interval_end, sql_dir=sql_dir)
+
+
+def _render_sql(name: str, dialect: str, *, mode: str, interval_start: Any, interval_end: Any,
+                sql_dir: str | Path | None) -> tuple[str, Path]:
     import jinja2
 
-    entity = _entity(entity)
     base = Path(sql_dir) if sql_dir else default_sql_dir()
     folders = [base / dialect, base / "generic"]
-    name = ENTITY_SQL[entity]
     path = next((f / name for f in folders if (f / name).is_file()), None)
     if path is None:
         raise ExtractError(f"no {name} under {base} (looked in {', '.join(map(str, folders))})")
@@ -196,6 +205,34 @@ def render_extract_sql(entity: str, dialect: str, *, mode: str, interval_start: 
     return sql, path
 
 
+def changed_share(conn_id: str, *, interval_start: Any, interval_end: Any,
+                  sql_dir: str | Path | None = None) -> float | None:
+    """Share of customers changed in the interval (``count_changed.sql``); None if there is no such file."""
+    hook = db_hook(conn_id)
+    dialect = dialect_of(hook)
+    try:
+        sql, path = _render_sql(COUNT_CHANGED_SQL, dialect, mode="incremental", interval_start=interval_start,
+                                interval_end=interval_end, sql_dir=sql_dir)
+    except ExtractError:
+        return None  # a custom SQL folder without the count: always extract incrementally
+    conn = hook.get_conn()
+    try:
+        cur = conn.cursor()
+        if dialect == "postgres":
+            cur.execute("SET TIME ZONE 'UTC'")
+        try:
+            cur.execute(sql)
+        except Exception as exc:
+            raise ExtractError(f"{path} failed on connection {conn_id!r}: {exc}") from exc
+        changed, total = cur.fetchone()
+        cur.close()
+    finally:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        conn.close()
+    return float(changed or 0) / float(total) if total else None
+
+
 def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
             interval_end: Any = None, sql_dir: str | Path | None = None) -> pd.DataFrame:
     """Run the extract SQL of ``customer``/``customers`` or ``company``/``companies``; answer the canonical frame."""
@@ -208,27 +245,52 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
              effective_mode(mode, interval_start, interval_end))
     conn = hook.get_conn()
     try:
-        cur = conn.cursor()
         if dialect == "postgres":
             # Naive `timestamp` columns then read as UTC, as everywhere else in the pipeline.
-            cur.execute("SET TIME ZONE 'UTC'")
+            setup = conn.cursor()
+            setup.execute("SET TIME ZONE 'UTC'")
+            setup.close()
+            # A server-side cursor: the client never buffers the whole result at once.
+            cur = conn.cursor(name="associate_extract")
+        else:
+            cur = conn.cursor()
         try:
             cur.execute(sql)
+            columns = _fetch_columns(cur)
         except Exception as exc:
             raise ExtractError(f"{path} failed on connection {conn_id!r}: {exc}") from exc
         names = [d[0].lower() for d in cur.description]
-        rows = cur.fetchall()
         cur.close()
     finally:
         with contextlib.suppress(Exception):
             conn.rollback()
         conn.close()
-    return canonical_frame(entity, names, rows, source=str(path))
+    return _canonical_columns(entity, names, columns, source=str(path))
+
+
+def _fetch_columns(cur) -> list[list[Any]]:
+    """The result as one list per column, fetched in blocks (never all rows as tuples at once)."""
+    columns: list[list[Any]] | None = None
+    while True:
+        block = cur.fetchmany(FETCH_ROWS)
+        if not block:
+            break
+        if columns is None:
+            columns = [[] for _ in block[0]]
+        for values, column in zip(zip(*block), columns):
+            column.extend(values)
+    return columns if columns is not None else [[] for _ in cur.description]
 
 
 def canonical_frame(entity: str, names: Sequence[str], rows: Sequence[Sequence[Any]], *,
                     source: str = "the query") -> pd.DataFrame:
     """Rows of an extract as the canonical frame: contract columns in order, extras dropped."""
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in names]
+    return _canonical_columns(entity, names, columns, source=source)
+
+
+def _canonical_columns(entity: str, names: Sequence[str], columns: list[list[Any]], *,
+                       source: str) -> pd.DataFrame:
     entity = _entity(entity)
     required = ENTITY_COLUMNS[entity]
     missing = [c for c in required if c not in names]
@@ -238,10 +300,10 @@ def canonical_frame(entity: str, names: Sequence[str], rows: Sequence[Sequence[A
             f"for {entity}; it returned: {', '.join(names) or 'nothing'}"
         )
     position = {name: i for i, name in enumerate(names)}
-    columns = list(zip(*rows)) if rows else [()] * len(names)
     data = {}
     for column in required:
         values = columns[position[column]]
+        columns[position[column]] = []  # each raw column is freed once converted
         if column in INT_COLUMNS:
             data[column] = _int_column(values)
         elif column in TIMESTAMP_COLUMNS or column in DATE_COLUMNS:
@@ -438,10 +500,20 @@ def replace_run_rows(conn_id: str, table: str, run_id: str, df: pd.DataFrame) ->
     return len(rows)
 
 
+# After an upsert this large PostgreSQL gets fresh statistics at once: without them (a new
+# table, before autovacuum's turn) the next run's keyed state lookups scan the whole table.
+ANALYZE_AFTER_ROWS = 10_000
+
+
 def upsert_sync_state(conn_id: str, df: pd.DataFrame) -> int:
     """Insert or update sync-state rows by (entity, entity_key); a null capillary_id keeps the old one."""
     with _connect(conn_id) as (conn, dialect):
-        return _upsert_state(conn, dialect, df)
+        written = _upsert_state(conn, dialect, df)
+        if dialect == "postgres" and written >= ANALYZE_AFTER_ROWS:
+            cur = conn.cursor()
+            cur.execute(f"ANALYZE {tables.STATE_TABLE}")
+            cur.close()
+        return written
 
 
 def record_batch(conn_id: str, run_id: str, *, results: pd.DataFrame, warnings: pd.DataFrame,
@@ -504,6 +576,7 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
 
 
 STATE_KEYS_PER_QUERY = 500
+STATE_KEYS_PER_ARRAY = 50_000
 # Past this many keys one scan of the table is cheaper than looking the keys up.
 STATE_KEYS_LOOKUP_LIMIT = 200_000
 
@@ -520,7 +593,7 @@ def read_sync_state(conn_id: str, entity: str | None = None, *, keys: Sequence[s
         wanted = set(keys)
         state = read_sync_state(conn_id, entity)
         return state.loc[state["entity_key"].isin(wanted)].reset_index(drop=True)
-    with _connect(conn_id) as (conn, _dialect):
+    with _connect(conn_id) as (conn, dialect):
         mark = _placeholder(conn)
         cur = conn.cursor()
         rows: list[tuple] = []
@@ -531,6 +604,14 @@ def read_sync_state(conn_id: str, entity: str | None = None, *, keys: Sequence[s
             elif keys is None:
                 cur.execute(f"{sql} WHERE entity = {mark}", (entity,))
                 rows = cur.fetchall()
+            elif dialect == "postgres":
+                # One array parameter per query: 500-key IN lists cost PostgreSQL a plan
+                # each (2-4 s for 50k keys, against 0.6 s this way).
+                keys = list(dict.fromkeys(str(k) for k in keys))
+                for start in range(0, len(keys), STATE_KEYS_PER_ARRAY):
+                    cur.execute(f"{sql} WHERE entity = %s AND entity_key = ANY(%s)",
+                                (entity, keys[start:start + STATE_KEYS_PER_ARRAY]))
+                    rows.extend(cur.fetchall())
             else:
                 keys = list(dict.fromkeys(str(k) for k in keys))
                 for start in range(0, len(keys), STATE_KEYS_PER_QUERY):
