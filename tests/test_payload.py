@@ -214,6 +214,12 @@ def test_slices_build_what_the_whole_frame_builds():
     assert dict(zip(whole.entity_key, whole.depth))["a25"] == 2
 
 
+def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]:
+    """Stage the elements as detect_changes does, then chunk them as build_batches does."""
+    uri = staging.write_frame(elements, staging.run_path(run_id, "changes", "to_send.parquet"))
+    return payload.write_chunks_from(uri, run_id=run_id, **options)
+
+
 @pytest.fixture
 def staging_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
@@ -222,7 +228,7 @@ def staging_dir(tmp_path, monkeypatch):
 
 def test_chunks_keep_company_trees_together_and_batches_single_depth(staging_dir):
     built = _tree_frame()
-    uris = payload.write_chunks(built, run_id="manual__2026-01-01T00:00:00+00:00", batch_size=2, max_chunks=2)
+    uris = write_chunks(built, run_id="manual__2026-01-01T00:00:00+00:00", batch_size=2, max_chunks=2)
     assert len(uris) == 2
     assert all("payloads/chunk-000" in uri and str(staging_dir) in uri for uri in uris)
     chunks = [staging.read_frame(uri) for uri in uris]
@@ -250,9 +256,9 @@ def test_chunks_keep_company_trees_together_and_batches_single_depth(staging_dir
 
 def test_chunk_count_is_capped_and_empty_frames_write_nothing(staging_dir):
     built = _tree_frame()
-    assert len(payload.write_chunks(built, run_id="r1", batch_size=100, max_chunks=10)) == 3
-    assert len(payload.write_chunks(built, run_id="r2", batch_size=100, max_chunks=1)) == 1
-    assert payload.write_chunks(built.iloc[0:0], run_id="r3", batch_size=100, max_chunks=4) == []
+    assert len(write_chunks(built, run_id="r1", batch_size=100, max_chunks=10)) == 3
+    assert len(write_chunks(built, run_id="r2", batch_size=100, max_chunks=1)) == 1
+    assert write_chunks(built.iloc[0:0], run_id="r3", batch_size=100, max_chunks=4) == []
 
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=30)

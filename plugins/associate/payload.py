@@ -427,25 +427,10 @@ def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
     return np.split(order.index.to_numpy(), starts)
 
 
-def write_chunks(frame: pd.DataFrame, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
-    """Stage the elements to send as at most ``max_chunks`` payload chunks; answer their URIs."""
-    if frame.empty:
-        return []
-    frame = frame.reset_index(drop=True)
-    uris = []
-    for n, rows in enumerate(chunk_order(frame, max_chunks)):
-        part = frame.iloc[rows].reset_index(drop=True)
-        part["batch_no"] = number_batches(part["depth"], batch_size)
-        path = staging.run_path(run_id, "payloads", f"chunk-{n:04d}.parquet")
-        uris.append(staging.write_frame(part[list(CHUNK_COLUMNS)], path))
-    log.info("Staged %d element(s) in %d chunk(s) of batches of at most %d", len(frame), len(uris), batch_size)
-    return uris
-
-
 def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
-    """``write_chunks`` for a staged elements file, reading its payloads once, row group by row group.
+    """Stage the staged elements to send as at most ``max_chunks`` payload chunks; answer their URIs.
 
-    Only the key columns are loaded whole; each row is routed to its chunk as its row
+    The payloads are read once, row group by row group: only the key columns are loaded whole; each row is routed to its chunk as its row
     group is read, so memory holds the payloads once, never a second copy of them all.
     """
     import pyarrow as pa

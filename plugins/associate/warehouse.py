@@ -215,21 +215,7 @@ def changed_share(conn_id: str, *, interval_start: Any, interval_end: Any,
                                 interval_end=interval_end, sql_dir=sql_dir)
     except ExtractError:
         return None  # a custom SQL folder without the count: always extract incrementally
-    conn = hook.get_conn()
-    try:
-        cur = conn.cursor()
-        if dialect == "postgres":
-            cur.execute("SET TIME ZONE 'UTC'")
-        try:
-            cur.execute(sql)
-        except Exception as exc:
-            raise ExtractError(f"{path} failed on connection {conn_id!r}: {exc}") from exc
-        changed, total = cur.fetchone()
-        cur.close()
-    finally:
-        with contextlib.suppress(Exception):
-            conn.rollback()
-        conn.close()
+    _, (changed, total) = _read_query(hook, dialect, conn_id, sql, path, lambda cur: cur.fetchone())
     return float(changed or 0) / float(total) if total else None
 
 
@@ -243,6 +229,12 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
                                    interval_end=interval_end, sql_dir=sql_dir)
     log.info("Extracting %s with %s (mode %s)", entity, path,
              effective_mode(mode, interval_start, interval_end))
+    names, columns = _read_query(hook, dialect, conn_id, sql, path, _fetch_columns, stream=True)
+    return _canonical_columns(entity, names, columns, source=str(path))
+
+
+def _read_query(hook, dialect: str, conn_id: str, sql: str, path: Path, read, *, stream: bool = False):
+    """Run one query of the extract SQL; answers (column names, ``read(cursor)``), errors name the file."""
     conn = hook.get_conn()
     try:
         if dialect == "postgres":
@@ -250,13 +242,11 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
             setup = conn.cursor()
             setup.execute("SET TIME ZONE 'UTC'")
             setup.close()
-            # A server-side cursor: the client never buffers the whole result at once.
-            cur = conn.cursor(name="associate_extract")
-        else:
-            cur = conn.cursor()
+        # On PostgreSQL a server-side cursor: the client never buffers the whole result at once.
+        cur = conn.cursor(name="associate_extract") if stream and dialect == "postgres" else conn.cursor()
         try:
             cur.execute(sql)
-            columns = _fetch_columns(cur)
+            result = read(cur)
         except Exception as exc:
             raise ExtractError(f"{path} failed on connection {conn_id!r}: {exc}") from exc
         names = [d[0].lower() for d in cur.description]
@@ -265,7 +255,7 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
         with contextlib.suppress(Exception):
             conn.rollback()
         conn.close()
-    return _canonical_columns(entity, names, columns, source=str(path))
+    return names, result
 
 
 def _fetch_columns(cur) -> list[list[Any]]:
