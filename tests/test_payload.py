@@ -202,16 +202,38 @@ def test_slices_build_what_the_whole_frame_builds():
               "parent_customer_key": "gone"}]
     customers = valid_customers(rows)
     whole = payload.build_elements(customers, COMPANIES)
-    parts = list(payload.iter_elements(customers, COMPANIES, slice_rows=3))
-    assert len(parts) == 4
-    sliced = pd.concat(parts, ignore_index=True)
-    assert sliced[["entity_key", "depth", "payload", "payload_hash"]].equals(
-        whole[["entity_key", "depth", "payload", "payload_hash"]])
-    assert [item for part in parts for item in part.attrs["skipped"]] == whole.attrs["skipped"]
+    # In this process, and in forked workers (slices come back in row order either way).
+    for processes in (1, 3):
+        parts = list(payload.iter_elements(customers, COMPANIES, slice_rows=3, processes=processes))
+        assert len(parts) == 4
+        sliced = pd.concat(parts, ignore_index=True)
+        assert sliced[["entity_key", "depth", "payload", "payload_hash"]].equals(
+            whole[["entity_key", "depth", "payload", "payload_hash"]])
+        assert [item for part in parts for item in part.attrs["skipped"]] == whole.attrs["skipped"]
     assert element_of(whole, "a25")["associationDetails"]["parentCustomer"]["profiles"][0] == {
         "identifiers": [{"type": "mobile", "value": "919800000002"}], "commChannels": [], "fields": {},
         "source": "INSTORE", "accountId": "acc-2"}
     assert dict(zip(whole.entity_key, whole.depth))["a25"] == 2
+
+
+def test_a_process_that_may_not_fork_builds_the_slices_itself(monkeypatch, caplog):
+    # A Celery prefork worker is daemonic, and a daemonic process may not have children.
+    import multiprocessing
+
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    rows = [{"customer_key": f"c{i}", "email": f"c{i}@x.io"} for i in range(5)]
+    with caplog.at_level("INFO", logger="associate.payload"):
+        parts = list(payload.iter_elements(valid_customers(rows), COMPANIES, slice_rows=2, processes=2))
+    assert [list(part.entity_key) for part in parts] == [["c0", "c1"], ["c2", "c3"], ["c4"]]
+    assert "in this process" in caplog.text
+
+
+def test_payload_processes_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv(payload.PROCESSES_ENV, "3")
+    assert payload.build_processes() == 3 and payload.build_processes(1) == 1
+    monkeypatch.setenv(payload.PROCESSES_ENV, "many")
+    with pytest.raises(ValueError, match="whole number"):
+        payload.build_processes()
 
 
 def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]:

@@ -14,7 +14,9 @@ import hashlib
 import heapq
 import json
 import logging
+import os
 import re
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,29 +150,12 @@ def _ints(series: pd.Series) -> list[int | None]:
 
 
 def hierarchy_depths(keys: list[str], parents: list[str | None]) -> dict[str, int | None]:
-    """Depth of each key in its parent chain (root = 0); None for keys in a cycle."""
-    parent_of = dict(zip(keys, parents))
-    depth: dict[str, int | None] = {}
-    for key in keys:
-        if key in depth:
-            continue
-        path, seen, node = [], set(), key
-        while node is not None and node in parent_of and node not in depth:
-            if node in seen:
-                # A cycle: nothing on it (or hanging from it) has a depth.
-                for item in path:
-                    depth[item] = None
-                break
-            seen.add(node)
-            path.append(node)
-            node = parent_of[node]
-        else:
-            # node is a root's (missing) parent, None, or a key whose depth is known.
-            base = -1 if node is None or node not in parent_of else depth[node]
-            for item in reversed(path):
-                base = None if base is None else base + 1
-                depth[item] = base
-    return depth
+    """Depth of each key in its parent chain (root = 0); None for keys on or below a cycle."""
+    from associate.validation.graph import depths, parent_positions
+
+    # A parent outside ``keys`` makes its child a root, as a missing parent does.
+    depth = depths(parent_positions(keys, parents)).tolist()
+    return {key: (None if d < 0 else d) for key, d in zip(keys, depth)}
 
 
 def _primary_identifiers(mobile: str | None, email: str | None, external_id: str | None) -> list[dict]:
@@ -304,15 +289,19 @@ def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_re
 
 
 SLICE_ROWS = 50_000
+PROCESSES_ENV = "ASSOCIATE_PAYLOAD_PROCESSES"
+MAX_DEFAULT_PROCESSES = 4
 
 
 def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
-                  slice_rows: int = SLICE_ROWS) -> Iterator[pd.DataFrame]:
-    """Elements (see ``build_elements``) of ``slice_rows`` customers at a time.
+                  slice_rows: int = SLICE_ROWS, processes: int | None = None) -> Iterator[pd.DataFrame]:
+    """Elements (see ``build_elements``) of ``slice_rows`` customers at a time, in row order.
 
     Only hierarchy depths and the parents' identifiers are held for the whole frame, so
     memory follows the slice, not the warehouse: a million customers' payloads never sit
-    in memory as Python objects at once.
+    in memory as Python objects at once. With more than one slice, slices are built by
+    ``processes`` forked workers (default: the usable CPUs, at most 4; ``ASSOCIATE_PAYLOAD_PROCESSES``
+    overrides it, 1 builds in this process).
     """
     if slice_rows < 1:
         raise ValueError("slice_rows must be at least 1")
@@ -322,8 +311,98 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
     depth_of = hierarchy_depths(keys, parents)
     parent_ids = _ParentIdentifiers(customers, keys, parents)
     del keys, parents
-    for start in range(0, max(len(customers), 1), slice_rows):
-        yield _build_slice(customers.iloc[start:start + slice_rows], hierarchy_of, depth_of, parent_ids)
+    starts = list(range(0, max(len(customers), 1), slice_rows))
+    build = _SliceBuilder(customers, slice_rows, hierarchy_of, depth_of, parent_ids)
+    workers = min(build_processes(processes), len(starts))
+    pool = _fork_pool(build, workers) if workers > 1 else None
+    if pool is None:
+        for start in starts:
+            yield build(start)
+        return
+    try:
+        with pool:
+            yield from _pooled_slices(pool, starts, workers)
+    finally:
+        _forget_worker_builder()
+
+
+def _pooled_slices(pool, starts: list[int], workers: int) -> Iterator[pd.DataFrame]:
+    """Slices from the pool in row order.
+
+    A bounded window of slices is in flight: workers stay busy while this process compares
+    and stages, and finished slices never pile up in memory.
+    """
+    pending: deque = deque()
+    for start in starts:
+        pending.append(pool.apply_async(_build_in_worker, (start,)))
+        if len(pending) > workers:
+            yield _unpack(pending.popleft().get())
+    while pending:
+        yield _unpack(pending.popleft().get())
+
+
+def build_processes(requested: int | None = None) -> int:
+    """How many processes build payloads: ``requested``, else the environment, else the usable CPUs (at most 4)."""
+    if requested is None:
+        configured = os.environ.get(PROCESSES_ENV) or os.environ.get("AIRFLOW__ASSOCIATE__PAYLOAD_PROCESSES")
+        if configured:
+            try:
+                requested = int(configured)
+            except ValueError:
+                raise ValueError(f"{PROCESSES_ENV} must be a whole number, not {configured!r}") from None
+        else:
+            requested = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_PROCESSES)
+    return max(1, requested)
+
+
+class _SliceBuilder:
+    """Builds the slice of customers starting at a row; what a forked worker inherits."""
+
+    def __init__(self, customers: pd.DataFrame, slice_rows: int, hierarchy_of: dict,
+                 depth_of: dict, parent_ids: _ParentIdentifiers):
+        self.customers, self.slice_rows = customers, slice_rows
+        self.hierarchy_of, self.depth_of, self.parent_ids = hierarchy_of, depth_of, parent_ids
+
+    def __call__(self, start: int) -> pd.DataFrame:
+        return _build_slice(self.customers.iloc[start:start + self.slice_rows],
+                            self.hierarchy_of, self.depth_of, self.parent_ids)
+
+
+_worker_builder: _SliceBuilder | None = None
+
+
+def _fork_pool(build: _SliceBuilder, workers: int):
+    """A pool of forked workers that inherit ``build`` (nothing large is pickled); None where forking is not possible."""
+    import multiprocessing
+
+    global _worker_builder
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    _worker_builder = build
+    try:
+        return multiprocessing.get_context("fork").Pool(workers)
+    except (AssertionError, OSError) as exc:
+        # A daemonic process (a Celery prefork worker) may not have children: build here.
+        log.info("Building payloads in this process (no worker processes: %s)", exc)
+        _forget_worker_builder()
+        return None
+
+
+def _forget_worker_builder() -> None:
+    global _worker_builder
+    _worker_builder = None
+
+
+def _build_in_worker(start: int) -> tuple[pd.DataFrame, list]:
+    frame = _worker_builder(start)
+    # attrs do not survive pickling in every pandas version: the skipped rows travel beside the frame.
+    return frame, frame.attrs.pop("skipped")
+
+
+def _unpack(result: tuple[pd.DataFrame, list]) -> pd.DataFrame:
+    frame, skipped = result
+    frame.attrs["skipped"] = skipped
+    return frame
 
 
 def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],

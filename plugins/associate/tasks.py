@@ -66,7 +66,7 @@ def extract(
     for entity in (ENTITY_COMPANY, ENTITY_CUSTOMER):
         frames[entity] = warehouse.extract(
             warehouse_conn_id, entity, mode=run_mode,
-            interval_start=interval_start, interval_end=interval_end, sql_dir=sql_dir,
+            interval_start=interval_start, interval_end=interval_end, sql_dir=sql_dir, arrow_text=True,
         )
         log.info("Extracted %d %s rows", len(frames[entity]), entity)
     return {

@@ -8,6 +8,7 @@ transaction. Table names come only from ``associate.tables``; values are always 
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -220,8 +221,13 @@ def changed_share(conn_id: str, *, interval_start: Any, interval_end: Any,
 
 
 def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
-            interval_end: Any = None, sql_dir: str | Path | None = None) -> pd.DataFrame:
-    """Run the extract SQL of ``customer``/``customers`` or ``company``/``companies``; answer the canonical frame."""
+            interval_end: Any = None, sql_dir: str | Path | None = None, arrow_text: bool = False) -> pd.DataFrame:
+    """Run the extract SQL of ``customer``/``customers`` or ``company``/``companies``; answer the canonical frame.
+
+    Text columns hold ``str`` or None; with ``arrow_text`` a column of nothing but text is
+    pandas' Arrow-backed ``str`` instead (missing = NaN): what a staged file reads back as,
+    at a fraction of the memory and of the cost of staging it.
+    """
     entity = _entity(entity)
     hook = db_hook(conn_id)
     dialect = dialect_of(hook)
@@ -229,8 +235,25 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
                                    interval_end=interval_end, sql_dir=sql_dir)
     log.info("Extracting %s with %s (mode %s)", entity, path,
              effective_mode(mode, interval_start, interval_end))
-    names, columns = _read_query(hook, dialect, conn_id, sql, path, _fetch_columns, stream=True)
-    return _canonical_columns(entity, names, columns, source=str(path))
+    with _cycle_collector_paused():
+        names, columns = _read_query(hook, dialect, conn_id, sql, path, _fetch_columns, stream=True)
+        return _canonical_columns(entity, names, columns, source=str(path), arrow_text=arrow_text)
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector (reference counting still frees everything).
+
+    Every fetched row is a fresh tuple; the collector would rescan the growing pile of them
+    again and again, and that took half of a million-row extract. Rows form no cycles.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _read_query(hook, dialect: str, conn_id: str, sql: str, path: Path, read, *, stream: bool = False):
@@ -280,7 +303,7 @@ def canonical_frame(entity: str, names: Sequence[str], rows: Sequence[Sequence[A
 
 
 def _canonical_columns(entity: str, names: Sequence[str], columns: list[list[Any]], *,
-                       source: str) -> pd.DataFrame:
+                       source: str, arrow_text: bool = False) -> pd.DataFrame:
     entity = _entity(entity)
     required = ENTITY_COLUMNS[entity]
     missing = [c for c in required if c not in names]
@@ -296,6 +319,8 @@ def _canonical_columns(entity: str, names: Sequence[str], columns: list[list[Any
         columns[position[column]] = []  # each raw column is freed once converted
         if column in INT_COLUMNS:
             data[column] = _int_column(values)
+        elif arrow_text and (text := _arrow_text(values)) is not None:
+            data[column] = text
         elif column in TIMESTAMP_COLUMNS or column in DATE_COLUMNS:
             data[column] = pd.Series(values, dtype=object)
         else:
@@ -305,6 +330,19 @@ def _canonical_columns(entity: str, names: Sequence[str], columns: list[list[Any
     if entity == "customers" and tables.CUSTOMER_CHILD_COUNT in position:
         data[tables.CUSTOMER_CHILD_COUNT] = _int_column(columns[position[tables.CUSTOMER_CHILD_COUNT]])
     return pd.DataFrame(data, columns=list(data))
+
+
+def _arrow_text(values: list[Any]) -> pd.Series | None:
+    """Values that are all ``str`` (or None) as an Arrow-backed ``str`` column; None if any is not."""
+    import pyarrow as pa
+
+    try:
+        array = pa.array(values, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # numbers, dates, JSON... converted one by one as the column's kind says
+    if array.null_count == len(array):
+        return None  # no text at all: staged as before, with no type
+    return array.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
 
 
 def _text(value: Any) -> str:

@@ -62,3 +62,27 @@ def descendants(parent: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.n
         root[children] = root[via[first]]
         frontier = children
     return reached, root
+
+
+def depths(parent: np.ndarray) -> np.ndarray:
+    """Each row's distance from the top of its parent chain (top = 0); -1 on or below a cycle."""
+    n = len(parent)
+    depth = np.full(n, -1, dtype=np.int64)
+    order = np.argsort(parent, kind="stable")
+    sorted_parents = parent[order]
+    frontier = np.flatnonzero(parent < 0)
+    level = 0
+    # Top-down, one level at a time: a row is reached only from a reached parent, so rows on
+    # (or hanging from) a cycle are never reached.
+    while frontier.size:
+        depth[frontier] = level
+        lo = np.searchsorted(sorted_parents, frontier, side="left")
+        hi = np.searchsorted(sorted_parents, frontier, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        if not total:
+            break
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+        frontier = order[starts]
+        level += 1
+    return depth
