@@ -578,6 +578,10 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
     # The last row of a key wins (one batch may report a customer twice: element and child).
     df = df.drop_duplicates(["entity", "entity_key"], keep="last")
     rows = _rows(df, columns)
+    # In key order the primary key's B-tree grows at one end instead of being written all
+    # over: a million-row upsert on SQLite took a third of the time. Keys are unique here,
+    # so comparing rows never gets past (entity, entity_key).
+    rows.sort()
     names = ", ".join(_ident(c) for c in columns)
     updates = ", ".join(
         f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c == "capillary_id" else f"{c} = excluded.{c}"
