@@ -295,7 +295,7 @@ MAX_DEFAULT_PROCESSES = 4
 
 def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
                   slice_rows: int = SLICE_ROWS, processes: int | None = None) -> Iterator[pd.DataFrame]:
-    """Elements (see ``build_elements``) of ``slice_rows`` customers at a time, in row order.
+    """Elements (see ``build_elements``) of at most ``slice_rows`` customers at a time, in row order.
 
     Only hierarchy depths and the parents' identifiers are held for the whole frame, so
     memory follows the slice, not the warehouse: a million customers' payloads never sit
@@ -311,9 +311,15 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
     depth_of = hierarchy_depths(keys, parents)
     parent_ids = _ParentIdentifiers(customers, keys, parents)
     del keys, parents
-    starts = list(range(0, max(len(customers), 1), slice_rows))
-    build = _SliceBuilder(customers, slice_rows, hierarchy_of, depth_of, parent_ids)
-    workers = min(build_processes(processes), len(starts))
+    rows = max(len(customers), 1)
+    slices = -(-rows // slice_rows)
+    workers = min(build_processes(processes), slices)
+    if workers > 1:
+        # Equal slices, as many per worker: 53k rows are two halves, not 50k and 3k.
+        slices = -(-slices // workers) * workers
+    size = -(-rows // slices)
+    starts = list(range(0, rows, size))
+    build = _SliceBuilder(customers, size, hierarchy_of, depth_of, parent_ids)
     pool = _fork_pool(build, workers) if workers > 1 else None
     if pool is None:
         for start in starts:
@@ -382,7 +388,7 @@ def _fork_pool(build: _SliceBuilder, workers: int):
     try:
         return multiprocessing.get_context("fork").Pool(workers)
     except (AssertionError, OSError) as exc:
-        # A daemonic process (a Celery prefork worker) may not have children: build here.
+        # A daemonic multiprocessing process may not have children: build here.
         log.info("Building payloads in this process (no worker processes: %s)", exc)
         _forget_worker_builder()
         return None
