@@ -36,25 +36,33 @@ def on_cycle(parent: np.ndarray) -> np.ndarray:
     return alive
 
 
+class _Children:
+    """The children of any set of rows, found by binary search in the rows sorted by parent."""
+
+    def __init__(self, parent: np.ndarray):
+        self.order = np.argsort(parent, kind="stable")
+        self.sorted_parents = parent[self.order]
+
+    def of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every child of ``rows`` and, for each, the row of ``rows`` it is a child of."""
+        lo = np.searchsorted(self.sorted_parents, rows, side="left")
+        hi = np.searchsorted(self.sorted_parents, rows, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+        return self.order[starts], np.repeat(rows, counts)
+
+
 def descendants(parent: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows below any seed row (children, grandchildren, ...) and, for each, the seed it hangs under."""
     n = len(parent)
-    order = np.argsort(parent, kind="stable")
-    sorted_parents = parent[order]
+    children_of = _Children(parent)
     reached = np.zeros(n, dtype=bool)
     root = np.full(n, -1, dtype=np.int64)
     frontier = np.flatnonzero(seeds)
     root[frontier] = frontier
     while frontier.size:
-        lo = np.searchsorted(sorted_parents, frontier, side="left")
-        hi = np.searchsorted(sorted_parents, frontier, side="right")
-        counts = hi - lo
-        total = int(counts.sum())
-        if not total:
-            break
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
-        children = order[starts]
-        via = np.repeat(frontier, counts)
+        children, via = children_of.of(frontier)
         fresh = ~reached[children] & ~seeds[children]
         children, via = children[fresh], via[fresh]
         children, first = np.unique(children, return_index=True)
@@ -66,23 +74,14 @@ def descendants(parent: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.n
 
 def depths(parent: np.ndarray) -> np.ndarray:
     """Each row's distance from the top of its parent chain (top = 0); -1 on or below a cycle."""
-    n = len(parent)
-    depth = np.full(n, -1, dtype=np.int64)
-    order = np.argsort(parent, kind="stable")
-    sorted_parents = parent[order]
+    depth = np.full(len(parent), -1, dtype=np.int64)
+    children_of = _Children(parent)
     frontier = np.flatnonzero(parent < 0)
     level = 0
     # Top-down, one level at a time: a row is reached only from a reached parent, so rows on
     # (or hanging from) a cycle are never reached.
     while frontier.size:
         depth[frontier] = level
-        lo = np.searchsorted(sorted_parents, frontier, side="left")
-        hi = np.searchsorted(sorted_parents, frontier, side="right")
-        counts = hi - lo
-        total = int(counts.sum())
-        if not total:
-            break
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
-        frontier = order[starts]
+        frontier, _ = children_of.of(frontier)
         level += 1
     return depth
