@@ -224,6 +224,42 @@ def test_output_tables_are_idempotent_on_rewrite(conn_id):
     assert warehouse.read_table(conn_id, tables.WARNINGS_TABLE).code.tolist() == [8056]
 
 
+def _delete_plan(conn_id: str, table: str) -> str:
+    """How the database would run record_batch's per-key DELETE on ``table``."""
+    import json as json_
+    import os
+    import sqlite3
+
+    import psycopg2
+
+    sql = f"DELETE FROM {table} WHERE run_id = %s AND entity = %s AND entity_key = %s"
+    url = os.environ["AIRFLOW_CONN_WAREHOUSE_TEST"]
+    if url.startswith("{"):
+        with sqlite3.connect(json_.loads(url)["host"]) as db:
+            plan = db.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "?"), ("r", "customer", "k")).fetchall()
+        return " ".join(str(row[-1]) for row in plan)
+    with psycopg2.connect(url) as db, db.cursor() as cur:
+        cur.execute("SET enable_seqscan = off")  # a tiny table: ask which index would be used
+        cur.execute("EXPLAIN " + sql, ("r", "customer", "k"))
+        return " ".join(row[0] for row in cur.fetchall())
+
+
+@pytest.mark.parametrize("table", [tables.RESULTS_TABLE, tables.WARNINGS_TABLE])
+def test_recording_a_batch_finds_each_key_by_index_not_by_scanning_the_run(conn_id, table):
+    # Tables made by an earlier version, with the run_id-only index, is upgraded too.
+    warehouse.ensure_output_tables(conn_id)
+    with warehouse._connect(conn_id) as (conn, _):
+        cur = conn.cursor()
+        cur.execute(f"DROP INDEX ix_{table}_run_key")
+        cur.execute(f"CREATE INDEX ix_{table}_run_id ON {table} (run_id)")
+        cur.close()
+    assert f"ix_{table}_run_id" in _delete_plan(conn_id, table)
+    warehouse.ensure_output_tables(conn_id)
+    plan = _delete_plan(conn_id, table)
+    assert f"ix_{table}_run_key" in plan and f"ix_{table}_run_id" not in plan, plan
+    assert "entity_key" in plan, f"the key is not part of the index search: {plan}"
+
+
 def test_empty_frame_clears_a_runs_rows(sqlite_conn):
     warehouse.ensure_output_tables(sqlite_conn)
     warehouse.replace_run_rows(sqlite_conn, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a"]))

@@ -489,6 +489,10 @@ def _create_table_sql(table: str, columns: Sequence[str], kinds: dict[str, str],
     return f"CREATE TABLE IF NOT EXISTS {_table_name(table)} ({', '.join(parts)})"
 
 
+# Tables whose rows are replaced key by key within a run (record_batch, once per sent batch).
+KEYED_RUN_TABLES = (tables.RESULTS_TABLE, tables.WARNINGS_TABLE)
+
+
 def ensure_output_tables(conn_id: str) -> None:
     """Create the four output tables (and their keys/indexes) if they are missing."""
     with _connect(conn_id) as (conn, dialect):
@@ -496,8 +500,18 @@ def ensure_output_tables(conn_id: str) -> None:
         for table, columns in tables.OUTPUT_TABLES.items():
             key = ("entity", "entity_key") if table == tables.STATE_TABLE else ()
             cur.execute(_create_table_sql(table, columns, _OUTPUT_KINDS, dialect, key))
-            if "run_id" in columns and dialect != "generic":
-                # Index names are per schema on PostgreSQL: prefix with the table name.
+            if "run_id" not in columns or dialect == "generic":
+                continue
+            # Index names are per schema on PostgreSQL: prefix with the table name.
+            if table in KEYED_RUN_TABLES:
+                # With run_id alone, each key's DELETE scanned all the run's rows so far: at
+                # 300k recorded rows a 100-customer batch took ~5.6 s to record on SQLite.
+                cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_run_key "
+                            f"ON {_table_name(table)} (run_id, entity, entity_key)")
+                # The key index serves run_id lookups too; tables made by earlier versions
+                # lose the narrower one.
+                cur.execute(f"DROP INDEX IF EXISTS ix_{table}_run_id")
+            else:
                 cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_run_id ON {_table_name(table)} (run_id)")
         cur.close()
 
