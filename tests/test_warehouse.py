@@ -365,3 +365,33 @@ def test_postgres_jsonb_and_numeric_columns_come_back_as_json_text_and_ints(pg_c
     got = warehouse.extract(pg_conn, "customers", mode="full").set_index("customer_key")
     assert json.loads(got.loc["a", "extended_fields"]) == {"fleet": "उत्तर", "size": 3}
     assert got.loc["e", "program_id"] == 7 and str(got["program_id"].dtype) == "Int64"
+
+
+def test_collector_comes_back_only_after_the_last_of_overlapping_extracts():
+    # tasks.extract reads companies and customers in two threads, each pausing the collector.
+    import gc
+    import threading
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with warehouse._cycle_collector_paused():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with warehouse._cycle_collector_paused():
+            second_in.set()
+            first_out.wait(5)
+            seen["after_first_left"] = gc.isenabled()
+    assert gc.isenabled()
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == {"after_first_left": False}
+    assert gc.isenabled()

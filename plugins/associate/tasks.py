@@ -47,6 +47,8 @@ def extract(
     sql_dir: str | None = None,
 ) -> dict[str, Any]:
     """Read companies and customers from the warehouse and stage them."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from associate import staging, warehouse
 
     # Re-sending named customers needs their parents and companies too: read everything.
@@ -62,13 +64,20 @@ def extract(
         "Extracting in %s mode (requested %s) for interval [%s, %s)",
         run_mode, mode, interval_start, interval_end,
     )
-    frames = {}
-    for entity in (ENTITY_COMPANY, ENTITY_CUSTOMER):
-        frames[entity] = warehouse.extract(
+    def read(entity: str):
+        frame = warehouse.extract(
             warehouse_conn_id, entity, mode=run_mode,
             interval_start=interval_start, interval_end=interval_end, sql_dir=sql_dir, arrow_text=True,
         )
-        log.info("Extracted %d %s rows", len(frames[entity]), entity)
+        log.info("Extracted %d %s rows", len(frame), entity)
+        return frame
+
+    # Two connections, side by side: while one query runs in the database (which releases
+    # the GIL), the other's rows are fetched. An incremental run's two queries each walk
+    # the customer scope, so this saves about a tenth of a 1 %-change run.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract") as pool:
+        futures = {entity: pool.submit(read, entity) for entity in (ENTITY_COMPANY, ENTITY_CUSTOMER)}
+        frames = {entity: future.result() for entity, future in futures.items()}
     return {
         "mode": run_mode,
         "companies": staging.write_frame(frames[ENTITY_COMPANY], staging.run_path(run_id, "extract", "companies.parquet")),

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -240,20 +241,32 @@ def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
         return _canonical_columns(entity, names, columns, source=str(path), arrow_text=arrow_text)
 
 
+_collector_lock = threading.Lock()
+_collector_pauses = 0
+_collector_was_enabled = False
+
+
 @contextlib.contextmanager
 def _cycle_collector_paused() -> Iterator[None]:
     """Pause Python's cycle collector (reference counting still frees everything).
 
     Every fetched row is a fresh tuple; the collector would rescan the growing pile of them
     again and again, and that took half of a million-row extract. Rows form no cycles.
+    Extracts may run side by side in threads: the collector comes back after the last one.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _collector_pauses, _collector_was_enabled
+    with _collector_lock:
+        if _collector_pauses == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _collector_pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _collector_lock:
+            _collector_pauses -= 1
+            if _collector_pauses == 0 and _collector_was_enabled:
+                gc.enable()
 
 
 def _read_query(hook, dialect: str, conn_id: str, sql: str, path: Path, read, *, stream: bool = False):
