@@ -91,3 +91,11 @@ def test_baseline_compares_the_naive_script_with_the_pipeline(tmp_path):
     assert comparison["naive_full"]["element_errors"] > 0
     markdown = out.read_text(encoding="utf-8")
     assert "| 1,000 | incremental 1% changed |" in markdown and "Extrapolation to 1,000,000" in markdown
+
+
+def test_record_benchmark_reports_each_backend_and_size(tmp_path):
+    completed = _run(["bench.bench_record", "--recorded", "0,300", "--batches", "2"], tmp_path)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    table = [line for line in completed.stdout.splitlines() if line.startswith("| sqlite") or line.startswith("| postgres")]
+    assert [line.split(" | ")[:2] for line in table] == [
+        ["| sqlite", "0"], ["| sqlite", "300"], ["| postgres", "0"], ["| postgres", "300"]]

@@ -1,0 +1,131 @@
+"""Benchmark of recording one sent batch (``warehouse.record_batch``) as a run's rows grow.
+
+The operator records every batch of 100 customers right after Capillary answers it: its
+results, warnings and sync state, in one transaction. At a million customers a run holds
+a million result rows by its last batch, so the cost of one record must not grow with
+them (it did, when the per-key DELETE could only use the ``run_id`` index).
+
+For each backend and each number of rows already recorded in the run, it records 20
+batches of 100 and prints the median and the slowest, in ms per batch.
+
+    PYTHONPATH=plugins python -m bench.bench_record [--recorded 0,100000,1000000]
+        [--backends sqlite,postgres] [--batches 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
+
+CONN_ID = "bench_record_warehouse"
+BATCH = 100
+
+
+def outcomes(keys: list[str], run_no: int):
+    """Success outcomes of ``keys``, as the operator stages them."""
+    import pandas as pd
+
+    n = len(keys)
+    return pd.DataFrame({
+        "entity": "customer", "entity_key": keys, "status": "success",
+        "capillary_id": pd.array(range(run_no, run_no + n), dtype="Int64"),
+        "error_code": pd.array([None] * n, dtype="Int64"), "error_message": [None] * n,
+        "attempts": 1, "synced_at": [pd.Timestamp.now(tz="UTC")] * n,
+        "payload_hash": ["h"] * n, "warnings": ["[]"] * n,
+    })
+
+
+def measure(recorded: int, batches: int) -> list[float]:
+    """Seconds per record_batch call after ``recorded`` rows of the same run are in place."""
+    from associate import reconcile, warehouse
+    from associate.tables import RESULTS_TABLE
+
+    run_id = f"bench-record-{uuid.uuid4().hex[:8]}"
+    warehouse.ensure_output_tables(CONN_ID)
+    if recorded:
+        earlier = outcomes([f"{run_id}-{i}" for i in range(recorded)], 1)
+        results, _ = reconcile.results_from_outcomes(earlier, run_id)
+        warehouse.replace_run_rows(CONN_ID, RESULTS_TABLE, run_id, results)
+        warehouse.upsert_sync_state(CONN_ID, reconcile.state_from_outcomes(earlier, run_id))
+    seconds = []
+    for number in range(batches):
+        batch = outcomes([f"{run_id}-{recorded + number * BATCH + i}" for i in range(BATCH)], number)
+        results, warnings = reconcile.results_from_outcomes(batch, run_id)
+        state = reconcile.state_from_outcomes(batch, run_id)
+        started = time.perf_counter()
+        warehouse.record_batch(CONN_ID, run_id, results=results, warnings=warnings, state=state)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def _admin(url: str, sql: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(url, connect_timeout=10)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+def run_backend(kind: str, sizes: list[int], batches: int, pg_admin: str) -> list[dict]:
+    """One fresh database per backend; the sizes run one after the other in it."""
+    import logging
+
+    logging.getLogger("associate").setLevel(logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        name = f"associate_bench_record_{uuid.uuid4().hex[:8]}"
+        if kind == "sqlite":
+            os.environ["AIRFLOW_CONN_" + CONN_ID.upper()] = json.dumps(
+                {"conn_type": "sqlite", "host": str(Path(tmp) / "warehouse.db")})
+        else:
+            _admin(pg_admin, f'CREATE DATABASE "{name}"')
+            os.environ["AIRFLOW_CONN_" + CONN_ID.upper()] = pg_admin.rsplit("/", 1)[0] + "/" + name
+        try:
+            for recorded in sizes:
+                seconds = measure(recorded, batches)
+                rows.append({"backend": kind, "recorded": recorded,
+                             "median_ms": 1000 * statistics.median(seconds), "max_ms": 1000 * max(seconds)})
+                print(f"{kind:8} {recorded:>9,} rows already recorded: median {rows[-1]['median_ms']:.1f} ms, "
+                      f"slowest {rows[-1]['max_ms']:.1f} ms per batch of {BATCH}", flush=True)
+        finally:
+            if kind == "postgres":
+                _admin(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_record", description=__doc__.splitlines()[0])
+    parser.add_argument("--recorded", default="0,100000,1000000", help="rows of the run recorded before timing")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--batches", type=int, default=20, help="batches timed per size")
+    parser.add_argument("--pg-admin-url", default=os.environ.get("ASSOCIATE_BENCH_PG",
+                                                                 "postgresql://postgres@127.0.0.1:5432/postgres"))
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.recorded.split(",") if s]
+    rows = []
+    for kind in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        rows += run_backend(kind, sizes, args.batches, args.pg_admin_url)
+    print(f"\n| backend | rows of the run already recorded | median ms per batch of {BATCH} | slowest ms |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['backend']} | {row['recorded']:,} | {row['median_ms']:.1f} | {row['max_ms']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
