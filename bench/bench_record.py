@@ -15,7 +15,6 @@ batches of 100 and prints the median and the slowest, in ms per batch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 
 CONN_ID = "bench_record_warehouse"
@@ -69,42 +69,22 @@ def measure(recorded: int, batches: int) -> list[float]:
     return seconds
 
 
-def _admin(url: str, sql: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(url, connect_timeout=10)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        connection.close()
-
-
 def run_backend(kind: str, sizes: list[int], batches: int, pg_admin: str) -> list[dict]:
-    """One fresh database per backend; the sizes run one after the other in it."""
+    """One fresh database per backend (as bench.run makes them); the sizes run one after the other in it."""
     import logging
+
+    from bench.run import Backend
 
     logging.getLogger("associate").setLevel(logging.WARNING)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        name = f"associate_bench_record_{uuid.uuid4().hex[:8]}"
-        if kind == "sqlite":
-            os.environ["AIRFLOW_CONN_" + CONN_ID.upper()] = json.dumps(
-                {"conn_type": "sqlite", "host": str(Path(tmp) / "warehouse.db")})
-        else:
-            _admin(pg_admin, f'CREATE DATABASE "{name}"')
-            os.environ["AIRFLOW_CONN_" + CONN_ID.upper()] = pg_admin.rsplit("/", 1)[0] + "/" + name
-        try:
-            for recorded in sizes:
-                seconds = measure(recorded, batches)
-                rows.append({"backend": kind, "recorded": recorded,
-                             "median_ms": 1000 * statistics.median(seconds), "max_ms": 1000 * max(seconds)})
-                print(f"{kind:8} {recorded:>9,} rows already recorded: median {rows[-1]['median_ms']:.1f} ms, "
-                      f"slowest {rows[-1]['max_ms']:.1f} ms per batch of {BATCH}", flush=True)
-        finally:
-            if kind == "postgres":
-                _admin(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with tempfile.TemporaryDirectory() as tmp, Backend(kind, Path(tmp), 0, pg_admin) as backend:
+        os.environ["AIRFLOW_CONN_" + CONN_ID.upper()] = backend.conn_env
+        for recorded in sizes:
+            seconds = measure(recorded, batches)
+            rows.append({"backend": kind, "recorded": recorded,
+                         "median_ms": 1000 * statistics.median(seconds), "max_ms": 1000 * max(seconds)})
+            print(f"{kind:8} {recorded:>9,} rows already recorded: median {rows[-1]['median_ms']:.1f} ms, "
+                  f"slowest {rows[-1]['max_ms']:.1f} ms per batch of {BATCH}", flush=True)
     return rows
 
 
