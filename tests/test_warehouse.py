@@ -226,7 +226,6 @@ def test_output_tables_are_idempotent_on_rewrite(conn_id):
 
 def _delete_plan(conn_id: str, table: str) -> str:
     """How the database would run record_batch's per-key DELETE on ``table``."""
-    import json as json_
     import os
     import sqlite3
 
@@ -235,7 +234,7 @@ def _delete_plan(conn_id: str, table: str) -> str:
     sql = f"DELETE FROM {table} WHERE run_id = %s AND entity = %s AND entity_key = %s"
     url = os.environ["AIRFLOW_CONN_WAREHOUSE_TEST"]
     if url.startswith("{"):
-        with sqlite3.connect(json_.loads(url)["host"]) as db:
+        with sqlite3.connect(json.loads(url)["host"]) as db:
             plan = db.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "?"), ("r", "customer", "k")).fetchall()
         return " ".join(str(row[-1]) for row in plan)
     with psycopg2.connect(url) as db, db.cursor() as cur:
