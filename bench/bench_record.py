@@ -28,22 +28,17 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 
+from bench.run import DEFAULT_PG_ADMIN, PG_ADMIN_ENV, Backend, _outcomes  # noqa: E402  (after the path is set)
+
 CONN_ID = "bench_record_warehouse"
 BATCH = 100
 
 
-def outcomes(keys: list[str], run_no: int):
-    """Success outcomes of ``keys``, as the operator stages them."""
+def outcomes(keys: list[str]):
+    """Success outcomes of ``keys`` as bench.run makes them (one in 50 with a warning)."""
     import pandas as pd
 
-    n = len(keys)
-    return pd.DataFrame({
-        "entity": "customer", "entity_key": keys, "status": "success",
-        "capillary_id": pd.array(range(run_no, run_no + n), dtype="Int64"),
-        "error_code": pd.array([None] * n, dtype="Int64"), "error_message": [None] * n,
-        "attempts": 1, "synced_at": [pd.Timestamp.now(tz="UTC")] * n,
-        "payload_hash": ["h"] * n, "warnings": ["[]"] * n,
-    })
+    return _outcomes("customer", pd.Series(keys), pd.Series(["h"] * len(keys)))
 
 
 def measure(recorded: int, batches: int) -> list[float]:
@@ -54,13 +49,13 @@ def measure(recorded: int, batches: int) -> list[float]:
     run_id = f"bench-record-{uuid.uuid4().hex[:8]}"
     warehouse.ensure_output_tables(CONN_ID)
     if recorded:
-        earlier = outcomes([f"{run_id}-{i}" for i in range(recorded)], 1)
+        earlier = outcomes([f"{run_id}-{i}" for i in range(recorded)])
         results, _ = reconcile.results_from_outcomes(earlier, run_id)
         warehouse.replace_run_rows(CONN_ID, RESULTS_TABLE, run_id, results)
         warehouse.upsert_sync_state(CONN_ID, reconcile.state_from_outcomes(earlier, run_id))
     seconds = []
     for number in range(batches):
-        batch = outcomes([f"{run_id}-{recorded + number * BATCH + i}" for i in range(BATCH)], number)
+        batch = outcomes([f"{run_id}-{recorded + number * BATCH + i}" for i in range(BATCH)])
         results, warnings = reconcile.results_from_outcomes(batch, run_id)
         state = reconcile.state_from_outcomes(batch, run_id)
         started = time.perf_counter()
@@ -72,8 +67,6 @@ def measure(recorded: int, batches: int) -> list[float]:
 def run_backend(kind: str, sizes: list[int], batches: int, pg_admin: str) -> list[dict]:
     """One fresh database per backend (as bench.run makes them); the sizes run one after the other in it."""
     import logging
-
-    from bench.run import Backend
 
     logging.getLogger("associate").setLevel(logging.WARNING)
     rows = []
@@ -93,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recorded", default="0,100000,1000000", help="rows of the run recorded before timing")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--batches", type=int, default=20, help="batches timed per size")
-    parser.add_argument("--pg-admin-url", default=os.environ.get("ASSOCIATE_BENCH_PG",
-                                                                 "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--pg-admin-url", default=os.environ.get(PG_ADMIN_ENV, DEFAULT_PG_ADMIN))
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.recorded.split(",") if s]
     rows = []

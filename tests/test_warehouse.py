@@ -245,7 +245,7 @@ def _delete_plan(conn_id: str, table: str) -> str:
 
 @pytest.mark.parametrize("table", [tables.RESULTS_TABLE, tables.WARNINGS_TABLE])
 def test_recording_a_batch_finds_each_key_by_index_not_by_scanning_the_run(conn_id, table):
-    # Tables made by an earlier version, with the run_id-only index, is upgraded too.
+    # Tables made by an earlier version, with the run_id-only index, are upgraded too.
     warehouse.ensure_output_tables(conn_id)
     with warehouse._connect(conn_id) as (conn, _):
         cur = conn.cursor()
@@ -386,6 +386,7 @@ def test_collector_comes_back_only_after_the_last_of_overlapping_extracts():
             second_in.set()
             first_out.wait(5)
             seen["after_first_left"] = gc.isenabled()
+
     assert gc.isenabled()
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
