@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from associate.hook import TOKENS, CapillaryAuthError, CapillaryHook, _customer_outcome, basic_authorization
+from associate.exceptions import CapillaryAuthError
+from associate.hook import TOKENS, CapillaryHook, _customer_outcome, basic_authorization
 from associate.ratelimit import reset_registry
 
 HIERARCHY = "code-association2"

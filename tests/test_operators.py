@@ -23,7 +23,7 @@ def sandbox(tmp_path_factory):
 
 @pytest.fixture
 def hook(sandbox, monkeypatch, tmp_path):
-    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    monkeypatch.setenv("ASSOCIATE_STAGING_BASE", "file://" + str(tmp_path / "staging"))
     return set_connection(monkeypatch, CONN, sandbox.url, batch_size=10, **FAST_RETRIES)
 
 

@@ -229,9 +229,9 @@ def test_a_process_that_may_not_fork_builds_the_slices_itself(monkeypatch, caplo
 
 
 def test_payload_processes_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv(payload.PROCESSES_ENV, "3")
+    monkeypatch.setenv("ASSOCIATE_PAYLOAD_PROCESSES", "3")
     assert payload.build_processes() == 3 and payload.build_processes(1) == 1
-    monkeypatch.setenv(payload.PROCESSES_ENV, "many")
+    monkeypatch.setenv("ASSOCIATE_PAYLOAD_PROCESSES", "many")
     with pytest.raises(ValueError, match="whole number"):
         payload.build_processes()
 
@@ -244,7 +244,7 @@ def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]
 
 @pytest.fixture
 def staging_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    monkeypatch.setenv("ASSOCIATE_STAGING_BASE", "file://" + str(tmp_path / "staging"))
     return tmp_path / "staging"
 
 

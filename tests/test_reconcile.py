@@ -56,7 +56,7 @@ def test_results_one_row_per_entity_with_masked_errors():
 
 
 def test_state_rows_carry_status_hash_and_run(tmp_path, monkeypatch):
-    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path))
+    monkeypatch.setenv("ASSOCIATE_STAGING_BASE", "file://" + str(tmp_path))
     uri = staging.write_frame(BATCH_1, staging.run_path("run-1", "outcomes", "chunk-0000.parquet"))
     state = reconcile.state_from_outcomes([uri, BATCH_2], "run-1")  # staged URIs work too
     assert list(state.columns) == list(tables.OUTPUT_TABLES[tables.STATE_TABLE])

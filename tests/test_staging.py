@@ -10,7 +10,7 @@ from associate import staging
 
 @pytest.fixture(autouse=True)
 def staging_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    monkeypatch.setenv("ASSOCIATE_STAGING_BASE", "file://" + str(tmp_path / "staging"))
     return tmp_path / "staging"
 
 

@@ -12,8 +12,8 @@ import pytest
 import validation_cases as vc
 
 from associate import tables, validation
-from associate.validation import QuarantineGateError, check_gate, format_summary
-from associate.validation.gx_runner import SuiteError
+from associate.exceptions import QuarantineGateError, SuiteError
+from associate.validation import check_gate, format_summary
 
 ALL_CASES = vc.cases()
 

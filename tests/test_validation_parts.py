@@ -112,7 +112,7 @@ def test_catalogue_through_the_warehouse_and_extract(request, backend, timestamp
 
     # The extract task's Arrow-backed text stages exactly what the object columns stage,
     # odd values (numbers in text columns, JSON, bad dates) included.
-    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    monkeypatch.setenv("ASSOCIATE_STAGING_BASE", "file://" + str(tmp_path / "staging"))
     for entity, extracted in ((tables.ENTITY_CUSTOMER, extracted_customers),
                               (tables.ENTITY_COMPANY, extracted_companies)):
         arrow = warehouse.extract(conn_id, entity, mode="full", arrow_text=True)

@@ -91,7 +91,7 @@ def test_changed_share_counts_changed_customers_and_those_of_changed_companies(c
 def test_a_large_change_is_extracted_in_full_a_small_one_incrementally(sqlite_conn, tmp_path, monkeypatch):
     from associate import staging, tasks
 
-    monkeypatch.setenv(staging.STAGING_ENV, "file://" + str(tmp_path / "staging"))
+    monkeypatch.setenv("ASSOCIATE_STAGING_BASE", "file://" + str(tmp_path / "staging"))
     companies, customers = sample_warehouse()
     warehouse.load_frames(sqlite_conn, companies, customers)
     run = {"warehouse_conn_id": sqlite_conn, "mode": "incremental", "interval_start": START, "interval_end": END}

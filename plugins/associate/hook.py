@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from associate.exceptions import CapillaryAuthError, CapillaryError
 from associate.masking import PiiMaskingFilter, mask_text
 from associate.models import Codes, HierarchyDefinition
 
@@ -41,19 +42,6 @@ DETAILS_PATH = "/v2/customers/lookup/customerDetails"
 COMPANY_EXISTS = 91040
 
 STATUS_SUCCESS, STATUS_WARNING, STATUS_FAILED = "success", "warning", "failed"
-
-
-class CapillaryError(Exception):
-    """A Capillary call failed for good (after the retries it deserved)."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: int | None = None):
-        super().__init__(mask_text(message))
-        self.status = status
-        self.code = code
-
-
-class CapillaryAuthError(CapillaryError):
-    """Capillary refused the credentials: nothing else can work, so the task fails."""
 
 
 # --- connection settings ------------------------------------------------------------------

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from associate import staging
+from associate import config, staging
+from associate.exceptions import PayloadError
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ CHUNK_COLUMNS = ("batch_no", "entity_key", "payload", "payload_hash", "child_key
 LAST_VIEWED_SOURCES = frozenset({"MOBILE_APP"})
 DEFAULT_SOURCE = "INSTORE"
 _NON_DIGITS = re.compile(r"\D+")
-
-
-class PayloadError(ValueError):
-    """A row that cannot become an element (validation should have caught it)."""
 
 
 def _encoder():
@@ -289,7 +286,6 @@ def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_re
 
 
 SLICE_ROWS = 50_000
-PROCESSES_ENV = "ASSOCIATE_PAYLOAD_PROCESSES"
 MAX_DEFAULT_PROCESSES = 4
 
 
@@ -350,14 +346,9 @@ def _pooled_slices(pool, starts: list[int], workers: int) -> Iterator[pd.DataFra
 def build_processes(requested: int | None = None) -> int:
     """How many processes build payloads: ``requested``, else the environment, else the usable CPUs (at most 4)."""
     if requested is None:
-        configured = os.environ.get(PROCESSES_ENV) or os.environ.get("AIRFLOW__ASSOCIATE__PAYLOAD_PROCESSES")
-        if configured:
-            try:
-                requested = int(configured)
-            except ValueError:
-                raise ValueError(f"{PROCESSES_ENV} must be a whole number, not {configured!r}") from None
-        else:
-            requested = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_PROCESSES)
+        requested = config.payload_processes()
+    if requested is None:
+        requested = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_PROCESSES)
     return max(1, requested)
 
 

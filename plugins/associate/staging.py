@@ -7,15 +7,15 @@ so the DAG runs unchanged on Celery or Kubernetes workers.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import TYPE_CHECKING
+
+from associate import config
 
 if TYPE_CHECKING:
     import pandas as pd
     from airflow.sdk import ObjectStoragePath
 
-STAGING_ENV = "ASSOCIATE_STAGING_BASE"
 # Columns where every value differs: a Parquet dictionary for them is built, abandoned
 # and still slows every read (2x on a million payloads).
 UNIQUE_TEXT_COLUMNS = frozenset({"payload", "payload_hash"})
@@ -26,14 +26,10 @@ def _dictionary_columns(columns) -> list[str]:
 
 
 def staging_base() -> ObjectStoragePath:
-    """The staging root: ``[associate] staging_base`` / ``$ASSOCIATE_STAGING_BASE``, else AIRFLOW_HOME."""
+    """The staging root (setting ``staging_base``)."""
     from airflow.sdk import ObjectStoragePath
 
-    base = os.environ.get(STAGING_ENV) or os.environ.get("AIRFLOW__ASSOCIATE__STAGING_BASE")
-    if not base:
-        home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
-        base = "file://" + os.path.join(os.path.abspath(home), "associate", "staging")
-    return ObjectStoragePath(base)
+    return ObjectStoragePath(config.staging_base())
 
 
 def safe_name(part: str) -> str:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from associate import config
 from associate.masking import PiiMaskingFilter
 from associate.tables import ENTITY_COMPANY, ENTITY_CUSTOMER
 
 log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
 
-REPORTS_ENV = "ASSOCIATE_REPORTS_DIR"
 CHUNK_MIN_BATCHES = 20
 
 
@@ -27,11 +26,7 @@ def reports_dir(run_id: str) -> Path:
     """Local folder of one run's reports (Data Docs, HTML summary, dry-run preview)."""
     from associate.staging import safe_name
 
-    base = os.environ.get(REPORTS_ENV) or os.environ.get("AIRFLOW__ASSOCIATE__REPORTS_DIR")
-    if not base:
-        home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
-        base = os.path.join(home, "associate", "reports")
-    path = Path(base).resolve() / safe_name(run_id)
+    path = config.reports_dir() / safe_name(run_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -12,7 +12,6 @@ import gc
 import io
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -24,11 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from associate import tables
+from associate import config, tables
+from associate.exceptions import ExtractError
 
 log = logging.getLogger(__name__)
 
-SQL_DIR_ENV = "ASSOCIATE_SQL_DIR"
 MODES = ("full", "incremental")
 ENTITY_SQL = {"customers": "extract_customers.sql", "companies": "extract_companies.sql"}
 COUNT_CHANGED_SQL = "count_changed.sql"
@@ -65,10 +64,6 @@ _INPUT_KINDS = {
     "tier_expiry_date": "ts", "points_expiry_date": "ts", "registered_at": "ts",
     "updated_at": "ts", "last_viewed_date": "date",
 }
-
-
-class ExtractError(ValueError):
-    """An extract query did not yield what the pipeline needs."""
 
 
 # --- connections ------------------------------------------------------------------------
@@ -137,13 +132,8 @@ def _table_name(table: str) -> str:
 
 
 def default_sql_dir() -> Path:
-    """``$ASSOCIATE_SQL_DIR``, else ``<dags folder>/sql``, else the repository's ``dags/sql``."""
-    if os.environ.get(SQL_DIR_ENV):
-        return Path(os.environ[SQL_DIR_ENV])
-    dags = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
-    if dags and (Path(dags) / "sql").is_dir():
-        return Path(dags) / "sql"
-    return Path(__file__).resolve().parents[2] / "dags" / "sql"
+    """The extract SQL folder (setting ``sql_dir``)."""
+    return config.sql_dir()
 
 
 def _iso_utc(value: Any, name: str) -> str | None:

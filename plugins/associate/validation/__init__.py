@@ -10,12 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from associate.exceptions import QuarantineGateError
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from associate.models import HierarchyDefinition
 
-__all__ = ["ValidationResult", "QuarantineGateError", "validate", "check_gate", "format_summary"]
+__all__ = ["ValidationResult", "validate", "check_gate", "format_summary"]
 
 
 @dataclass
@@ -33,10 +35,6 @@ class ValidationResult:
     def rejected_ratio(self) -> float:
         """Quarantined input rows / input rows (a row counts once, however many checks it failed)."""
         return self.rejected_rows / self.input_rows if self.input_rows else 0.0
-
-
-class QuarantineGateError(ValueError):
-    """Too many input rows were quarantined for the run to go on."""
 
 
 def validate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies: list[HierarchyDefinition], *,

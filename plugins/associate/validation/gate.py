@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from associate import tables
+from associate import config, tables
 from associate.validation import derive, graph, quarantine
-from associate.validation.gx_runner import SuiteRunner, default_suites_dir
+from associate.validation.gx_runner import SuiteRunner
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def run_gate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies, *, r
     cust = derive.prepare_customers(customers, comp, index)
     prepared = time.perf_counter()
 
-    runner = SuiteRunner(Path(suites_dir) if suites_dir else default_suites_dir(), data_docs_dir)
+    runner = SuiteRunner(Path(suites_dir) if suites_dir else config.expectations_dir(), data_docs_dir)
     # GX stores the parameters with the results, so they must serialise: ISO text compares fine.
     parameters = {"now": now_utc.isoformat()}
     comp_failures = runner.run(tables.ENTITY_COMPANY, COMPANY_SUITE, comp, parameters)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from associate.exceptions import SuiteError
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,6 @@ RESULT_FORMAT = {
 REQUIRED_META = ("check", "column", "reason")
 
 
-class SuiteError(ValueError):
-    """An expectation suite file is missing, unreadable or not usable by the gate."""
-
-
 @dataclass(frozen=True)
 class Failure:
     """One failed expectation: the check it stands for and the row positions that failed it."""
@@ -36,12 +33,6 @@ class Failure:
     reason: str
     kwargs: dict
     positions: np.ndarray = field(repr=False)
-
-
-def default_suites_dir() -> Path:
-    """``$ASSOCIATE_EXPECTATIONS_DIR`` or ``<repo>/expectations``."""
-    env = os.environ.get("ASSOCIATE_EXPECTATIONS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "expectations"
 
 
 def load_suite_json(suites_dir: Path, name: str) -> dict:

@@ -1,0 +1,104 @@
+"""Deployment settings of the pipeline, read in one place.
+
+Each setting is ``[associate] <name>`` in ``airflow.cfg`` (or ``AIRFLOW__ASSOCIATE__<NAME>``);
+the plain ``ASSOCIATE_<NAME>`` environment variable is the fallback, for processes that run
+without an Airflow configuration (benchmarks, the demo script). README's "Settings" table
+lists them; ``SETTINGS`` below is that table's source.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SECTION = "associate"
+
+# name -> what it is, and the default README states.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "staging_base": ("staged Parquet between tasks; any ObjectStoragePath URL (s3://, gs://, file://)",
+                     "file://$AIRFLOW_HOME/associate/staging"),
+    "reports_dir": ("run reports, Data Docs and the dry-run preview", "$AIRFLOW_HOME/associate/reports"),
+    "sql_dir": ("the extract SQL files", "<dags_folder>/sql"),
+    "expectations_dir": ("the Great Expectations suites (JSON)", "<dags_folder>/expectations"),
+    "payload_processes": ("processes that build payloads", "usable CPUs, at most 4"),
+}
+
+# The DAG file's folder in this repository: the default when Airflow names no dags folder.
+_PACKAGED_DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+def env_name(name: str) -> str:
+    """The fallback environment variable of a setting."""
+    return f"ASSOCIATE_{name.upper()}"
+
+
+def get(name: str) -> str | None:
+    """A setting's configured text, or None where nothing sets it."""
+    if name not in SETTINGS:
+        raise KeyError(f"unknown [associate] setting {name!r}; known: {', '.join(SETTINGS)}")
+    from airflow.configuration import conf
+
+    value = conf.get(SECTION, name, fallback=None)
+    if value in (None, ""):
+        value = os.environ.get(env_name(name))
+    return value or None
+
+
+def airflow_home() -> Path:
+    """``$AIRFLOW_HOME``, as Airflow resolves it."""
+    from airflow.configuration import AIRFLOW_HOME
+
+    return Path(os.environ.get("AIRFLOW_HOME") or AIRFLOW_HOME).expanduser().resolve()
+
+
+def dags_folder() -> Path:
+    """The deployment's DAG folder, else this repository's ``dags/``."""
+    from airflow.configuration import conf
+
+    configured = conf.get("core", "dags_folder", fallback=None)
+    if configured and Path(configured).expanduser().is_dir():
+        return Path(configured).expanduser()
+    return _PACKAGED_DAGS
+
+
+def staging_base() -> str:
+    """The URL under which tasks stage their files."""
+    return get("staging_base") or "file://" + str(airflow_home() / "associate" / "staging")
+
+
+def reports_dir() -> Path:
+    """The local folder of run reports."""
+    configured = get("reports_dir")
+    return Path(configured).expanduser().resolve() if configured else airflow_home() / "associate" / "reports"
+
+
+def _shipped_dir(name: str, folder: str) -> Path:
+    configured = get(name)
+    if configured:
+        return Path(configured).expanduser()
+    deployed = dags_folder() / folder
+    return deployed if deployed.is_dir() else _PACKAGED_DAGS / folder
+
+
+def sql_dir() -> Path:
+    """The folder of the extract SQL files."""
+    return _shipped_dir("sql_dir", "sql")
+
+
+def expectations_dir() -> Path:
+    """The folder of the expectation suites."""
+    return _shipped_dir("expectations_dir", "expectations")
+
+
+def payload_processes() -> int | None:
+    """The configured number of payload-building processes, or None for the default."""
+    configured = get("payload_processes")
+    if configured is None:
+        return None
+    try:
+        return int(configured)
+    except ValueError:
+        from associate.exceptions import ConfigurationError
+
+        raise ConfigurationError(
+            f"[associate] payload_processes must be a whole number, not {configured!r}") from None
