@@ -76,3 +76,17 @@ def finished_run(returncode: int, log: str) -> DagRun:
             run_id = line.split("run_id=", 1)[1].split(",", 1)[0]
             state = line.split("state=", 1)[1].split(",", 1)[0]
     return DagRun(returncode, log, run_id, state)
+
+
+def task_tries(home: Path, run_id: str, task_id: str) -> tuple[int, str, int]:
+    """(try_number, state, earlier tries kept in history) of one task of a run, from the metadata DB."""
+    import sqlite3
+
+    with sqlite3.connect(home / "airflow.db") as db:
+        try_number, state = db.execute(
+            "SELECT try_number, state FROM task_instance WHERE run_id = ? AND task_id = ?", (run_id, task_id),
+        ).fetchone()
+        (earlier,) = db.execute(
+            "SELECT count(*) FROM task_instance_history WHERE run_id = ? AND task_id = ?", (run_id, task_id),
+        ).fetchone()
+    return try_number, state, earlier

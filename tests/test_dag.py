@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dag_support import DAG_ID, ROOT, TILL, airflow_env, migrate, run_dag
+from dag_support import DAG_ID, ROOT, TILL, airflow_env, migrate, run_dag, task_tries
 
 pytestmark = pytest.mark.slow
 
@@ -215,6 +215,9 @@ def test_quarantine_gate_stops_the_run_before_any_api_call(airflow_home, sandbox
     assert "quarantine" in run.log.lower()
     assert bulk_requests(sandbox) == 0
     assert sqlite_rows(sqlite_warehouse, "SELECT count(*) FROM associate_quarantine WHERE run_id = ?", run.run_id)[0][0] > 0
+    # No retry can fix a broken load: the gate fails its one try (the DAG allows two retries).
+    assert task_tries(airflow_home, run.run_id, "validate") == (1, "failed", 0)
+    assert "max_quarantine_ratio" in run.log
 
 
 def test_customer_keys_resend_exactly_those(airflow_home, sandbox, sqlite_warehouse):

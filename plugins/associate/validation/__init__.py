@@ -60,7 +60,8 @@ def check_gate(result: ValidationResult, max_ratio: float) -> None:
     raise QuarantineGateError(
         f"quality gate failed: {result.rejected_rows} of {result.input_rows} input rows "
         f"({ratio:.1%}) were quarantined, above the allowed {max_ratio:.1%}. "
-        f"Most frequent checks: {top}. See the associate_quarantine table for each row's reason."
+        f"Most frequent checks: {top}. Each row's reason is in the associate_quarantine table: fix the "
+        f"rows at the source and run again, or trigger with a higher max_quarantine_ratio if they are expected."
     )
 
 

@@ -41,7 +41,8 @@ def load_suite_json(suites_dir: Path, name: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise SuiteError(f"expectation suite {path} not found") from exc
+        raise SuiteError(f"expectation suite {path} not found: set [associate] expectations_dir to the folder "
+                         f"that holds customers.json and companies.json") from exc
     except ValueError as exc:
         raise SuiteError(f"expectation suite {path} is not valid JSON: {exc}") from exc
     expectations = data.get("expectations")
