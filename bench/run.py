@@ -103,15 +103,17 @@ class StageRunner:
 
         return staging.run_path(self.run_id, *parts)
 
-    def warm_up(self, warehouse) -> None:
+    def warm_up(self) -> None:
         """Load the connection's hook once, so Airflow's lazy imports are not timed as stage work."""
-        warehouse.db_hook(CONN_ID)
+        from associate.warehouse.dialect import db_hook
+
+        db_hook(CONN_ID)
 
     def prepare_extract(self):
-        from associate import tasks, warehouse
+        from associate import tasks
 
         self.tasks = tasks
-        self.warm_up(warehouse)
+        self.warm_up()
 
     def work_extract(self):
         extracted = self.tasks.extract(
@@ -126,7 +128,7 @@ class StageRunner:
 
         self.validation, self.warehouse = validation, warehouse
         self.hierarchies = _hierarchies()
-        self.warm_up(warehouse)
+        self.warm_up()
 
     def work_validate(self):
         from associate import staging
@@ -148,11 +150,11 @@ class StageRunner:
         }
 
     def prepare_detect_changes(self):
-        from associate import staging, tasks, warehouse
+        from associate import staging, tasks
         from associate.reconcile import not_sent_outcomes
 
         self.tasks = tasks
-        self.warm_up(warehouse)
+        self.warm_up()
         # Every company ensured: no customer is held back for its company.
         self.company_outcomes = staging.write_frame(not_sent_outcomes([], []), self.path("outcomes", "companies.parquet"))
 
@@ -218,7 +220,7 @@ class StageRunner:
         from associate import reconcile, staging, warehouse
 
         self.reconcile, self.warehouse = reconcile, warehouse
-        self.warm_up(warehouse)
+        self.warm_up()
         if self.spec.get("send"):
             frames = [staging.read_frame(self.path("outcomes", "companies.parquet"))]
             frames += [staging.read_frame(uri) for uri in staging.read_json(self.path("outcomes.json"))["outcomes"]]

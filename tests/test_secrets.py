@@ -69,6 +69,7 @@ def test_table_names_are_validated_and_values_bound(tmp_path, pg_url, record):
     """A hostile run id is stored as data on SQLite and PostgreSQL; an unknown table name is refused."""
     from associate import warehouse
     from associate.tables import RESULTS_TABLE
+    from associate.warehouse.outputs import read_table
 
     hostile = "run'; DROP TABLE associate_sync_results; --"
     frame = pd.DataFrame([{"entity": "customer", "entity_key": "k'); DELETE FROM x; --", "status": "failed",
@@ -83,13 +84,13 @@ def test_table_names_are_validated_and_values_bound(tmp_path, pg_url, record):
             warehouse.ensure_output_tables("sql_check")
             warehouse.replace_run_rows("sql_check", RESULTS_TABLE, hostile, frame)
             warehouse.replace_run_rows("sql_check", RESULTS_TABLE, hostile, frame)  # a retry replaces, no duplicate
-            rows = warehouse.read_table("sql_check", RESULTS_TABLE, run_id=hostile)
+            rows = read_table("sql_check", RESULTS_TABLE, run_id=hostile)
             stored[name] = rows[["run_id", "entity_key"]].values.tolist()
             for table in ("associate_sync_results; DROP TABLE customers", "customers", "pg_catalog.pg_user"):
                 with pytest.raises(ValueError):
                     warehouse.replace_run_rows("sql_check", table, "r", frame)
             with pytest.raises(ValueError):
-                warehouse.read_table("sql_check", "associate_sync_results WHERE 1=1; --")
+                read_table("sql_check", "associate_sync_results WHERE 1=1; --")
     finally:
         mp.undo()
     record("secrets", "sql_bound_parameters", stored=stored)

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from associate import staging, tables, validation, warehouse
 from associate.validation import emails, graph, phones
+from associate.warehouse.outputs import read_table
+from bench.loaders import load_frames
 
 
 def _phone_sample(seed: int = 3, mutations: int = 6) -> list[str]:
@@ -105,7 +107,7 @@ def test_catalogue_through_the_warehouse_and_extract(request, backend, timestamp
     conn_id = request.getfixturevalue("sqlite_conn" if backend == "sqlite" else "pg_conn")
     db = "text_ts" if timestamps_as_text else "any"
     companies, customers = vc.catalogue_frames(db=db)
-    warehouse.load_frames(conn_id, companies, customers, timestamps_as_text=timestamps_as_text)
+    load_frames(conn_id, companies, customers, timestamps_as_text=timestamps_as_text)
     extracted_customers = warehouse.extract(conn_id, tables.ENTITY_CUSTOMER, mode="full")
     extracted_companies = warehouse.extract(conn_id, tables.ENTITY_COMPANY, mode="full")
     assert len(extracted_customers) == len(customers) and len(extracted_companies) == len(companies)
@@ -133,5 +135,5 @@ def test_catalogue_through_the_warehouse_and_extract(request, backend, timestamp
     # The quarantine goes back to the same warehouse as the output table.
     warehouse.ensure_output_tables(conn_id)
     warehouse.replace_run_rows(conn_id, tables.QUARANTINE_TABLE, f"db__{backend}", result.quarantine)
-    stored = warehouse.read_table(conn_id, tables.QUARANTINE_TABLE, run_id=f"db__{backend}")
+    stored = read_table(conn_id, tables.QUARANTINE_TABLE, run_id=f"db__{backend}")
     assert len(stored) == len(result.quarantine)

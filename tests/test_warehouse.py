@@ -10,6 +10,9 @@ import pandas as pd
 import pytest
 
 from associate import tables, warehouse
+from associate.exceptions import ExtractError
+from associate.warehouse import dialect, extraction, outputs
+from bench.loaders import load_frames
 
 START = datetime(2026, 1, 1, 0, 0, tzinfo=timezone.utc)
 END = datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc)
@@ -65,7 +68,7 @@ def keys(frame, column="customer_key"):
 def test_incremental_extract_takes_interval_and_the_rows_around_it(request, backend, as_text):
     conn_id = request.getfixturevalue("sqlite_conn" if backend == "sqlite" else "pg_conn")
     companies, customers = sample_warehouse()
-    warehouse.load_frames(conn_id, companies, customers, timestamps_as_text=as_text)
+    load_frames(conn_id, companies, customers, timestamps_as_text=as_text)
 
     got = warehouse.extract(conn_id, tables.ENTITY_CUSTOMER, mode="incremental",
                             interval_start=START, interval_end=END)
@@ -81,7 +84,7 @@ def test_incremental_extract_takes_interval_and_the_rows_around_it(request, back
 
 def test_changed_share_counts_changed_customers_and_those_of_changed_companies(conn_id):
     companies, customers = sample_warehouse()
-    warehouse.load_frames(conn_id, companies, customers)
+    load_frames(conn_id, companies, customers)
     # b changed itself, e through its company C3: 2 of 9 customers.
     assert warehouse.changed_share(conn_id, interval_start=START, interval_end=END) == pytest.approx(2 / 9)
     later = datetime(2027, 1, 1, tzinfo=timezone.utc)
@@ -93,7 +96,7 @@ def test_a_large_change_is_extracted_in_full_a_small_one_incrementally(sqlite_co
 
     monkeypatch.setenv("ASSOCIATE_STAGING_BASE", "file://" + str(tmp_path / "staging"))
     companies, customers = sample_warehouse()
-    warehouse.load_frames(sqlite_conn, companies, customers)
+    load_frames(sqlite_conn, companies, customers)
     run = {"warehouse_conn_id": sqlite_conn, "mode": "incremental", "interval_start": START, "interval_end": END}
     # 2 of 9 customers changed: above FULL_EXTRACT_SHARE, one full read beats the scope.
     assert 2 / 9 >= warehouse.FULL_EXTRACT_SHARE
@@ -107,7 +110,7 @@ def test_a_large_change_is_extracted_in_full_a_small_one_incrementally(sqlite_co
 
 def test_full_extract_gives_canonical_frames_with_names_intact(conn_id):
     companies, customers = sample_warehouse()
-    warehouse.load_frames(conn_id, companies, customers)
+    load_frames(conn_id, companies, customers)
 
     got = warehouse.extract(conn_id, "customers", mode="full")
     assert list(got.columns) == list(tables.CUSTOMER_COLUMNS)
@@ -126,7 +129,7 @@ def test_full_extract_gives_canonical_frames_with_names_intact(conn_id):
 
 def test_manual_run_with_empty_interval_extracts_everything(sqlite_conn):
     companies, customers = sample_warehouse()
-    warehouse.load_frames(sqlite_conn, companies, customers)
+    load_frames(sqlite_conn, companies, customers)
     got = warehouse.extract(sqlite_conn, "customers", mode="incremental", interval_start=END, interval_end=END)
     assert len(got) == len(customers)
     assert warehouse.effective_mode("incremental", END, END) == "full"
@@ -137,19 +140,19 @@ def test_url_encoded_sqlite_uri_connection_works(tmp_path, monkeypatch):
     path = tmp_path / "uri.db"
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_URI", "sqlite://" + urllib.parse.quote(str(path), safe=""))
     companies, customers = sample_warehouse()
-    warehouse.load_frames("warehouse_uri", companies, customers)
+    load_frames("warehouse_uri", companies, customers)
     assert len(warehouse.extract("warehouse_uri", "companies", mode="full")) == 5
     assert path.exists()
 
 
 def test_missing_column_error_names_column_and_file(sqlite_conn, tmp_path):
     companies, customers = sample_warehouse()
-    warehouse.load_frames(sqlite_conn, companies, customers)
+    load_frames(sqlite_conn, companies, customers)
     sql_dir = tmp_path / "sql"
     (sql_dir / "generic").mkdir(parents=True)
     (sql_dir / "generic" / "extract_customers.sql").write_text(
         "SELECT customer_key, first_name, 'x' AS extra_column FROM customers")
-    with pytest.raises(warehouse.ExtractError) as err:
+    with pytest.raises(ExtractError) as err:
         warehouse.extract(sqlite_conn, "customers", mode="full", sql_dir=sql_dir)
     message = str(err.value)
     assert "extract_customers.sql" in message
@@ -160,7 +163,7 @@ def test_missing_column_error_names_column_and_file(sqlite_conn, tmp_path):
 
 def test_user_sql_in_dialect_folder_overrides_generic(sqlite_conn, tmp_path):
     companies, customers = sample_warehouse()
-    warehouse.load_frames(sqlite_conn, companies, customers)
+    load_frames(sqlite_conn, companies, customers)
     sql_dir = tmp_path / "sql"
     (sql_dir / "sqlite").mkdir(parents=True)
     columns = ", ".join(tables.COMPANY_COLUMNS)
@@ -173,9 +176,9 @@ def test_user_sql_in_dialect_folder_overrides_generic(sqlite_conn, tmp_path):
 
 def test_interval_edges_must_be_timestamps():
     with pytest.raises(ValueError, match="interval_start"):
-        warehouse.render_extract_sql("customers", "sqlite", mode="incremental",
-                                     interval_start="2026-01-01'; DROP TABLE customers; --",
-                                     interval_end=END)
+        extraction.render_extract_sql("customers", "sqlite", mode="incremental",
+                                      interval_start="2026-01-01'; DROP TABLE customers; --",
+                                      interval_end=END)
 
 
 def test_int_columns_that_do_not_parse_stay_raw_for_validation():
@@ -183,7 +186,7 @@ def test_int_columns_that_do_not_parse_stay_raw_for_validation():
     names = list(tables.CUSTOMER_COLUMNS)
     rows[0][names.index("program_id")], rows[1][names.index("program_id")] = "12", "twelve"
     rows[0][names.index("tier_number")], rows[1][names.index("tier_number")] = "3", 4.0
-    frame = warehouse.canonical_frame("customers", names, rows)
+    frame = extraction.canonical_frame("customers", names, rows)
     assert frame["program_id"].tolist() == ["12", "twelve"]
     assert str(frame["tier_number"].dtype) == "Int64" and frame["tier_number"].tolist() == [3, 4]
 
@@ -204,7 +207,7 @@ def test_output_tables_are_idempotent_on_rewrite(conn_id):
     warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-2", _results("run-2", ["c"]))
     # A retry of run-1 rewrites its rows and leaves run-2 alone.
     warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a", "b", "x"]))
-    rows = warehouse.read_table(conn_id, tables.RESULTS_TABLE)
+    rows = outputs.read_table(conn_id, tables.RESULTS_TABLE)
     assert sorted(rows[rows.run_id == "run-1"].entity_key) == ["a", "b", "x"]
     assert sorted(rows[rows.run_id == "run-2"].entity_key) == ["c"]
     assert pd.Timestamp(rows.synced_at.iloc[0]) == pd.Timestamp("2026-01-01T00:10:00Z")
@@ -215,13 +218,13 @@ def test_output_tables_are_idempotent_on_rewrite(conn_id):
     }])
     for _ in range(2):
         warehouse.replace_run_rows(conn_id, tables.QUARANTINE_TABLE, "run-1", quarantine)
-    got = warehouse.read_table(conn_id, tables.QUARANTINE_TABLE, run_id="run-1")
+    got = outputs.read_table(conn_id, tables.QUARANTINE_TABLE, run_id="run-1")
     assert len(got) == 1 and got.iloc[0]["check"] == "mobile_valid" and got.iloc[0].reason.endswith("कृपया")
 
     warnings = pd.DataFrame([{"entity": "customer", "entity_key": "a", "capillary_id": 1, "code": 8056,
                               "message": "Invalid mobile"}])
     warehouse.replace_run_rows(conn_id, tables.WARNINGS_TABLE, "run-1", warnings)
-    assert warehouse.read_table(conn_id, tables.WARNINGS_TABLE).code.tolist() == [8056]
+    assert outputs.read_table(conn_id, tables.WARNINGS_TABLE).code.tolist() == [8056]
 
 
 def _delete_plan(conn_id: str, table: str) -> str:
@@ -247,7 +250,7 @@ def _delete_plan(conn_id: str, table: str) -> str:
 def test_recording_a_batch_finds_each_key_by_index_not_by_scanning_the_run(conn_id, table):
     # Tables made by an earlier version, with the run_id-only index, are upgraded too.
     warehouse.ensure_output_tables(conn_id)
-    with warehouse._connect(conn_id) as (conn, _):
+    with dialect.connect(conn_id) as (conn, _):
         cur = conn.cursor()
         cur.execute(f"DROP INDEX ix_{table}_run_key")
         cur.execute(f"CREATE INDEX ix_{table}_run_id ON {table} (run_id)")
@@ -263,7 +266,7 @@ def test_empty_frame_clears_a_runs_rows(sqlite_conn):
     warehouse.ensure_output_tables(sqlite_conn)
     warehouse.replace_run_rows(sqlite_conn, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a"]))
     warehouse.replace_run_rows(sqlite_conn, tables.RESULTS_TABLE, "run-1", _results("run-1", [])[0:0])
-    assert warehouse.read_table(sqlite_conn, tables.RESULTS_TABLE).empty
+    assert outputs.read_table(sqlite_conn, tables.RESULTS_TABLE).empty
 
 
 def _state(key, hash_, status, capillary_id, run_id):
@@ -318,7 +321,7 @@ def test_sqlite_epoch_numbers_and_space_separated_text_compare_right(sqlite_conn
     customers["updated_at"] = customers["updated_at"].astype(object)
     customers.loc[customers.customer_key == "b", "updated_at"] = "2025-01-01 00:00:00"  # out now
     customers.loc[customers.customer_key == "f", "updated_at"] = int(START.timestamp()) + 60  # epoch, in
-    warehouse.load_frames(sqlite_conn, companies, customers)
+    load_frames(sqlite_conn, companies, customers)
     got = warehouse.extract(sqlite_conn, "customers", mode="incremental", interval_start=START, interval_end=END)
     assert keys(got) == {"f", "e"}
 
@@ -327,7 +330,7 @@ def test_postgres_naive_timestamps_are_read_as_utc(pg_conn):
     import psycopg2
 
     companies, customers = sample_warehouse()
-    warehouse.load_frames(pg_conn, companies, customers)
+    load_frames(pg_conn, companies, customers)
     url = __import__("os").environ["AIRFLOW_CONN_WAREHOUSE_TEST"]
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("ALTER DATABASE " + url.rsplit("/", 1)[1] + " SET timezone TO 'Asia/Kolkata'")
@@ -338,11 +341,11 @@ def test_postgres_naive_timestamps_are_read_as_utc(pg_conn):
 
 def test_generic_dialect_write_path_works_on_plain_dbapi(conn_id, monkeypatch):
     # The path Snowflake/Redshift/... take: portable DDL, executemany, delete+insert upsert.
-    monkeypatch.setattr(warehouse, "dialect_of", lambda hook: "generic")
+    monkeypatch.setattr(dialect, "dialect_of", lambda hook: "generic")
     warehouse.ensure_output_tables(conn_id)
     warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a", "b"]))
     warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a"]))
-    assert warehouse.read_table(conn_id, tables.RESULTS_TABLE).entity_key.tolist() == ["a"]
+    assert outputs.read_table(conn_id, tables.RESULTS_TABLE).entity_key.tolist() == ["a"]
     warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h1", "success", 1, "r1")]))
     warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h2", "warning", 1, "r2"),
                                                        _state("b", "h3", "success", 2, "r2")]))
@@ -356,7 +359,7 @@ def test_postgres_jsonb_and_numeric_columns_come_back_as_json_text_and_ints(pg_c
 
     companies, customers = sample_warehouse()
     customers.loc[customers.customer_key == "a", "extended_fields"] = '{"fleet": "उत्तर", "size": 3}'
-    warehouse.load_frames(pg_conn, companies, customers)
+    load_frames(pg_conn, companies, customers)
     url = __import__("os").environ["AIRFLOW_CONN_WAREHOUSE_TEST"]
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("ALTER TABLE customers ALTER COLUMN extended_fields TYPE jsonb USING extended_fields::jsonb")
@@ -375,14 +378,14 @@ def test_collector_comes_back_only_after_the_last_of_overlapping_extracts():
     seen = {}
 
     def first():
-        with warehouse._cycle_collector_paused():
+        with extraction._cycle_collector_paused():
             first_in.set()
             second_in.wait(5)
         first_out.set()
 
     def second():
         first_in.wait(5)
-        with warehouse._cycle_collector_paused():
+        with extraction._cycle_collector_paused():
             second_in.set()
             first_out.wait(5)
             seen["after_first_left"] = gc.isenabled()

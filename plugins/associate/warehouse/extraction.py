@@ -1,0 +1,294 @@
+"""The extract: render the user's SQL for a run, run it, and return canonical frames.
+
+Which rows a run reads is the SQL's business (``dags/sql``, Jinja-templated with the run's
+interval); this module picks the file for the dialect, streams the result column by column
+and turns it into the contract's columns, in contract order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from associate import config, tables
+from associate.exceptions import ExtractError
+from associate.warehouse.dialect import db_hook, dialect_of
+
+log = logging.getLogger(__name__)
+
+MODES = ("full", "incremental")
+ENTITY_SQL = {"customers": "extract_customers.sql", "companies": "extract_companies.sql"}
+COUNT_CHANGED_SQL = "count_changed.sql"
+FETCH_ROWS = 50_000
+# At 1M customers the incremental scope (recursive joins over ancestors and descendants)
+# costs more than a full read once about a fifth of the rows changed (BENCHMARKS.md).
+FULL_EXTRACT_SHARE = 0.2
+ENTITY_COLUMNS = {"customers": tables.CUSTOMER_COLUMNS, "companies": tables.COMPANY_COLUMNS}
+# Both the table-ish plural and the entity names of associate.tables are accepted.
+_ENTITY_ALIASES = {tables.ENTITY_CUSTOMER: "customers", tables.ENTITY_COMPANY: "companies",
+                   "customers": "customers", "companies": "companies"}
+INT_COLUMNS = ("program_id", "tier_number", "loyalty_points")
+TIMESTAMP_COLUMNS = ("tier_expiry_date", "points_expiry_date", "registered_at", "updated_at")
+DATE_COLUMNS = ("last_viewed_date",)
+
+
+def default_sql_dir() -> Path:
+    """The extract SQL folder (setting ``sql_dir``)."""
+    return config.sql_dir()
+
+
+def _iso_utc(value: Any, name: str) -> str | None:
+    """An interval edge as ISO-8601 UTC text; anything that is not a timestamp is refused."""
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} is not a timestamp: {value!r}") from exc
+    if stamp is pd.NaT:
+        return None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.isoformat()
+
+
+def effective_mode(mode: str, interval_start: Any, interval_end: Any) -> str:
+    """The mode an extract really runs: a manual run (empty interval) is a full run."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "incremental":
+        start, end = _iso_utc(interval_start, "interval_start"), _iso_utc(interval_end, "interval_end")
+        if start is None or end is None or start >= end:
+            return "full"
+    return mode
+
+
+def _entity(entity: str) -> str:
+    if entity not in _ENTITY_ALIASES:
+        raise ValueError(f"entity must be one of {tuple(_ENTITY_ALIASES)}, got {entity!r}")
+    return _ENTITY_ALIASES[entity]
+
+
+def render_extract_sql(entity: str, dialect: str, *, mode: str, interval_start: Any = None,
+                       interval_end: Any = None, sql_dir: str | Path | None = None) -> tuple[str, Path]:
+    """Render the extract SQL of an entity for a dialect; return (sql, path of the file)."""
+    return _render_sql(ENTITY_SQL[_entity(entity)], dialect, mode=mode, interval_start=interval_start,
+                       interval_end=interval_end, sql_dir=sql_dir)
+
+
+def _render_sql(name: str, dialect: str, *, mode: str, interval_start: Any, interval_end: Any,
+                sql_dir: str | Path | None) -> tuple[str, Path]:
+    import jinja2
+
+    base = Path(sql_dir) if sql_dir else default_sql_dir()
+    folders = [base / dialect, base / "generic"]
+    path = next((f / name for f in folders if (f / name).is_file()), None)
+    if path is None:
+        raise ExtractError(f"no {name} under {base} (looked in {', '.join(map(str, folders))})")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(f) for f in folders]),
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+    )
+    run_mode = effective_mode(mode, interval_start, interval_end)
+    sql = env.get_template(name).render(
+        mode=run_mode,
+        full=run_mode == "full",
+        data_interval_start=_iso_utc(interval_start, "interval_start") or "",
+        data_interval_end=_iso_utc(interval_end, "interval_end") or "",
+    )
+    return sql, path
+
+
+def changed_share(conn_id: str, *, interval_start: Any, interval_end: Any,
+                  sql_dir: str | Path | None = None) -> float | None:
+    """Share of customers changed in the interval (``count_changed.sql``); None if there is no such file."""
+    hook = db_hook(conn_id)
+    dialect = dialect_of(hook)
+    try:
+        sql, path = _render_sql(COUNT_CHANGED_SQL, dialect, mode="incremental", interval_start=interval_start,
+                                interval_end=interval_end, sql_dir=sql_dir)
+    except ExtractError:
+        return None  # a custom SQL folder without the count: always extract incrementally
+    _, (changed, total) = _read_query(hook, dialect, conn_id, sql, path, lambda cur: cur.fetchone())
+    return float(changed or 0) / float(total) if total else None
+
+
+def extract(conn_id: str, entity: str, *, mode: str, interval_start: Any = None,
+            interval_end: Any = None, sql_dir: str | Path | None = None, arrow_text: bool = False) -> pd.DataFrame:
+    """Run the extract SQL of ``customer``/``customers`` or ``company``/``companies``; return the canonical frame.
+
+    Text columns hold ``str`` or None; with ``arrow_text`` a column of nothing but text is
+    pandas' Arrow-backed ``str`` instead (missing = NaN): what a staged file reads back as,
+    at a fraction of the memory and of the cost of staging it.
+    """
+    entity = _entity(entity)
+    hook = db_hook(conn_id)
+    dialect = dialect_of(hook)
+    sql, path = render_extract_sql(entity, dialect, mode=mode, interval_start=interval_start,
+                                   interval_end=interval_end, sql_dir=sql_dir)
+    log.info("Extracting %s with %s (mode %s)", entity, path,
+             effective_mode(mode, interval_start, interval_end))
+    with _cycle_collector_paused():
+        names, columns = _read_query(hook, dialect, conn_id, sql, path, _fetch_columns, stream=True)
+        return _canonical_columns(entity, names, columns, source=str(path), arrow_text=arrow_text)
+
+
+_collector_lock = threading.Lock()
+_collector_pauses = 0
+_collector_was_enabled = False
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector (reference counting still frees everything).
+
+    Every fetched row is a fresh tuple; the collector would rescan the growing pile of them
+    again and again, and that took half of a million-row extract. Rows form no cycles.
+    Extracts may run side by side in threads: the collector comes back after the last one.
+    """
+    global _collector_pauses, _collector_was_enabled
+    with _collector_lock:
+        if _collector_pauses == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _collector_pauses += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_pauses -= 1
+            if _collector_pauses == 0 and _collector_was_enabled:
+                gc.enable()
+
+
+def _read_query(hook, dialect: str, conn_id: str, sql: str, path: Path, read, *, stream: bool = False):
+    """Run one query of the extract SQL; return (column names, ``read(cursor)``); errors name the file."""
+    conn = hook.get_conn()
+    try:
+        if dialect == "postgres":
+            # Naive `timestamp` columns then read as UTC, as everywhere else in the pipeline.
+            setup = conn.cursor()
+            setup.execute("SET TIME ZONE 'UTC'")
+            setup.close()
+        # On PostgreSQL a server-side cursor: the client never buffers the whole result at once.
+        cur = conn.cursor(name="associate_extract") if stream and dialect == "postgres" else conn.cursor()
+        try:
+            cur.execute(sql)
+            result = read(cur)
+        except Exception as exc:
+            raise ExtractError(f"{path} failed on connection {conn_id!r}: {exc}") from exc
+        names = [d[0].lower() for d in cur.description]
+        cur.close()
+    finally:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        conn.close()
+    return names, result
+
+
+def _fetch_columns(cur) -> list[list[Any]]:
+    """The result as one list per column, fetched in blocks (never all rows as tuples at once)."""
+    columns: list[list[Any]] | None = None
+    while True:
+        block = cur.fetchmany(FETCH_ROWS)
+        if not block:
+            break
+        if columns is None:
+            columns = [[] for _ in block[0]]
+        for values, column in zip(zip(*block), columns):
+            column.extend(values)
+    return columns if columns is not None else [[] for _ in cur.description]
+
+
+def canonical_frame(entity: str, names: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                    source: str = "the query") -> pd.DataFrame:
+    """Rows of an extract as the canonical frame: contract columns in order, extras dropped."""
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in names]
+    return _canonical_columns(entity, names, columns, source=source)
+
+
+def _canonical_columns(entity: str, names: Sequence[str], columns: list[list[Any]], *,
+                       source: str, arrow_text: bool = False) -> pd.DataFrame:
+    entity = _entity(entity)
+    required = ENTITY_COLUMNS[entity]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise ExtractError(
+            f"{source} did not return the required column(s) {', '.join(missing)} "
+            f"for {entity}; it returned: {', '.join(names) or 'nothing'}"
+        )
+    position = {name: i for i, name in enumerate(names)}
+    data = {}
+    for column in required:
+        values = columns[position[column]]
+        columns[position[column]] = []  # each raw column is freed once converted
+        if column in INT_COLUMNS:
+            data[column] = _int_column(values)
+        elif arrow_text and (text := _arrow_text(values)) is not None:
+            data[column] = text
+        elif column in TIMESTAMP_COLUMNS or column in DATE_COLUMNS:
+            data[column] = pd.Series(values, dtype=object)
+        else:
+            data[column] = pd.Series(
+                [v if v is None or type(v) is str else _text(v) for v in values], dtype=object
+            )
+    if entity == "customers" and tables.CUSTOMER_CHILD_COUNT in position:
+        data[tables.CUSTOMER_CHILD_COUNT] = _int_column(columns[position[tables.CUSTOMER_CHILD_COUNT]])
+    return pd.DataFrame(data, columns=list(data))
+
+
+def _arrow_text(values: list[Any]) -> pd.Series | None:
+    """Values that are all ``str`` (or None) as an Arrow-backed ``str`` column; None if any is not."""
+    import pyarrow as pa
+
+    try:
+        array = pa.array(values, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # numbers, dates, JSON... converted one by one as the column's kind says
+    if array.null_count == len(array):
+        return None  # no text at all: staged as before, with no type
+    return array.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)  # a json/jsonb column
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a numeric key column read as float
+    return str(value)
+
+
+def _int_column(values: Sequence[Any]) -> pd.Series:
+    # Int64 if every value is an integer (or text/float holding one); else the raw values
+    # so that validation can name the bad ones.
+    parsed = []
+    for v in values:
+        if v is None:
+            parsed.append(None)
+        elif isinstance(v, bool):
+            return pd.Series(values, dtype=object)
+        elif isinstance(v, int):
+            parsed.append(v)
+        else:
+            try:
+                number = float(str(v).strip())
+            except ValueError:
+                return pd.Series(values, dtype=object)
+            if number != number or not number.is_integer():
+                return pd.Series(values, dtype=object)
+            parsed.append(int(number))
+    try:
+        return pd.Series(pd.array(parsed, dtype="Int64"))
+    except OverflowError:  # beyond int64 (e.g. 1e20 in a REAL or NUMERIC column): validation names it
+        return pd.Series(values, dtype=object)
+

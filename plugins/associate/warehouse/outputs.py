@@ -1,0 +1,237 @@
+"""What a run writes back: the output tables, their per-run rows, and the sync state.
+
+Results, warnings and quarantine rows carry the run's ``run_id`` and are replaced per run
+(or per key within a run, ``record_batch``), so a retried run never duplicates them; the
+sync state is upserted by (entity, entity_key) and read back by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from associate import tables
+from associate.warehouse.dialect import connect, create_table_sql, ident, placeholder, table_name
+from associate.warehouse.rows import copy_in, frame_rows, insert_rows
+
+log = logging.getLogger(__name__)
+
+# Column type kinds of the output tables (see dialect.create_table_sql); the rest is text.
+OUTPUT_KINDS = {
+    "capillary_id": "bigint", "error_code": "bigint", "code": "bigint", "attempts": "int",
+    "quarantined_at": "ts", "synced_at": "ts", "last_synced_at": "ts",
+}
+
+
+# Tables whose rows are replaced key by key within a run (record_batch, once per sent batch).
+KEYED_RUN_TABLES = (tables.RESULTS_TABLE, tables.WARNINGS_TABLE)
+
+
+def ensure_output_tables(conn_id: str) -> None:
+    """Create the four output tables (and their keys/indexes) if they are missing."""
+    with connect(conn_id) as (conn, dialect):
+        cur = conn.cursor()
+        for table, columns in tables.OUTPUT_TABLES.items():
+            key = ("entity", "entity_key") if table == tables.STATE_TABLE else ()
+            cur.execute(create_table_sql(table, columns, OUTPUT_KINDS, dialect, key))
+            if "run_id" not in columns or dialect == "generic":
+                continue
+            # Index names are per schema on PostgreSQL: prefix with the table name.
+            if table in KEYED_RUN_TABLES:
+                # With run_id alone, each key's DELETE scanned all the run's rows so far: at
+                # 300k recorded rows a 100-customer batch took ~5.6 s to record on SQLite.
+                cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_run_key "
+                            f"ON {table_name(table)} (run_id, entity, entity_key)")
+                # The key index serves run_id lookups too; tables made by earlier versions
+                # lose the narrower one.
+                cur.execute(f"DROP INDEX IF EXISTS ix_{table}_run_id")
+            else:
+                cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_run_id ON {table_name(table)} (run_id)")
+        cur.close()
+
+
+def _output_frame(table: str, df: pd.DataFrame, run_id: str | None) -> pd.DataFrame:
+    columns = tables.OUTPUT_TABLES[table]
+    df = df.copy()
+    if run_id is not None and "run_id" in columns:
+        df["run_id"] = run_id
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"frame for {table} lacks column(s): {', '.join(missing)}")
+    return df
+
+
+def replace_run_rows(conn_id: str, table: str, run_id: str, df: pd.DataFrame) -> int:
+    """Replace one run's rows of an output table (delete then insert, one transaction)."""
+    if table not in tables.OUTPUT_TABLES or "run_id" not in tables.OUTPUT_TABLES[table]:
+        raise ValueError(f"{table!r} is not a per-run output table")
+    columns = tables.OUTPUT_TABLES[table]
+    rows = frame_rows(_output_frame(table, df, run_id), columns)
+    with connect(conn_id) as (conn, dialect):
+        cur = conn.cursor()
+        cur.execute(f"DELETE FROM {table_name(table)} WHERE run_id = {placeholder(conn)}", (run_id,))
+        cur.close()
+        insert_rows(conn, dialect, table, columns, rows)
+    log.info("Wrote %d row(s) to %s for run %s", len(rows), table, run_id)
+    return len(rows)
+
+
+# After an upsert this large PostgreSQL gets fresh statistics at once: without them (a new
+# table, before autovacuum's turn) the next run's keyed state lookups scan the whole table.
+ANALYZE_AFTER_ROWS = 10_000
+
+
+def upsert_sync_state(conn_id: str, df: pd.DataFrame) -> int:
+    """Insert or update sync-state rows by (entity, entity_key); a null capillary_id keeps the old one."""
+    with connect(conn_id) as (conn, dialect):
+        written = _upsert_state(conn, dialect, df)
+        if dialect == "postgres" and written >= ANALYZE_AFTER_ROWS:
+            cur = conn.cursor()
+            cur.execute(f"ANALYZE {tables.STATE_TABLE}")
+            cur.close()
+        return written
+
+
+def record_batch(conn_id: str, run_id: str, *, results: pd.DataFrame, warnings: pd.DataFrame,
+                 state: pd.DataFrame) -> None:
+    """Record one sent batch in one transaction: its results, warnings and sync state.
+
+    Because the three are written together right after the batch, a run killed at any
+    point leaves results and state that agree, and the next run resumes from them.
+    """
+    with connect(conn_id) as (conn, dialect):
+        for table, frame in ((tables.RESULTS_TABLE, results), (tables.WARNINGS_TABLE, warnings)):
+            _replace_keys(conn, dialect, table, run_id, _output_frame(table, frame, run_id), state)
+        _upsert_state(conn, dialect, state)
+
+
+def _replace_keys(conn, dialect: str, table: str, run_id: str, df: pd.DataFrame, keys: pd.DataFrame) -> None:
+    """Delete this run's rows of the given (entity, entity_key) pairs, then insert ``df``."""
+    mark = placeholder(conn)
+    cur = conn.cursor()
+    cur.executemany(
+        f"DELETE FROM {table_name(table)} WHERE run_id = {mark} AND entity = {mark} AND entity_key = {mark}",
+        [(run_id, entity, key) for entity, key in zip(keys["entity"], keys["entity_key"])],
+    )
+    cur.close()
+    insert_rows(conn, dialect, table, tables.OUTPUT_TABLES[table], frame_rows(df, tables.OUTPUT_TABLES[table]))
+
+
+def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
+    table = tables.STATE_TABLE
+    columns = tables.OUTPUT_TABLES[table]
+    df = _output_frame(table, df, None)
+    if df.empty:
+        return 0
+    # The last row of a key wins (one batch may report a customer twice: element and child).
+    df = df.drop_duplicates(["entity", "entity_key"], keep="last")
+    rows = frame_rows(df, columns)
+    # In key order the primary key's B-tree grows at one end instead of being written all
+    # over: a million-row upsert on SQLite took ~30 % less time. Keys are unique here,
+    # so comparing rows never gets past (entity, entity_key).
+    rows.sort()
+    names = ", ".join(ident(c) for c in columns)
+    updates = ", ".join(
+        f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c == "capillary_id" else f"{c} = excluded.{c}"
+        for c in columns if c not in ("entity", "entity_key")
+    )
+    conflict = f"ON CONFLICT (entity, entity_key) DO UPDATE SET {updates}"
+    cur = conn.cursor()
+    if dialect == "postgres":
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} (LIKE {table}) ON COMMIT DROP")
+        copy_in(cur, f"tmp_{table}", columns, rows)
+        cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM tmp_{table} {conflict}")
+        cur.execute(f"DROP TABLE tmp_{table}")
+    elif dialect == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
+    else:
+        # Portable path: delete the keys, insert the rows (same transaction).
+        mark = placeholder(conn)
+        cur.executemany(f"DELETE FROM {table} WHERE entity = {mark} AND entity_key = {mark}",
+                        [(r[0], r[1]) for r in rows])
+        insert_rows(conn, dialect, table, columns, rows)
+    cur.close()
+    return len(rows)
+
+
+STATE_KEYS_PER_QUERY = 500
+STATE_KEYS_PER_ARRAY = 50_000
+# Past this many keys one scan of the table is cheaper than looking the keys up.
+STATE_KEYS_LOOKUP_LIMIT = 200_000
+
+
+def read_sync_state(conn_id: str, entity: str | None = None, *, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """The sync state (optionally of one entity, and of some keys); empty if the table does not exist yet.
+
+    With ``keys`` an incremental run reads only the rows it needs (by the primary key), so
+    its cost follows what changed, not the size of the table.
+    """
+    columns = tables.OUTPUT_TABLES[tables.STATE_TABLE]
+    sql = f"SELECT {', '.join(columns)} FROM {tables.STATE_TABLE}"
+    if keys is not None and (entity is None or len(keys) > STATE_KEYS_LOOKUP_LIMIT):
+        wanted = set(keys)
+        state = read_sync_state(conn_id, entity)
+        return state.loc[state["entity_key"].isin(wanted)].reset_index(drop=True)
+    with connect(conn_id) as (conn, dialect):
+        mark = placeholder(conn)
+        cur = conn.cursor()
+        rows: list[tuple] = []
+        try:
+            if entity is None:
+                cur.execute(sql)
+                rows = cur.fetchall()
+            elif keys is None:
+                cur.execute(f"{sql} WHERE entity = {mark}", (entity,))
+                rows = cur.fetchall()
+            elif dialect == "postgres":
+                # One array parameter per query: 500-key IN lists cost PostgreSQL a plan
+                # each (2-4 s for 50k keys, against 0.6 s this way).
+                keys = list(dict.fromkeys(str(k) for k in keys))
+                for start in range(0, len(keys), STATE_KEYS_PER_ARRAY):
+                    cur.execute(f"{sql} WHERE entity = %s AND entity_key = ANY(%s)",
+                                (entity, keys[start:start + STATE_KEYS_PER_ARRAY]))
+                    rows.extend(cur.fetchall())
+            else:
+                keys = list(dict.fromkeys(str(k) for k in keys))
+                for start in range(0, len(keys), STATE_KEYS_PER_QUERY):
+                    chunk = keys[start:start + STATE_KEYS_PER_QUERY]
+                    cur.execute(
+                        f"{sql} WHERE entity = {mark} AND entity_key IN ({', '.join([mark] * len(chunk))})",
+                        (entity, *chunk),
+                    )
+                    rows.extend(cur.fetchall())
+        except Exception as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):
+                return _state_frame([])
+            raise
+        cur.close()
+    return _state_frame(rows)
+
+
+def _state_frame(rows: list[tuple]) -> pd.DataFrame:
+    columns = tables.OUTPUT_TABLES[tables.STATE_TABLE]
+    values = list(zip(*rows)) if rows else [()] * len(columns)
+    data = {c: pd.Series(v, dtype=object) for c, v in zip(columns, values)}
+    data["capillary_id"] = pd.Series(pd.array([None if x is None else int(x) for x in data["capillary_id"]],
+                                              dtype="Int64"))
+    data["last_synced_at"] = pd.to_datetime(data["last_synced_at"], utc=True, format="ISO8601")
+    return pd.DataFrame(data, columns=list(columns))
+
+
+def read_table(conn_id: str, table: str, run_id: str | None = None) -> pd.DataFrame:
+    """Rows of an output or input table (of one run when given), for reports and tests."""
+    with connect(conn_id) as (conn, _dialect):
+        cur = conn.cursor()
+        sql = f"SELECT * FROM {table_name(table)}"
+        if run_id is not None:
+            cur.execute(f"{sql} WHERE run_id = {placeholder(conn)}", (run_id,))
+        else:
+            cur.execute(sql)
+        names = [d[0].lower() for d in cur.description]
+        rows = cur.fetchall()
+        cur.close()
+    return pd.DataFrame.from_records(rows, columns=names).astype(object)
+
