@@ -23,8 +23,12 @@ class ConfigurationError(PermanentError, ValueError):
     """A deployment setting or connection field is missing or malformed."""
 
 
+class WarehouseError(AssociateError):
+    """A warehouse query failed; the server may be back on the next try."""
+
+
 class ExtractError(PermanentError, ValueError):
-    """An extract query did not yield what the pipeline needs."""
+    """The extract SQL is missing or does not return the columns the pipeline needs."""
 
 
 class SuiteError(PermanentError, ValueError):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from associate import config, tables
-from associate.exceptions import ExtractError
+from associate.exceptions import ExtractError, WarehouseError
 from associate.warehouse.dialect import db_hook, dialect_of
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ def _render_sql(name: str, dialect: str, *, mode: str, interval_start: Any, inte
     folders = [base / dialect, base / "generic"]
     path = next((f / name for f in folders if (f / name).is_file()), None)
     if path is None:
-        raise ExtractError(f"no {name} under {base} (looked in {', '.join(map(str, folders))})")
+        raise ExtractError(f"no {name} under {base} (looked in {', '.join(map(str, folders))}): "
+                           f"set [associate] sql_dir to the folder of the extract SQL")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(f) for f in folders]),
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
@@ -184,7 +185,7 @@ def _read_query(hook, dialect: str, conn_id: str, sql: str, path: Path, read, *,
             cur.execute(sql)
             result = read(cur)
         except Exception as exc:
-            raise ExtractError(f"{path} failed on connection {conn_id!r}: {exc}") from exc
+            raise WarehouseError(f"{path} failed on connection {conn_id!r}: {exc}") from exc
         names = [d[0].lower() for d in cur.description]
         cur.close()
     finally:
@@ -223,7 +224,8 @@ def _canonical_columns(entity: str, names: Sequence[str], columns: list[list[Any
     if missing:
         raise ExtractError(
             f"{source} did not return the required column(s) {', '.join(missing)} "
-            f"for {entity}; it returned: {', '.join(names) or 'nothing'}"
+            f"for {entity}; it returned: {', '.join(names) or 'nothing'}. Edit the query so that it "
+            f"returns every column of the warehouse contract (docs/warehouse.md)"
         )
     position = {name: i for i, name in enumerate(names)}
     data = {}
