@@ -186,7 +186,7 @@ class Warehouse:
 
 
 def auditor_header() -> dict[str, str]:
-    from associate.hook import basic_authorization
+    from associate.capillary.settings import basic_authorization
 
     return {"Authorization": basic_authorization(*AUDITOR)}
 

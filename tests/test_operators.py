@@ -92,8 +92,8 @@ def test_operator_sends_a_chunk_and_stages_one_outcome_per_customer(hook, compan
     assert sorted(out.index) == sorted(["admin", "family", "kid-a", "kid-b", "member-1", "member-2", "poisoned", "broken"])
     for key, mobile in mobiles.items():
         assert out.loc[key, "status"] == "success", (key, out.loc[key, "error_message"])
-        assert out.loc[key, "capillary_id"] == hook.lookup_customer("mobile", mobile)
-    member = hook.customer_details("mobile", mobiles["member-1"])["associationDetails"]
+        assert out.loc[key, "capillary_id"] == hook.get_conn().lookup_customer("mobile", mobile)
+    member = hook.get_conn().customer_details("mobile", mobiles["member-1"])["associationDetails"]
     assert member["parentCustomerId"] == out.loc["admin", "capillary_id"]
     assert member["fleetCompany"]["externalId"] == company
 
@@ -145,7 +145,7 @@ def test_independent_batches_travel_side_by_side_and_stay_in_order(hook, tmp_pat
     rows = [(i // 3, f"c{i}", body, []) for i, body in enumerate(bodies)]
     out = run_operator(write_chunk(tmp_path, rows), "file://" + str(tmp_path / "outcomes" / "par.parquet"))
     assert list(out.index) == [f"c{i}" for i in range(9)]
-    assert out["capillary_id"].tolist() == [hook.lookup_customer("mobile", mobile_of(b)) for b in bodies]
+    assert out["capillary_id"].tolist() == [hook.get_conn().lookup_customer("mobile", mobile_of(b)) for b in bodies]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -178,7 +178,7 @@ def test_ensure_companies_from_frame_answers_outcome_rows(hook):
     )
     out = ensure_companies_from_frame(hook, frame).set_index("entity_key")
     assert out.loc[f"HOLD-{tag}", "action"] == "created" and out.loc[f"SUB-{tag}", "action"] == "created"
-    assert out.loc[f"SUB-{tag}", "capillary_id"] == hook.get_company(f"SUB-{tag}")["companyId"]
+    assert out.loc[f"SUB-{tag}", "capillary_id"] == hook.get_conn().get_company(f"SUB-{tag}")["companyId"]
     assert out.loc[f"ODD-{tag}", "status"] == "failed" and "JSON object" in out.loc[f"ODD-{tag}", "error_message"]
     assert set(out["entity"]) == {"company"} and out["payload_hash"].notna().sum() == 2
 

@@ -202,7 +202,7 @@ def _send_batch(hook: CapillaryHook, group: pd.DataFrame) -> pd.DataFrame:
     """Send one batch; answer its outcome rows (main customer, then children, per element)."""
     import pandas as pd
 
-    from associate.hook import BulkOutcome, CustomerOutcome
+    from associate.capillary.outcomes import BulkOutcome, CustomerOutcome
 
     rows = list(group[["entity_key", "payload", "payload_hash", "child_keys"]].itertuples(index=False))
     elements, sendable, results = [], [], {}
@@ -216,7 +216,7 @@ def _send_batch(hook: CapillaryHook, group: pd.DataFrame) -> pd.DataFrame:
             continue
         elements.append(element)
         sendable.append(position)
-    for position, outcome in zip(sendable, hook.post_customers_bulk(elements) if elements else []):
+    for position, outcome in zip(sendable, hook.get_conn().post_customers_bulk(elements) if elements else []):
         results[position] = outcome
 
     now = pd.Timestamp.now(tz="UTC")
@@ -341,12 +341,12 @@ def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFr
         try:
             requests_by_key[key] = company_request(row)
         except ValueError as exc:
-            from associate.hook import CompanyOutcome
+            from associate.capillary.outcomes import CompanyOutcome
 
             bad = CompanyOutcome(key, "failed", error_message=f"company not sent: {exc}")
             records.append(_company_record(bad, now, None))
             actions.append(bad.action)
-    for outcome in hook.ensure_companies(requests_by_key.values()):
+    for outcome in hook.get_conn().ensure_companies(requests_by_key.values()):
         records.append(_company_record(outcome, now, company_request_hash(requests_by_key.get(outcome.external_id))))
         actions.append(outcome.action)
     frame = _typed(pd.DataFrame.from_records(records, columns=list(OUTCOME_COLUMNS)))
