@@ -186,7 +186,7 @@ class Warehouse:
 
 
 def auditor_header() -> dict[str, str]:
-    from associate.hook import basic_authorization
+    from associate.capillary.settings import basic_authorization
 
     return {"Authorization": basic_authorization(*AUDITOR)}
 
@@ -426,7 +426,7 @@ def run_pipeline(warehouse_path: Path, run_id: str, *, batch_size: int = 10) -> 
     functions called in this process (connections from AIRFLOW_CONN_* in the environment)."""
     from associate import staging, tasks
     from associate.hook import CapillaryHook
-    from associate.operators import send_payload_chunk
+    from associate.sending import send_payload_chunk
 
     conns = {"warehouse_conn_id": "warehouse_default"}
     extracted = tasks.extract(run_id=run_id, mode="full", **conns)

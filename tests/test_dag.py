@@ -94,7 +94,7 @@ def customer_details(sandbox, row) -> dict | None:
     """The customer Capillary holds for a warehouse row, found by its first primary identifier."""
     import pandas as pd
 
-    from associate.hook import basic_authorization
+    from associate.capillary.settings import basic_authorization
 
     name, value = next(
         (name, str(row[column]).lstrip("+")) for column, name in

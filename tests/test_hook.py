@@ -1,4 +1,4 @@
-"""CapillaryHook against the running sandbox: auth, retries, faults, batches, companies, logs."""
+"""CapillaryHook and its CapillaryClient against the running sandbox: auth, retries, faults, batches, companies, logs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import time
 
 import pytest
 
-from associate.exceptions import CapillaryAuthError
-from associate.hook import TOKENS, CapillaryHook, _customer_outcome, basic_authorization
-from associate.ratelimit import reset_registry
+from associate.capillary.client import CapillaryClient
+from associate.capillary.outcomes import customer_outcome
+from associate.capillary.ratelimit import reset_registry
+from associate.capillary.settings import basic_authorization
+from associate.capillary.transport import TOKENS
+from associate.exceptions import CapillaryAuthError, ConfigurationError
+from associate.hook import CapillaryHook
 
 HIERARCHY = "code-association2"
 BASIC = ("store.server", "server123")
@@ -31,7 +35,7 @@ def start_sandbox(tmp_path_factory, name: str, **flags):
 
 
 def set_connection(monkeypatch, conn_id: str, url: str, *, oauth: bool = False, login=BASIC, **extras) -> CapillaryHook:
-    """Define an Airflow connection through the environment (JSON form) and answer a fresh hook."""
+    """Define an Airflow connection through the environment (JSON form) and return a fresh hook."""
     extra = dict(extras)
     conn: dict = {"conn_type": "http", "host": url}
     if oauth:
@@ -97,13 +101,13 @@ def company_request(external_id: str, name: str = "Acme Fleet", parent: str | No
     return body
 
 
-def assert_exactly_once(hook: CapillaryHook, bodies: list[dict], outcomes) -> None:
-    """Every element's customer exists once: its lookup answers the id the bulk call reported."""
+def assert_exactly_once(client: CapillaryClient, bodies: list[dict], outcomes) -> None:
+    """Every element's customer exists once: its lookup returns the id the bulk call reported."""
     ids = [o.capillary_id for o in outcomes]
     assert all(o.status in ("success", "warning") for o in outcomes), [(o.error_code, o.error_message) for o in outcomes]
     assert len(set(ids)) == len(bodies)
     for body, capillary_id in zip(bodies, ids):
-        assert hook.lookup_customer("mobile", mobile_of(body)) == capillary_id
+        assert client.lookup_customer("mobile", mobile_of(body)) == capillary_id
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -116,8 +120,8 @@ def sandbox(tmp_path_factory):
 
 
 @pytest.fixture
-def hook(sandbox, monkeypatch):
-    return set_connection(monkeypatch, "capillary_test", sandbox.url, **FAST_RETRIES)
+def client(sandbox, monkeypatch):
+    return set_connection(monkeypatch, "capillary_test", sandbox.url, **FAST_RETRIES).get_conn()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +129,7 @@ def fleet_company(sandbox):
     """A company the association tests can use."""
     external_id = f"ACME-{unique_mobile()[-6:]}"
     with pytest.MonkeyPatch.context() as mp:
-        outcome, = set_connection(mp, "capillary_setup", sandbox.url, **FAST_RETRIES).ensure_companies(
+        outcome, = set_connection(mp, "capillary_setup", sandbox.url, **FAST_RETRIES).get_conn().ensure_companies(
             [company_request(external_id)]
         )
     assert outcome.action == "created", outcome
@@ -188,21 +192,33 @@ def test_only_an_explicit_false_turns_tls_verification_off(monkeypatch, verify, 
 
 def test_connection_without_credentials_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CAPILLARY_NOAUTH", json.dumps({"conn_type": "http", "host": "https://x.example"}))
-    with pytest.raises(ValueError, match="login \\+ password .* or extras oauth_key \\+ oauth_secret"):
+    with pytest.raises(ConfigurationError, match="login \\+ password .* or extras oauth_key \\+ oauth_secret"):
         CapillaryHook("capillary_noauth").settings
 
 
-def test_basic_auth_reads_the_hierarchies(hook):
-    definitions = {d.code: d for d in hook.get_hierarchies()}
+def test_hook_builds_one_client_and_tests_the_connection(sandbox, monkeypatch):
+    hook = set_connection(monkeypatch, "capillary_button", sandbox.url, **FAST_RETRIES)
+    client = hook.get_conn()
+    assert hook.get_conn() is client and client.settings is hook.settings
+    ok, message = hook.test_connection()
+    assert ok and message.startswith("Connected: ") and hook.stats.requests == 1
+    bad = set_connection(monkeypatch, "capillary_button_bad", sandbox.url, login=("store.server", "wrong"))
+    ok, message = bad.test_connection()
+    assert not ok and "Invalid till credentials" in message
+    hook.close()
+
+
+def test_basic_auth_reads_the_hierarchies(client):
+    definitions = {d.code: d for d in client.get_hierarchies()}
     chain = definitions[HIERARCHY]
     assert [chain.role(c).childRoleCode for c in ("GFA", "SFA", "FA")] == ["SFA", "FA", "FC"]
 
 
 def test_wrong_password_fails_at_once(sandbox, monkeypatch):
-    hook = set_connection(monkeypatch, "capillary_bad", sandbox.url, login=("store.server", "wrong"), **FAST_RETRIES)
+    client = set_connection(monkeypatch, "capillary_bad", sandbox.url, login=("store.server", "wrong"), **FAST_RETRIES).get_conn()
     with pytest.raises(CapillaryAuthError, match="Invalid till credentials"):
-        hook.get_hierarchies()
-    assert hook.stats.requests == 1  # a contract error is not retried
+        client.get_hierarchies()
+    assert client.stats.requests == 1  # a contract error is not retried
 
 
 def test_wrong_oauth_secret_fails_clearly(sandbox, monkeypatch):
@@ -215,21 +231,21 @@ def test_wrong_oauth_secret_fails_clearly(sandbox, monkeypatch):
 
 def test_oauth_token_is_reused_refreshed_before_expiry_and_after_a_401(tmp_path_factory, monkeypatch):
     with start_sandbox(tmp_path_factory, "ttl", token_ttl=2) as sandbox:
-        hook = set_connection(monkeypatch, "capillary_oauth", sandbox.url, oauth=True, **FAST_RETRIES)
-        hook.get_hierarchies()
-        hook.get_hierarchies()
+        client = set_connection(monkeypatch, "capillary_oauth", sandbox.url, oauth=True, **FAST_RETRIES).get_conn()
+        client.get_hierarchies()
+        client.get_hierarchies()
         assert sandbox.stats()["tokensIssued"] == 1  # cached per worker process
 
         time.sleep(2.1)  # the token's lifetime is over: a new one is generated before the call
-        hook.get_hierarchies()
+        client.get_hierarchies()
         assert sandbox.stats()["tokensIssued"] == 2
 
         # A token the client still believes in but the server has expired (clocks disagree):
         # the call gets a 401, a new token is generated and the call is repeated once.
-        key = (hook.settings.base_url, "demo-key")
+        key = (client.settings.base_url, "demo-key")
         TOKENS.store(key, TOKENS.valid(key), 3600)
         time.sleep(2.1)
-        assert hook.get_hierarchies()
+        assert client.get_hierarchies()
         stats = sandbox.stats()
         assert stats["tokensIssued"] == 3
         assert stats["requests"]["GET /v2/fleetHierarchy/all"]["401"] == 1
@@ -238,14 +254,14 @@ def test_oauth_token_is_reused_refreshed_before_expiry_and_after_a_401(tmp_path_
 # --- bulk ------------------------------------------------------------------------------------
 
 
-def test_bulk_registers_and_a_resend_returns_the_same_ids(hook):
+def test_bulk_registers_and_a_resend_returns_the_same_ids(client):
     bodies = [element(email=f"asha{i}.{unique_mobile()}@example.com") for i in range(5)]
-    first = hook.post_customers_bulk(bodies)
-    assert_exactly_once(hook, bodies, first)
-    second = hook.post_customers_bulk(bodies)
+    first = client.post_customers_bulk(bodies)
+    assert_exactly_once(client, bodies, first)
+    second = client.post_customers_bulk(bodies)
     assert [o.capillary_id for o in second] == [o.capillary_id for o in first]
     assert all(o.attempts == 1 for o in second)
-    assert hook.lookup_customer("mobile", unique_mobile()) is None
+    assert client.lookup_customer("mobile", unique_mobile()) is None
 
 
 @pytest.fixture(scope="module")
@@ -257,110 +273,110 @@ def faulty(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["500", "502", "503", "drop", "slow", "commit500"])
 def test_every_fault_kind_is_retried_without_duplicates(faulty, monkeypatch, kind):
     faulty.restart(faults=f"{kind}=0.5", fault_seed=11, slow_ms=1200)
-    hook = set_connection(monkeypatch, "capillary_faulty", faulty.url, batch_size=3, read_timeout=0.5,
-                          connect_timeout=2, **FAST_RETRIES)
+    client = set_connection(monkeypatch, "capillary_faulty", faulty.url, batch_size=3, read_timeout=0.5,
+                            connect_timeout=2, **FAST_RETRIES).get_conn()
     bodies = [element() for _ in range(12)]
-    outcomes = hook.post_customers_bulk(bodies)
+    outcomes = client.post_customers_bulk(bodies)
     assert faulty.stats()["faults"].get(kind, 0) >= 1
     counter = {"drop": "dropped", "slow": "timeouts"}.get(kind, "server_errors")
-    assert getattr(hook.stats, counter) >= 1  # slow: the answer came after the read timeout
+    assert getattr(client.stats, counter) >= 1  # slow: the answer came after the read timeout
     assert any(o.attempts > 1 for o in outcomes)
     faulty.restart(faults="")  # lookups without faults
-    assert_exactly_once(hook, bodies, outcomes)
+    assert_exactly_once(client, bodies, outcomes)
 
 
 def test_commit_then_500_does_not_duplicate_a_customer(faulty, monkeypatch):
     faulty.restart(faults="commit500=1.0")
-    hook = set_connection(monkeypatch, "capillary_commit", faulty.url, **dict(FAST_RETRIES, max_retries=2))
+    client = set_connection(monkeypatch, "capillary_commit", faulty.url, **dict(FAST_RETRIES, max_retries=2)).get_conn()
     bodies = [element(), element()]
-    outcomes = hook.post_customers_bulk(bodies)
+    outcomes = client.post_customers_bulk(bodies)
     # Every answer was a 500, but the server had stored the customers each time.
     assert all(o.status == "failed" and o.attempts == 3 for o in outcomes)
     faulty.restart(faults="")
-    stored = [hook.lookup_customer("mobile", mobile_of(b)) for b in bodies]
+    stored = [client.lookup_customer("mobile", mobile_of(b)) for b in bodies]
     assert None not in stored
-    again = hook.post_customers_bulk(bodies)
+    again = client.post_customers_bulk(bodies)
     assert [o.capillary_id for o in again] == stored
-    assert_exactly_once(hook, bodies, again)
+    assert_exactly_once(client, bodies, again)
 
 
 def test_batch_limit_1060_halves_the_batch_and_goes_on(tmp_path_factory, monkeypatch):
     with start_sandbox(tmp_path_factory, "small", batch_limit=4) as sandbox:
-        hook = set_connection(monkeypatch, "capillary_small", sandbox.url, batch_size=10, **FAST_RETRIES)
+        client = set_connection(monkeypatch, "capillary_small", sandbox.url, batch_size=10, **FAST_RETRIES).get_conn()
         bodies = [element() for _ in range(10)]
-        outcomes = hook.post_customers_bulk(bodies)
-        assert_exactly_once(hook, bodies, outcomes)
-        assert hook.batch_limit <= 4
+        outcomes = client.post_customers_bulk(bodies)
+        assert_exactly_once(client, bodies, outcomes)
+        assert client.batch_limit <= 4
         refused = sandbox.stats()["requests"]["POST /v2/customers/bulk"].get("400", 0)
         assert refused == 2  # 10 -> 5 refused, then batches of 2 fit
 
 
-def test_a_poisoned_element_is_bisected_out_and_the_rest_goes_through(hook):
+def test_a_poisoned_element_is_bisected_out_and_the_rest_goes_through(client):
     bodies = [element() for _ in range(8)]
     bodies[5]["loyaltyInfo"] = "x"  # a wrong type: HTTP 400 for the whole request
-    outcomes = hook.post_customers_bulk(bodies)
+    outcomes = client.post_customers_bulk(bodies)
     bad = outcomes[5]
     assert bad.status == "failed" and bad.error_code == 400 and "loyaltyInfo" in bad.error_message
     assert bad.attempts == 4  # 8 -> 4 -> 2 -> 1
     good = [o for i, o in enumerate(outcomes) if i != 5]
-    assert_exactly_once(hook, [b for i, b in enumerate(bodies) if i != 5], good)
-    assert hook.lookup_customer("mobile", mobile_of(bodies[5])) is None
+    assert_exactly_once(client, [b for i, b in enumerate(bodies) if i != 5], good)
+    assert client.lookup_customer("mobile", mobile_of(bodies[5])) is None
 
 
-def test_a_batch_where_every_element_fails_maps_each_error(hook):
+def test_a_batch_where_every_element_fails_maps_each_error(client):
     old = "1985-01-01T00:00:00+00:00"
     bodies = [element(), element()]
     for body in bodies:
         body["profiles"][0]["createDate"] = old
-    outcomes = hook.post_customers_bulk(bodies)
+    outcomes = client.post_customers_bulk(bodies)
     assert [(o.status, o.error_code) for o in outcomes] == [("failed", 1034), ("failed", 1034)]
     assert all(o.attempts == 1 for o in outcomes)  # "all failed" is an answer, not an outage
     assert "createDate" in outcomes[0].error_message
 
 
-def test_parent_with_children_maps_child_outcomes_in_order(hook, fleet_company):
+def test_parent_with_children_maps_child_outcomes_in_order(client, fleet_company):
     kids = [unique_mobile(), unique_mobile()]
     admin = element(role="FA", company=fleet_company, children=kids, child_role="FC")
-    outcome, = hook.post_customers_bulk([admin])
+    outcome, = client.post_customers_bulk([admin])
     assert outcome.status == "success"
-    assert [c.capillary_id for c in outcome.children] == [hook.lookup_customer("mobile", m) for m in kids]
-    details = hook.customer_details("mobile", kids[1])
+    assert [c.capillary_id for c in outcome.children] == [client.lookup_customer("mobile", m) for m in kids]
+    details = client.customer_details("mobile", kids[1])
     assert details["associationDetails"]["parentCustomerId"] == outcome.capillary_id
     assert details["associationDetails"]["roleCode"] == "FC"
 
     # A customer naming an unknown parent fails alone; its neighbour in the batch is fine.
     member = element(role="FC", company=fleet_company, parent_mobile=mobile_of(admin))
     orphan = element(role="FC", company=fleet_company, parent_mobile=unique_mobile())
-    ok, refused = hook.post_customers_bulk([member, orphan])
+    ok, refused = client.post_customers_bulk([member, orphan])
     assert ok.status == "success" and refused.status == "failed" and refused.error_code == 91036
 
 
 # --- companies ---------------------------------------------------------------------------------
 
 
-def test_companies_are_created_parents_first_then_kept_or_updated(hook):
+def test_companies_are_created_parents_first_then_kept_or_updated(client):
     tag = unique_mobile()[-7:]
     holding, subsidiary = f"HOLD-{tag}", f"SUB-{tag}"
-    first = hook.ensure_companies([company_request(subsidiary, parent=holding), company_request(holding)])
+    first = client.ensure_companies([company_request(subsidiary, parent=holding), company_request(holding)])
     assert [(o.external_id, o.action) for o in first] == [(subsidiary, "created"), (holding, "created")]
-    assert hook.get_company(subsidiary)["parentCompany"]["externalId"] == holding
+    assert client.get_company(subsidiary)["parentCompany"]["externalId"] == holding
 
-    again = hook.ensure_companies([company_request(holding), company_request(subsidiary, parent=holding)])
+    again = client.ensure_companies([company_request(holding), company_request(subsidiary, parent=holding)])
     assert [o.action for o in again] == ["unchanged", "unchanged"]
     assert [o.company_id for o in again] == [first[1].company_id, first[0].company_id]
 
-    changed = hook.ensure_companies([company_request(holding, name="Acme Holding", region="south")])
+    changed = client.ensure_companies([company_request(holding, name="Acme Holding", region="south")])
     assert changed[0].action == "updated"
-    assert hook.get_company(holding)["extendedFields"] == {"region": "south"}
+    assert client.get_company(holding)["extendedFields"] == {"region": "south"}
 
     moved = dict(company_request(holding, name="Acme Holding", region="south"), hierarchyDefinitionCode="other")
-    failed, = hook.ensure_companies([moved])
+    failed, = client.ensure_companies([moved])
     assert failed.action == "failed" and "cannot change" in failed.error_message
 
 
-def test_company_cycles_and_failed_parents_fail_without_calls(hook):
+def test_company_cycles_and_failed_parents_fail_without_calls(client):
     tag = unique_mobile()[-7:]
-    outcomes = hook.ensure_companies([
+    outcomes = client.ensure_companies([
         company_request(f"A-{tag}", parent=f"B-{tag}"),
         company_request(f"B-{tag}", parent=f"A-{tag}"),
         dict(company_request(f"BAD-{tag}"), hierarchyDefinitionCode="no-such-hierarchy"),
@@ -376,7 +392,7 @@ def test_company_cycles_and_failed_parents_fail_without_calls(hook):
 def test_server_messages_are_masked_in_outcomes():
     result = {"entity": None, "errors": [{"code": 1032, "message": "mobile 919876543210 already used by a.b@example.com"}],
               "warnings": [{"code": 8056, "message": "Invalid mobile 4412345678901, ignored"}]}
-    outcome = _customer_outcome(result)
+    outcome = customer_outcome(result)
     assert outcome.status == "failed" and outcome.error_code == 1032
     assert "919876543210" not in outcome.error_message and "a.b@example.com" not in outcome.error_message
     assert outcome.error_message == "mobile 91******3210 already used by a**@example.com"
@@ -391,11 +407,11 @@ def test_logs_carry_no_secrets_and_no_raw_mobiles_or_emails(sandbox, monkeypatch
     email = f"leak.{unique_mobile()}@example.com"
     bodies = [element(email=email), element()]
     bodies[1]["loyaltyInfo"] = {"loyaltyType": email}  # a 400 whose message may echo the value
-    basic = set_connection(monkeypatch, "capillary_logs", sandbox.url, **FAST_RETRIES)
+    basic = set_connection(monkeypatch, "capillary_logs", sandbox.url, **FAST_RETRIES).get_conn()
     basic.post_customers_bulk(bodies)
     basic.lookup_customer("email", email)
     basic.lookup_customer("mobile", mobile_of(bodies[0]))
-    oauth = set_connection(monkeypatch, "capillary_logs_oauth", sandbox.url, oauth=True, **FAST_RETRIES)
+    oauth = set_connection(monkeypatch, "capillary_logs_oauth", sandbox.url, oauth=True, **FAST_RETRIES).get_conn()
     oauth.get_hierarchies()
     token = TOKENS.valid((oauth.settings.base_url, "demo-key"))
     text = caplog.text + "".join(capsys.readouterr())
@@ -410,9 +426,9 @@ def test_logs_carry_no_secrets_and_no_raw_mobiles_or_emails(sandbox, monkeypatch
 
 def test_429_honours_retry_after_and_then_succeeds(throttled, monkeypatch):
     # The client is told 6000 rpm while the server allows 2: the server's 429 must rule.
-    hook = set_connection(monkeypatch, "capillary_throttled", throttled.url, **FAST_RETRIES)
+    client = set_connection(monkeypatch, "capillary_throttled", throttled.url, **FAST_RETRIES).get_conn()
     for _ in range(2):
-        assert hook.get_hierarchies()
-    assert hook.stats.throttled == 1
+        assert client.get_hierarchies()
+    assert client.stats.throttled == 1
     # While Retry-After ran, nobody knocked again: the server saw exactly one 429.
     assert throttled.stats()["rateLimited"] == 1

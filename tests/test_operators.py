@@ -1,4 +1,4 @@
-"""AssociateCustomersOperator and ensure_companies_from_frame, run for real against the sandbox."""
+"""AssociateCustomersOperator (send_payload_chunk) and ensure_companies_from_frame, run for real against the sandbox."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import logging
 import pandas as pd
 import pytest
 
-from associate import staging
-from associate.operators import AssociateCustomersOperator, ensure_companies_from_frame, part_uri
+from associate import staged, staging
+from associate.company_requests import ensure_companies_from_frame
+from associate.operators import AssociateCustomersOperator
+from associate.sending import part_uri
 from test_hook import FAST_RETRIES, element, mobile_of, set_connection, start_sandbox, unique_mobile
 
 CONN = "capillary_op"
@@ -46,11 +48,10 @@ def company(hook):
 
 
 def write_chunk(tmp_path, rows: list[tuple]) -> str:
-    """Stage a payload chunk: rows of (batch_no, entity_key, element or raw text, child_keys)."""
+    """Stage a payload chunk: rows of (batch_no, entity_key, element or raw text)."""
     frame = pd.DataFrame(
-        [(no, key, body if isinstance(body, str) else json.dumps(body), f"hash-{key}", json.dumps(children))
-         for no, key, body, children in rows],
-        columns=["batch_no", "entity_key", "payload", "payload_hash", "child_keys"],
+        [(no, key, body if isinstance(body, str) else json.dumps(body), f"hash-{key}") for no, key, body in rows],
+        columns=list(staged.CHUNK.columns),
     )
     return staging.write_frame(frame, "file://" + str(tmp_path / "payloads" / "chunk-000.parquet"))
 
@@ -64,21 +65,20 @@ def run_operator(payload_uri: str, outcome_uri: str, run_id: str = "manual__2026
 
 
 def fleet_chunk(tmp_path, company: str):
-    """Batch 0: a fleet admin and an admin with two children; batch 1: members, a poisoned and a broken row."""
+    """Batch 0: two fleet admins; batch 1: members of the first, a poisoned and a broken row."""
     admin = element(role="FA", company=company)
-    kids = [unique_mobile(), unique_mobile()]
-    family = element(role="FA", company=company, children=kids, child_role="FC")
+    other = element(role="FA", company=company)
     members = [element(role="FC", company=company, parent_mobile=mobile_of(admin)) for _ in range(2)]
     poisoned = element(role="FC", company=company, parent_mobile=mobile_of(admin), loyaltyInfo="x")
     uri = write_chunk(tmp_path, [
-        (0, "admin", admin, []),
-        (0, "family", family, ["kid-a", "kid-b"]),
-        (1, "member-1", members[0], []),
-        (1, "poisoned", poisoned, []),
-        (1, "member-2", members[1], []),
-        (1, "broken", "{not json", []),
+        (0, "admin", admin),
+        (0, "other", other),
+        (1, "member-1", members[0]),
+        (1, "poisoned", poisoned),
+        (1, "member-2", members[1]),
+        (1, "broken", "{not json"),
     ])
-    mobiles = {"admin": mobile_of(admin), "family": mobile_of(family), "kid-a": kids[0], "kid-b": kids[1],
+    mobiles = {"admin": mobile_of(admin), "other": mobile_of(other),
                "member-1": mobile_of(members[0]), "member-2": mobile_of(members[1])}
     return uri, mobiles
 
@@ -89,11 +89,12 @@ def test_operator_sends_a_chunk_and_stages_one_outcome_per_customer(hook, compan
     outcome_uri = "file://" + str(tmp_path / "outcomes" / "chunk-000.parquet")
     out = run_operator(payload_uri, outcome_uri)
 
-    assert sorted(out.index) == sorted(["admin", "family", "kid-a", "kid-b", "member-1", "member-2", "poisoned", "broken"])
+    assert sorted(out.index) == sorted(["admin", "other", "member-1", "member-2", "poisoned", "broken"])
+    client = hook.get_conn()
     for key, mobile in mobiles.items():
         assert out.loc[key, "status"] == "success", (key, out.loc[key, "error_message"])
-        assert out.loc[key, "capillary_id"] == hook.lookup_customer("mobile", mobile)
-    member = hook.customer_details("mobile", mobiles["member-1"])["associationDetails"]
+        assert out.loc[key, "capillary_id"] == client.lookup_customer("mobile", mobile)
+    member = client.customer_details("mobile", mobiles["member-1"])["associationDetails"]
     assert member["parentCustomerId"] == out.loc["admin", "capillary_id"]
     assert member["fleetCompany"]["externalId"] == company
 
@@ -102,7 +103,7 @@ def test_operator_sends_a_chunk_and_stages_one_outcome_per_customer(hook, compan
     assert out.loc["broken", "status"] == "failed" and "not valid JSON" in out.loc["broken", "error_message"]
     assert out.loc["broken", "attempts"] == 0
 
-    assert out.loc["admin", "payload_hash"] == "hash-admin" and pd.isna(out.loc["kid-a", "payload_hash"])
+    assert out.loc["admin", "payload_hash"] == "hash-admin" and out.loc["broken", "payload_hash"] == "hash-broken"
     assert str(out["capillary_id"].dtype) == "Int64" and str(out["error_code"].dtype) == "Int64"
     assert str(out["synced_at"].dt.tz) == "UTC"
     assert all(json.loads(w) == [] for w in out["warnings"])
@@ -116,7 +117,7 @@ def test_warnings_are_kept_as_masked_json(hook, tmp_path):
     mobile = unique_mobile()
     body = element(mobile)
     body["profiles"][0]["commChannels"].append({"type": "mobile", "value": "12ab", "primary": False})
-    out = run_operator(write_chunk(tmp_path, [(0, "warned", body, [])]),
+    out = run_operator(write_chunk(tmp_path, [(0, "warned", body)]),
                        "file://" + str(tmp_path / "outcomes" / "warned.parquet"))
     assert out.loc["warned", "status"] == "warning"
     assert [w["code"] for w in json.loads(out.loc["warned", "warnings"])] == [8058]
@@ -142,10 +143,10 @@ def test_a_retried_task_skips_batches_already_recorded(hook, sandbox, company, t
 
 def test_independent_batches_travel_side_by_side_and_stay_in_order(hook, tmp_path):
     bodies = [element() for _ in range(9)]
-    rows = [(i // 3, f"c{i}", body, []) for i, body in enumerate(bodies)]
+    rows = [(i // 3, f"c{i}", body) for i, body in enumerate(bodies)]
     out = run_operator(write_chunk(tmp_path, rows), "file://" + str(tmp_path / "outcomes" / "par.parquet"))
     assert list(out.index) == [f"c{i}" for i in range(9)]
-    assert out["capillary_id"].tolist() == [hook.lookup_customer("mobile", mobile_of(b)) for b in bodies]
+    assert out["capillary_id"].tolist() == [hook.get_conn().lookup_customer("mobile", mobile_of(b)) for b in bodies]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -169,7 +170,7 @@ def test_sync_state_is_recorded_batch_by_batch(hook, company, tmp_path, monkeypa
     assert set(state["last_run_id"]) == {"scheduled__1"}
 
 
-def test_ensure_companies_from_frame_answers_outcome_rows(hook):
+def test_ensure_companies_from_frame_returns_outcome_rows(hook):
     tag = unique_mobile()[-7:]
     frame = companies_frame(
         (f"SUB-{tag}", "Sub", f"HOLD-{tag}", None),
@@ -178,7 +179,7 @@ def test_ensure_companies_from_frame_answers_outcome_rows(hook):
     )
     out = ensure_companies_from_frame(hook, frame).set_index("entity_key")
     assert out.loc[f"HOLD-{tag}", "action"] == "created" and out.loc[f"SUB-{tag}", "action"] == "created"
-    assert out.loc[f"SUB-{tag}", "capillary_id"] == hook.get_company(f"SUB-{tag}")["companyId"]
+    assert out.loc[f"SUB-{tag}", "capillary_id"] == hook.get_conn().get_company(f"SUB-{tag}")["companyId"]
     assert out.loc[f"ODD-{tag}", "status"] == "failed" and "JSON object" in out.loc[f"ODD-{tag}", "error_message"]
     assert set(out["entity"]) == {"company"} and out["payload_hash"].notna().sum() == 2
 
@@ -189,4 +190,4 @@ def test_ensure_companies_from_frame_answers_outcome_rows(hook):
 
 def test_ensure_companies_of_nothing_needs_no_connection():
     out = ensure_companies_from_frame(None, companies_frame())
-    assert out.empty and "status" in out.columns
+    assert out.empty and list(out.columns) == list(staged.COMPANY_OUTCOMES.columns)

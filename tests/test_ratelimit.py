@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from associate.ratelimit import RateLimiter, limiter_for, reset_registry
+from associate.capillary.ratelimit import RateLimiter, limiter_for, reset_registry
 
 
 class FakeClock:

@@ -1,7 +1,7 @@
-"""Pydantic models of the Capillary API as this project uses it (../shared/capillary-api.md).
+"""Pydantic models of the Capillary API as this project uses it.
 
 Field names are spelled exactly as the API spells them, so ``model_dump(by_alias=False)``
-is the wire format. The client (``associate.hook``) and the sandbox
+is the wire format. The client (``associate.capillary``) and the sandbox
 (``associate.sandbox``) share these models and nothing else.
 """
 
@@ -41,7 +41,6 @@ IdentifierType = Literal[
     "cuid", "ali_uname", "jd_uname", "vip_uname", "mobilePush", "line", "unionId",
     "cardnumber",
 ]
-PRIMARY_IDENTIFIER_TYPES = ("mobile", "email", "externalId")
 CommChannelType = Literal["mobile", "email", "wechat", "ios", "android", "line", "mobilePush"]
 LoyaltyType = Literal["loyalty", "non_loyalty"]
 
@@ -70,6 +69,7 @@ class Codes:
     EXTENDED_FIELDS_FAILED = 91015
     VALUE_USED_BY_OTHER_USER = 91007
     INVALID_TILL = 91020
+    COMPANY_EXISTS = 91040
 
 
 class ApiModel(BaseModel):
@@ -97,12 +97,6 @@ class ApiMessage(ResponseModel):
     status: bool = False
     code: int
     message: str = ""
-
-
-class ErrorResponse(ResponseModel):
-    """Body of a whole-request error (HTTP 4xx/5xx)."""
-
-    errors: list[ApiMessage]
 
 
 # --- customers: request -----------------------------------------------------------------
@@ -198,15 +192,6 @@ class CustomerElement(ApiModel):
 # --- customers: response ----------------------------------------------------------------
 
 
-class Attribution(ResponseModel):
-    """Who created and modified a profile, and when."""
-
-    createDate: str | None = None
-    createdBy: Any = None
-    modifiedBy: Any = None
-    modifiedDate: str | None = None
-
-
 class StoredFleetCompany(ResponseModel):
     """The fleet company as stored, with its Capillary id."""
 
@@ -254,13 +239,6 @@ class BulkResultElement(ResponseModel):
     warnings: list[ApiMessage] = Field(default_factory=list)
 
 
-class LookupResponse(ResponseModel):
-    """Answer of ``GET /v2/customers/lookup``."""
-
-    entity: int
-    warnings: list[ApiMessage] = Field(default_factory=list)
-
-
 # --- auth -------------------------------------------------------------------------------
 
 
@@ -269,20 +247,6 @@ class TokenRequest(ApiModel):
 
     key: str = Field(min_length=1)
     secret: str = Field(min_length=1)
-
-
-class TokenData(ResponseModel):
-    """The token and how long it lives."""
-
-    accessToken: str
-    ttlSeconds: int
-
-
-class TokenResponse(ResponseModel):
-    """Answer of ``POST /v3/oauth/token/generate``."""
-
-    data: TokenData | None = None
-    errors: list[ApiMessage] | None = None
 
 
 # --- companies --------------------------------------------------------------------------
@@ -302,19 +266,6 @@ class CompanyRequest(ApiModel):
     hierarchyDefinitionCode: str = Field(min_length=1)
     extendedFields: dict[str, Any] | None = None
     parentCompany: CompanyRef | None = None
-
-
-class Company(ResponseModel):
-    """A fleet company as Capillary answers it."""
-
-    externalId: str
-    companyId: int
-    name: str
-    hierarchyDefinitionCode: str | None = None
-    extendedFields: dict[str, Any] | None = None
-    parentCompany: dict[str, Any] | None = None
-    isActive: bool = True
-    warnings: list[ApiMessage] = Field(default_factory=list)
 
 
 # --- hierarchy definitions --------------------------------------------------------------
@@ -348,16 +299,3 @@ class HierarchyDefinition(ApiModel):
     def parent_role_of(self, code: str) -> HierarchyRole | None:
         """The role whose children take role ``code``."""
         return next((r for r in self.roles if r.childRoleCode == code), None)
-
-
-class HierarchyList(ResponseModel):
-    """Answer of ``GET /v2/fleetHierarchy/all``."""
-
-    entity: list[HierarchyDefinition]
-
-
-class CreatedId(ResponseModel):
-    """Answer of ``POST /v2/fleetHierarchy``."""
-
-    entity: int
-    warnings: list[ApiMessage] = Field(default_factory=list)

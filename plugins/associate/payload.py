@@ -5,7 +5,7 @@ Elements are built as plain dicts in exactly the form ``CustomerElement.to_api()
 Each customer is its own element; a parent is referenced by its primary identifiers in
 ``associationDetails.parentCustomer``. ``childCustomers`` is not used: a child object can
 carry only profiles and extended fields (no loyalty info, enrolments or role of its own),
-so children go as full elements in later batches instead (``child_keys`` is always "[]").
+so children go as full elements in later batches instead.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import pandas as pd
 
 from associate import config, staging
 from associate.exceptions import PayloadError
+from associate.staged import CHUNK_COLUMNS, ELEMENT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-ELEMENT_COLUMNS = ("entity_key", "company_external_id", "depth", "payload", "payload_hash", "child_keys")
-CHUNK_COLUMNS = ("batch_no", "entity_key", "payload", "payload_hash", "child_keys")
 # lastViewedDate is a mobilePush-channel field in the contract: it is sent only for
 # profiles of the mobile-app source, the one source whose customers have that channel.
 LAST_VIEWED_SOURCES = frozenset({"MOBILE_APP"})
@@ -433,7 +432,6 @@ def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
         "depth": pd.Series(depths, dtype="int64"),
         "payload": pd.Series(payloads, dtype="str"),
         "payload_hash": pd.Series(hashes, dtype="str"),
-        "child_keys": pd.Series(["[]"] * len(keys), dtype="str"),
     }, columns=list(ELEMENT_COLUMNS))
     frame.attrs["skipped"] = skipped
     return frame
@@ -454,12 +452,6 @@ def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataF
         log.warning("%d customer(s) left out of the payloads, e.g. %s: %s", len(skipped), *skipped[0])
     frame.attrs["skipped"] = skipped
     return frame
-
-
-def empty_elements() -> pd.DataFrame:
-    """An elements frame without rows (the columns and types ``iter_elements`` yields)."""
-    frame = pd.DataFrame({column: pd.Series([], dtype="str") for column in ELEMENT_COLUMNS})
-    return frame.astype({"depth": "int64"})
 
 
 def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
@@ -521,7 +513,7 @@ def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int
     parts: list[list] = [[] for _ in chunks]
     offset = 0
     for table in staging.iter_tables(uri):
-        table = table.select(["entity_key", "payload", "payload_hash", "child_keys"])
+        table = table.select([c for c in CHUNK_COLUMNS if c != "batch_no"])
         ids = chunk_of[offset:offset + table.num_rows]
         for n in np.unique(ids):
             parts[n].append(table.filter(pa.array(ids == n)))

@@ -1,4 +1,4 @@
-"""Outcome frames (staged by the operators) -> rows of the warehouse output tables."""
+"""Outcome frames (``staged.OUTCOMES``) -> rows of the warehouse output tables."""
 
 from __future__ import annotations
 
@@ -8,23 +8,20 @@ from typing import Any
 
 import pandas as pd
 
-from associate import staging
+from associate import staged, staging
 from associate.masking import mask_text
 from associate.tables import (
     ENTITY_CUSTOMER, OUTPUT_TABLES, RESULTS_TABLE, STATE_TABLE, STATUS_FAILED, WARNINGS_TABLE,
 )
 
-OUTCOME_COLUMNS = ("entity", "entity_key", "status", "capillary_id", "error_code", "error_message",
-                   "attempts", "synced_at", "payload_hash", "warnings")
-
 Outcomes = pd.DataFrame | Iterable[pd.DataFrame | str]
 
 
 def combine_outcomes(outcomes: Outcomes) -> pd.DataFrame:
-    """One frame of outcomes from a frame, frames or staged URIs; one row per (entity, entity_key).
+    """Return one frame of outcomes from a frame, frames or staged URIs; one row per (entity, entity_key).
 
-    A key reported twice (an element and the same customer as someone's child, or a retry)
-    keeps its own element's row (the one with a payload hash), then the latest.
+    A key reported twice (held back and sent, or sent again by a retry) keeps the row of
+    its own element (the one with a payload hash), then the latest.
     """
     if isinstance(outcomes, pd.DataFrame):
         frames = [outcomes]
@@ -32,10 +29,10 @@ def combine_outcomes(outcomes: Outcomes) -> pd.DataFrame:
         frames = [staging.read_frame(o) if isinstance(o, str) else o for o in outcomes]
     frames = [f for f in frames if f is not None and len(f)]
     if not frames:
-        return _empty_outcomes()
+        return staged.OUTCOMES.empty()
     # Extra columns (e.g. the company ``action``) are kept for whoever reads them.
     frame = pd.concat(frames, ignore_index=True)
-    for column in OUTCOME_COLUMNS:
+    for column in staged.OUTCOMES.columns:
         if column not in frame.columns:
             frame[column] = None
     frame["entity_key"] = frame["entity_key"].astype(str)
@@ -54,25 +51,10 @@ def not_sent_outcomes(entity_keys: Sequence[str], reasons: Sequence[str], *, ent
     a ``failed`` state, so the next run tries again.
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    n = len(entity_keys)
-    return pd.DataFrame({
-        "entity": entity,
-        "entity_key": pd.Series(list(entity_keys), dtype=object),
-        "status": STATUS_FAILED,
-        "capillary_id": pd.array([None] * n, dtype="Int64"),
-        "error_code": pd.array([None] * n, dtype="Int64"),
-        "error_message": pd.Series(list(reasons), dtype=object),
-        "attempts": pd.Series([0] * n, dtype="int64"),
-        "synced_at": pd.Series([now] * n, dtype="datetime64[us, UTC]"),
-        "payload_hash": pd.Series([None] * n, dtype=object),
-        "warnings": pd.Series(["[]"] * n, dtype=object),
-    }, columns=list(OUTCOME_COLUMNS))
-
-
-def _empty_outcomes() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in OUTCOME_COLUMNS})
-    frame["synced_at"] = pd.Series(dtype="datetime64[us, UTC]")
-    return frame
+    return staged.outcome_frame(
+        staged.outcome_record(entity, key, STATUS_FAILED, error_message=reason, synced_at=now)
+        for key, reason in zip(entity_keys, reasons)
+    )
 
 
 def _int64(series: pd.Series) -> pd.Series:
@@ -81,7 +63,7 @@ def _int64(series: pd.Series) -> pd.Series:
 
 
 def _masked(series: pd.Series) -> pd.Series:
-    # Operators mask already; masking again is harmless and guards the warehouse.
+    # Outcome rows are masked already; masking again is harmless and guards the warehouse.
     return series.astype(object).map(lambda v: None if v is None or v != v else mask_text(v))
 
 

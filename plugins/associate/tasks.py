@@ -1,7 +1,7 @@
 """Task functions of the ``associate_customers`` DAG.
 
 Each function is one task: it reads staged inputs by reference, calls the stage modules,
-stages its outputs and answers only small references and counts (what goes through
+stages its outputs and returns only small references and counts (what goes through
 XCom). Heavy imports stay inside the functions so that parsing the DAG file stays cheap.
 """
 
@@ -96,7 +96,8 @@ def validate(
 
     customers = staging.read_frame(extracted["customers"])
     companies = staging.read_frame(extracted["companies"])
-    hierarchies = CapillaryHook(capillary_conn_id=capillary_conn_id).get_hierarchies()
+    with CapillaryHook(capillary_conn_id=capillary_conn_id).get_conn() as client:
+        hierarchies = client.get_hierarchies()
     log.info("Read %d hierarchy definitions from Capillary", len(hierarchies))
 
     result = validation.validate(
@@ -131,8 +132,8 @@ def ensure_companies(
 ) -> str:
     """Make sure every new or changed fleet company exists in Capillary; stage one outcome per company sent."""
     from associate import staging, warehouse
+    from associate.company_requests import ensure_companies_from_frame
     from associate.hook import CapillaryHook
-    from associate.operators import ensure_companies_from_frame
     from associate.tables import STATUS_FAILED
 
     companies = staging.read_frame(validated["companies"])
@@ -154,12 +155,16 @@ def ensure_companies(
         log.info("Dry run: %d companies would be checked and created or updated", len(companies))
         companies = companies.iloc[0:0]
     hook = CapillaryHook(capillary_conn_id=capillary_conn_id) if len(companies) else None
-    return staging.write_frame(ensure_companies_from_frame(hook, companies), uri)
+    try:
+        return staging.write_frame(ensure_companies_from_frame(hook, companies), uri)
+    finally:
+        if hook is not None:
+            hook.close()
 
 
 def _company_hash(row: dict[str, Any]) -> str | None:
     """Hash of a company row's request; None when it cannot be built (it is then always sent, and fails with the reason)."""
-    from associate.operators import company_request, company_request_hash
+    from associate.company_requests import company_request, company_request_hash
 
     try:
         return company_request_hash(company_request(row))
@@ -181,7 +186,7 @@ def detect_changes(
 
     import pandas as pd
 
-    from associate import changes, payload, staging, warehouse
+    from associate import changes, payload, staged, staging, warehouse
     from associate.tables import STATUS_FAILED
 
     customers = staging.read_frame(validated["customers"])
@@ -208,9 +213,8 @@ def detect_changes(
     skipped: list[tuple[str, str]] = []
     to_send_uri = staging.run_path(run_id, "changes", "to_send.parquet")
     preview = reports_dir(run_id) / "payload_preview.jsonl" if dry_run else None
-    empty = payload.empty_elements().assign(change=pd.Series([], dtype="str"))
     started, done = time.monotonic(), 0
-    with staging.FrameWriter(to_send_uri, empty) as sink, _preview_file(preview) as preview_out:
+    with staging.FrameWriter(to_send_uri, staged.TO_SEND.empty()) as sink, _preview_file(preview) as preview_out:
         for elements in payload.iter_elements(customers, companies):
             left_out = elements.attrs.pop("skipped")
             skipped += left_out

@@ -4,7 +4,7 @@ Capillary counts requests per API key per minute; going over it costs a 429 and 
 ``Retry-After`` pause. A GCRA limiter (a token bucket with burst 1) spaces requests
 evenly at a little under the budget, so a sliding 60 s window on the server never sees
 more than the budget. One limiter exists per host and credential in a process
-(``limiter_for``), so every task thread and every hook instance sharing a credential
+(``limiter_for``), so every task thread and every client sharing a credential
 shares the budget. Across worker processes the Airflow pool ``capillary_api`` bounds
 concurrency; that is the DAG's business.
 """
@@ -48,7 +48,7 @@ class RateLimiter:
             self.rpm = float(rpm)
 
     def reserve(self) -> float:
-        """Book the next slot and answer how long the caller must wait for it."""
+        """Book the next slot and return how long the caller must wait for it."""
         with self._lock:
             now = self._clock()
             # A slot is never given in the past: an idle spell does not build up a burst.
@@ -60,7 +60,7 @@ class RateLimiter:
             return wait
 
     def acquire(self) -> float:
-        """Block until the caller may send one request; answer the seconds waited."""
+        """Block until the caller may send one request; return the seconds waited."""
         wait = self.reserve()
         if wait > 0:
             self._sleep(wait)

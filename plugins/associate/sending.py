@@ -1,0 +1,188 @@
+"""Sending one payload chunk: batches in order, independent ones side by side, one outcome row per customer.
+
+Each batch's outcome is staged as a part as soon as it is answered (a retried task
+resumes after the last one) and, with a warehouse, recorded there in the same breath.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from associate import staged
+from associate.masking import PiiMaskingFilter
+from associate.tables import ENTITY_CUSTOMER, STATUS_FAILED
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from associate.capillary.client import CapillaryClient
+    from associate.hook import CapillaryHook
+
+log = logging.getLogger(__name__)
+log.addFilter(PiiMaskingFilter())
+
+
+def part_uri(outcome_uri: str, batch_no: int) -> str:
+    """Return where the outcome of one batch is kept until the chunk is done (resume after a retry)."""
+    return f"{outcome_uri}.parts/batch-{int(batch_no):05d}.parquet"
+
+
+def send_payload_chunk(
+    hook: CapillaryHook,
+    payload_uri: str,
+    outcome_uri: str,
+    *,
+    run_id: str,
+    warehouse_conn_id: str | None = None,
+) -> str:
+    """Send a payload chunk batch by batch (ascending ``batch_no``), stage the outcome, return its URI."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    from associate import staging
+
+    frame = staging.read_frame(payload_uri)
+    staged.CHUNK.check(frame, payload_uri)
+    batches = [(int(no), group) for no, group in frame.groupby("batch_no", sort=True)]
+    done = {no for no, _ in batches if staging.exists(part_uri(outcome_uri, no))}
+    pending = [(no, group) for no, group in batches if no not in done]
+    if done:
+        log.info("Resuming: %d of %d batches already have an outcome from an earlier try", len(done), len(batches))
+
+    if warehouse_conn_id and pending:
+        from associate.warehouse import ensure_output_tables
+
+        ensure_output_tables(warehouse_conn_id)
+    client = hook.get_conn()
+    progress = _Progress(total=len(batches), done=len(done), client=client)
+    fresh: dict[int, pd.DataFrame] = {}
+    with ThreadPoolExecutor(max_workers=client.settings.concurrency, thread_name_prefix="capillary") as pool:
+        for wave in _independent_waves(pending):
+            # Batches of one wave share no customer, so they may travel side by side;
+            # their outcomes are recorded in batch order.
+            futures = [(no, pool.submit(_send_batch, client, group)) for no, group in wave]
+            for no, future in futures:
+                outcome = fresh[no] = future.result()
+                staging.write_frame(outcome, part_uri(outcome_uri, no))
+                if warehouse_conn_id:
+                    _record_batch(warehouse_conn_id, run_id, outcome)
+                progress.batch_done(no, outcome)
+
+    parts = [fresh[no] if no in fresh else staging.read_frame(part_uri(outcome_uri, no)) for no, _ in batches]
+    combined = pd.concat(parts, ignore_index=True) if parts else staged.OUTCOMES.empty()
+    uri = staging.write_frame(staged.typed_outcomes(combined), outcome_uri)
+    log.info("Chunk done: %d customers (%s); outcome %s", len(combined), staged.format_counts(combined["status"]), uri)
+    return uri
+
+
+def _record_batch(warehouse_conn_id: str, run_id: str, outcome: pd.DataFrame) -> None:
+    """Write one batch's results, warnings and sync state to the warehouse (one transaction)."""
+    from associate.reconcile import results_from_outcomes, state_from_outcomes
+    from associate.warehouse import record_batch
+
+    results, warnings = results_from_outcomes(outcome, run_id)
+    record_batch(warehouse_conn_id, run_id, results=results, warnings=warnings,
+                 state=state_from_outcomes(outcome, run_id))
+
+
+class _Progress:
+    """One log line per batch: done/total, customers/s, 429s, retries."""
+
+    def __init__(self, *, total: int, done: int, client: CapillaryClient):
+        self.total, self.done, self.client = total, done, client
+        self.customers = 0
+        self.started = time.monotonic()
+
+    def batch_done(self, batch_no: int, outcome: pd.DataFrame) -> None:
+        """Log one answered batch."""
+        self.done += 1
+        self.customers += len(outcome)
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        stats = self.client.stats.snapshot()
+        failed = int((outcome["status"] == STATUS_FAILED).sum())
+        log.info(
+            "Batch %d/%d (batch_no %d): %d customers, %d failed; %.1f customers/s; 429s %d, retries %d",
+            self.done, self.total, batch_no, len(outcome), failed, self.customers / elapsed,
+            stats["throttled"], stats["retries"],
+        )
+
+
+def _identifiers(element: Any) -> set[tuple[str, str]]:
+    """Return every (type, value) identifier an element touches: its own, its parent's, its children's."""
+    found: set[tuple[str, str]] = set()
+
+    def profiles(customer: Any) -> None:
+        for profile in (customer or {}).get("profiles") or []:
+            for ident in profile.get("identifiers") or []:
+                found.add((str(ident.get("type")), str(ident.get("value"))))
+
+    if isinstance(element, dict):
+        profiles(element)
+        details = element.get("associationDetails") or {}
+        profiles(details.get("parentCustomer"))
+        for child in details.get("childCustomers") or []:
+            profiles(child)
+    return found
+
+
+def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
+    """Return consecutive batches grouped while they share no customer; a shared one starts a new wave.
+
+    A child's batch names its parent's identifiers, so parents are always answered before
+    their children are sent, and two requests never race to register the same customer.
+    """
+    waves: list[list[tuple[int, Any]]] = []
+    seen: set[tuple[str, str]] = set()
+    for no, group in batches:
+        touched: set[tuple[str, str]] = set()
+        for payload in group["payload"]:
+            try:
+                touched |= _identifiers(json.loads(payload))
+            except (TypeError, ValueError):
+                continue
+        if not waves or touched & seen:
+            waves.append([])
+            seen = set()
+        waves[-1].append((no, group))
+        seen |= touched
+    return waves
+
+
+def _send_batch(client: CapillaryClient, group: pd.DataFrame) -> pd.DataFrame:
+    """Send one batch; return one outcome row per element, in order."""
+    import pandas as pd
+
+    from associate.capillary.outcomes import BulkOutcome
+
+    rows = list(group[["entity_key", "payload", "payload_hash"]].itertuples(index=False))
+    elements, sendable, results = [], [], {}
+    for position, row in enumerate(rows):
+        try:
+            element = json.loads(row.payload)
+            if not isinstance(element, dict):
+                raise ValueError("payload is not a JSON object")
+        except (TypeError, ValueError) as exc:
+            results[position] = BulkOutcome(error_message=f"payload is not valid JSON: {exc}")
+            continue
+        elements.append(element)
+        sendable.append(position)
+    for position, outcome in zip(sendable, client.post_customers_bulk(elements) if elements else []):
+        results[position] = outcome
+
+    now = pd.Timestamp.now(tz="UTC")
+    records = []
+    for position, row in enumerate(rows):
+        outcome = results[position]
+        record = staged.outcome_record(
+            ENTITY_CUSTOMER, row.entity_key, outcome.status, capillary_id=outcome.capillary_id,
+            error_code=outcome.error_code, error_message=outcome.error_message, attempts=outcome.attempts,
+            synced_at=now, payload_hash=row.payload_hash, warnings=outcome.warnings,
+        )
+        if record["status"] == STATUS_FAILED:
+            log.warning("Customer %s failed: %s %s", record["entity_key"], record["error_code"], record["error_message"])
+        records.append(record)
+    return staged.outcome_frame(records)

@@ -1,0 +1,119 @@
+"""Every staged format passed between tasks: its columns, their dtypes and an empty frame of it.
+
+- ``ELEMENTS``: one built ``POST /v2/customers/bulk`` element per customer, with its depth
+  in the parent chain and its payload hash; ``TO_SEND`` adds why it is sent (``change``).
+- ``CHUNK``: the elements one ``post`` task sends, numbered in batches (``batch_no``).
+- ``OUTCOMES``: one row per customer or company sent or held back; ``COMPANY_OUTCOMES``
+  adds what ``ensure_companies`` did (``action``), a column the format allows.
+
+Payload text is ``str`` (Arrow-backed: a payload costs its bytes, not a Python object);
+outcome text is ``object``. pandas is imported inside functions: tasks import this
+module at DAG parse time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from associate.masking import mask_text
+from associate.tables import STATUS_FAILED
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True, eq=False)
+class StagedFormat:
+    """A staged frame's columns, in order, with their dtypes."""
+
+    name: str
+    dtypes: Mapping[str, str]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns, in order."""
+        return tuple(self.dtypes)
+
+    def empty(self) -> pd.DataFrame:
+        """Return a frame of this format without rows."""
+        import pandas as pd
+
+        return pd.DataFrame({column: pd.Series([], dtype=dtype) for column, dtype in self.dtypes.items()})
+
+    def check(self, frame: pd.DataFrame, source: str) -> None:
+        """Raise ``ValueError`` when ``frame`` (read from ``source``) lacks a column of this format."""
+        missing = [column for column in self.columns if column not in frame.columns]
+        if missing:
+            raise ValueError(f"{self.name} {source} lacks columns {missing}")
+
+
+ELEMENTS = StagedFormat("elements", {
+    "entity_key": "str", "company_external_id": "str", "depth": "int64", "payload": "str", "payload_hash": "str",
+})
+TO_SEND = StagedFormat("elements to send", {**ELEMENTS.dtypes, "change": "str"})
+CHUNK = StagedFormat("payload chunk", {"batch_no": "int64", "entity_key": "str", "payload": "str", "payload_hash": "str"})
+OUTCOMES = StagedFormat("outcomes", {
+    "entity": "object", "entity_key": "object", "status": "object",
+    "capillary_id": "Int64", "error_code": "Int64", "error_message": "object", "attempts": "int64",
+    "synced_at": "datetime64[us, UTC]", "payload_hash": "object", "warnings": "object",
+})
+COMPANY_OUTCOMES = StagedFormat("company outcomes", {**OUTCOMES.dtypes, "action": "object"})
+
+ELEMENT_COLUMNS = ELEMENTS.columns
+CHUNK_COLUMNS = CHUNK.columns
+OUTCOME_COLUMNS = OUTCOMES.columns
+
+
+def typed_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return outcome rows with the format's dtypes (nullable ids and codes, UTC timestamps); extra columns kept."""
+    import pandas as pd
+
+    frame = frame.copy()
+    for column, dtype in OUTCOMES.dtypes.items():
+        values = frame[column] if column in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        if dtype == "Int64":
+            frame[column] = pd.array([None if pd.isna(v) else int(v) for v in values], dtype=dtype)
+        elif dtype == "object":
+            frame[column] = values.astype(dtype).where(values.notna(), None)
+        elif column == "synced_at":
+            frame[column] = pd.to_datetime(values, utc=True).astype(dtype)
+        else:
+            frame[column] = values.astype(dtype)
+    return frame[list(OUTCOMES.columns) + [c for c in frame.columns if c not in OUTCOMES.dtypes]]
+
+
+def outcome_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Return outcome rows (dicts with the format's columns; missing ones are empty) as a typed frame."""
+    import pandas as pd
+
+    return typed_outcomes(pd.DataFrame.from_records(list(records), columns=list(OUTCOMES.columns)))
+
+
+def outcome_record(entity: str, entity_key: str, status: str, *, capillary_id: int | None = None,
+                   error_code: int | None = None, error_message: str | None = None, attempts: int = 0,
+                   synced_at: Any = None, payload_hash: str | None = None,
+                   warnings: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Return one outcome row, its messages masked; a failed row carries no id."""
+    return {
+        "entity": entity,
+        "entity_key": str(entity_key),
+        "status": status,
+        "capillary_id": capillary_id if status != STATUS_FAILED else None,
+        "error_code": error_code,
+        "error_message": mask_text(error_message) if error_message else None,
+        "attempts": int(attempts),
+        "synced_at": synced_at,
+        "payload_hash": payload_hash,
+        "warnings": json.dumps([{"code": w.get("code"), "message": mask_text(w.get("message"))} for w in warnings],
+                               ensure_ascii=False),
+    }
+
+
+def format_counts(values: Iterable[str]) -> str:
+    """Return how many of each value, e.g. ``2 failed, 5 success``, for a log line."""
+    counts = Counter(values)
+    return ", ".join(f"{n} {value}" for value, n in sorted(counts.items())) or "nothing sent"

@@ -1,0 +1,50 @@
+"""associate.staged: each staged format's columns, dtypes, empty frame and outcome rows."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from associate import staged
+
+
+@pytest.mark.parametrize("fmt", [staged.ELEMENTS, staged.TO_SEND, staged.CHUNK, staged.OUTCOMES,
+                                 staged.COMPANY_OUTCOMES], ids=lambda f: f.name)
+def test_an_empty_frame_has_the_format_columns_and_dtypes(fmt):
+    frame = fmt.empty()
+    assert frame.empty and list(frame.columns) == list(fmt.columns)
+    assert {c: str(t) for c, t in frame.dtypes.items()} == dict(fmt.dtypes)
+
+
+def test_a_frame_without_a_format_column_is_refused():
+    frame = staged.CHUNK.empty().drop(columns="payload_hash")
+    with pytest.raises(ValueError, match=r"payload chunk chunk-0 lacks columns \['payload_hash'\]"):
+        staged.CHUNK.check(frame, "chunk-0")
+
+
+def test_outcome_rows_are_typed_masked_and_failed_rows_carry_no_id():
+    now = pd.Timestamp("2026-01-01T00:00:00Z")
+    ok = staged.outcome_record("customer", 7, "warning", capillary_id=101, attempts=2, synced_at=now,
+                               payload_hash="h", warnings=[{"code": 8056, "message": "mobile 919876543210"}])
+    bad = staged.outcome_record("customer", "k2", "failed", capillary_id=102, error_code=1032,
+                                error_message="used by a.b@example.com", synced_at=now)
+    frame = staged.outcome_frame([ok, bad])
+    assert {c: str(t) for c, t in frame.dtypes.items()} == dict(staged.OUTCOMES.dtypes)
+    assert frame["entity_key"].tolist() == ["7", "k2"]
+    assert frame["capillary_id"].tolist() == [101, pd.NA]
+    assert frame.loc[1, "error_message"] == "used by a**@example.com" and frame.loc[0, "error_message"] is None
+    assert json.loads(frame.loc[0, "warnings"]) == [{"code": 8056, "message": "mobile 91******3210"}]
+    assert frame.loc[1, "payload_hash"] is None and frame.loc[1, "warnings"] == "[]"
+
+
+def test_typed_outcomes_keeps_extra_columns_after_the_format():
+    frame = staged.COMPANY_OUTCOMES.empty()
+    typed = staged.typed_outcomes(frame.assign(action=pd.Series([], dtype=object)))
+    assert list(typed.columns) == list(staged.COMPANY_OUTCOMES.columns)
+
+
+def test_counts_for_a_log_line():
+    assert staged.format_counts(["success", "failed", "success"]) == "1 failed, 2 success"
+    assert staged.format_counts([]) == "nothing sent"
