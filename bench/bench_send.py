@@ -3,7 +3,7 @@
 Starts a sandbox with ``--rate-limit-rpm`` and ``--latency-ms`` (fresh database for each
 run), stages one payload chunk of N independent customers in batches, and sends it
 
-1. through ``associate.operators.send_payload_chunk`` (CapillaryHook: pooled session,
+1. through ``associate.sending.send_payload_chunk`` (CapillaryHook: pooled session,
    GCRA limiter at the budget, ``concurrency`` threads, retries), and
 2. through a plain sequential ``requests`` loop (one POST after the other, sleeping
    ``Retry-After`` on a 429 and sending again - the least a loop needs to finish).
@@ -57,7 +57,7 @@ class ThrottleClock:
     def _watch(self):
         seen = 0
         while not self._stop.is_set():
-            count = self.hook.stats.throttled
+            count = self.hook.get_conn().stats.throttled
             self.times += [time.monotonic()] * (count - seen)
             seen = count
             time.sleep(0.05)
@@ -77,9 +77,9 @@ def run_hook(url: str, elements: list[dict], args, workdir: Path) -> dict:
 
     from associate import staging
     from associate.hook import CapillaryHook
-    from associate.operators import send_payload_chunk
+    from associate.sending import send_payload_chunk
 
-    os.environ[staging.STAGING_ENV] = "file://" + str(workdir / "staging")
+    os.environ["ASSOCIATE_STAGING_BASE"] = "file://" + str(workdir / "staging")
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
         "conn_type": "http", "host": url, "login": "store.server", "password": "server123",
         "extra": {"rate_limit_rpm": args.rpm, "concurrency": args.concurrency, "batch_size": args.batch_size},
@@ -89,7 +89,6 @@ def run_hook(url: str, elements: list[dict], args, workdir: Path) -> dict:
         "entity_key": [f"c{i}" for i in range(len(elements))],
         "payload": [json.dumps(e) for e in elements],
         "payload_hash": [hashlib.sha256(json.dumps(e).encode()).hexdigest() for e in elements],
-        "child_keys": "[]",
     })
     payload_uri = staging.write_frame(frame, staging.run_path("bench", "payloads", "chunk-000.parquet"))
     hook = CapillaryHook(capillary_conn_id=CONN_ID)
@@ -99,10 +98,10 @@ def run_hook(url: str, elements: list[dict], args, workdir: Path) -> dict:
                                          run_id="bench")
     elapsed = time.monotonic() - started
     outcome = staging.read_frame(outcome_uri)
-    stats = hook.stats.snapshot()
+    stats = hook.get_conn().stats.snapshot()
     return {
         "elapsed_s": elapsed,
-        "sustained_rpm": hook.stats.sustained_rpm(),
+        "sustained_rpm": hook.get_conn().stats.sustained_rpm(),
         "requests": stats["requests"],
         "throttled": stats["throttled"],
         "throttled_after_first_minute": sum(1 for t in throttles.times if t - started > 60),

@@ -185,25 +185,25 @@ class StageRunner:
         return plan["to_send"], plan["to_send"], {"chunks": len(uris)}
 
     def prepare_send(self):
-        from associate import operators
         from associate.hook import CapillaryHook
 
-        self.operators = operators
         self.hook = CapillaryHook(capillary_conn_id=CAPILLARY_CONN_ID)
-        self.hook.get_hierarchies()  # authenticate and open the session before the timer
+        self.hook.get_conn().get_hierarchies()  # authenticate and open the session before the timer
 
     def work_send(self):
         """The real send: ensure companies, then every chunk through the operator's code path."""
         from associate import staging
+        from associate.company_requests import ensure_companies_from_frame
+        from associate.sending import send_payload_chunk
 
         companies = staging.read_frame(self.path("valid", "companies.parquet"))
-        company_outcomes = self.operators.ensure_companies_from_frame(self.hook, companies)
+        company_outcomes = ensure_companies_from_frame(self.hook, companies)
         staging.write_frame(company_outcomes, self.path("outcomes", "companies.parquet"))
         uris = staging.read_json(self.path("chunks.json"))["chunks"]
         outcome_uris, statuses = [], {}
         for uri in uris:
             outcome_uri = uri.replace("/payloads/", "/outcomes/")
-            outcome_uris.append(self.operators.send_payload_chunk(
+            outcome_uris.append(send_payload_chunk(
                 self.hook, uri, outcome_uri, run_id=self.run_id, warehouse_conn_id=CONN_ID))
             for status, count in staging.read_frame(outcome_uri)["status"].value_counts().items():
                 statuses[status] = statuses.get(status, 0) + int(count)

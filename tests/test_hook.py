@@ -145,7 +145,7 @@ def throttled(tmp_path_factory):
     """
     with start_sandbox(tmp_path_factory, "throttled", rate_limit_rpm=2) as process:
         with pytest.MonkeyPatch.context() as mp:
-            assert set_connection(mp, "capillary_prime", process.url).get_hierarchies()
+            assert set_connection(mp, "capillary_prime", process.url).get_conn().get_hierarchies()
         yield process
 
 
@@ -201,7 +201,7 @@ def test_hook_builds_one_client_and_tests_the_connection(sandbox, monkeypatch):
     client = hook.get_conn()
     assert hook.get_conn() is client and client.settings is hook.settings
     ok, message = hook.test_connection()
-    assert ok and message.startswith("Connected: ") and hook.stats.requests == 1
+    assert ok and message.startswith("Connected: ") and hook.get_conn().stats.requests == 1
     bad = set_connection(monkeypatch, "capillary_button_bad", sandbox.url, login=("store.server", "wrong"))
     ok, message = bad.test_connection()
     assert not ok and "Invalid till credentials" in message
@@ -226,7 +226,7 @@ def test_wrong_oauth_secret_fails_clearly(sandbox, monkeypatch):
         "conn_type": "http", "host": sandbox.url, "extra": {"oauth_key": "demo-key", "oauth_secret": "nope"}}))
     TOKENS.clear()
     with pytest.raises(CapillaryAuthError, match="refused to generate an OAuth token"):
-        CapillaryHook("capillary_badkey").get_hierarchies()
+        CapillaryHook("capillary_badkey").get_conn().get_hierarchies()
 
 
 def test_oauth_token_is_reused_refreshed_before_expiry_and_after_a_401(tmp_path_factory, monkeypatch):

@@ -145,7 +145,7 @@ def tls_outcome(url: str, verify: str | None, *, ca_bundle_env: bool) -> str:
     try:
         hook = CapillaryHook(capillary_conn_id="capillary_tls")
         try:
-            hook.get_hierarchies()
+            hook.get_conn().get_hierarchies()
             outcome = "accepted the self-signed certificate"
         except Exception as exc:  # noqa: BLE001 - any refusal will do; the outcome is recorded
             outcome = f"refused: {type(exc).__name__}"

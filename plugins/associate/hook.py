@@ -14,8 +14,6 @@ from airflow.sdk import BaseHook
 
 from associate.capillary.client import CapillaryClient
 from associate.capillary.settings import ClientSettings
-from associate.capillary.transport import CallStats
-from associate.models import HierarchyDefinition
 
 
 class CapillaryHook(BaseHook):
@@ -62,19 +60,10 @@ class CapillaryHook(BaseHook):
         if self._client is not None:
             self._client.close()
 
-    @property
-    def stats(self) -> CallStats:
-        """The client's request counters."""
-        return self.get_conn().stats
-
-    def get_hierarchies(self) -> list[HierarchyDefinition]:
-        """Return every active fleet hierarchy definition."""
-        return self.get_conn().get_hierarchies()
-
     def test_connection(self) -> tuple[bool, str]:
         """Check credentials by reading the hierarchy definitions (the UI's Test button)."""
         try:
-            count = len(self.get_hierarchies())
+            count = len(self.get_conn().get_hierarchies())
         except Exception as exc:  # the UI wants a message, not a traceback
             return False, str(exc)
         return True, f"Connected: {count} hierarchy definitions"

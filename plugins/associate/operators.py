@@ -10,21 +10,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-# bench/ still imports these from here; they live in their own modules now.
-_MOVED = {
-    "send_payload_chunk": "associate.sending",
-    "ensure_companies_from_frame": "associate.company_requests",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class AssociateCustomersOperator(BaseOperator):
     """Send one staged payload chunk to Capillary, batch by batch, and stage one outcome row per customer."""
 
