@@ -29,10 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONN_ID = "bench_warehouse"
 CAPILLARY_CONN_ID = "bench_capillary"
-OUTCOME_COLUMNS = (
-    "entity", "entity_key", "status", "capillary_id", "error_code", "error_message",
-    "attempts", "synced_at", "payload_hash", "warnings",
-)
 PG_ADMIN_ENV = "ASSOCIATE_BENCH_PG"
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 STAGES = ("extract", "validate", "detect_changes", "build_batches", "write_back")
@@ -218,6 +214,7 @@ class StageRunner:
         import pandas as pd
 
         from associate import reconcile, staging, warehouse
+        from associate.staged import OUTCOME_COLUMNS
 
         self.reconcile, self.warehouse = reconcile, warehouse
         self.warm_up()
