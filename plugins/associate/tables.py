@@ -1,4 +1,4 @@
-"""Column contract of the warehouse (../shared/warehouse.md): what we read and what we write."""
+"""Column contract of the warehouse (docs/warehouse.md): what we read and what we write."""
 
 from __future__ import annotations
 
