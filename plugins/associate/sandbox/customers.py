@@ -236,7 +236,7 @@ class CustomerService:
 
     def entity(self, conn: sqlite3.Connection, customer_id: int, *, new: bool | None = None,
                child: bool | None = None, warnings: list | None = None, child_role_code: str | None = None) -> dict:
-        """The customer as the API answers it."""
+        """The customer as the API returns it."""
         row = self.store.customer(conn, customer_id)
         identifiers = []
         for ident in self.store.identifiers_of(conn, customer_id):
