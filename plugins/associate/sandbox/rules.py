@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from associate.models import Codes, Profile
 
@@ -31,6 +33,25 @@ class ElementError(Exception):
     def as_message(self) -> dict:
         """The wire form ``{status, code, message}``."""
         return {"status": False, "code": self.code, "message": self.message}
+
+
+class ConflictError(ElementError):
+    """An element's identifiers belong to more than one stored customer.
+
+    ``key`` names the element's set of identifiers (``refusal_key``) and ``id_type`` the
+    identifier reported, so that the same set can be refused again for the same one.
+    """
+
+    def __init__(self, id_type: str, key: str):
+        super().__init__(CONFLICT_CODES.get(id_type, Codes.VALUE_USED_BY_OTHER_USER),
+                         f"{id_type} already used by another customer")
+        self.id_type = id_type
+        self.key = key
+
+
+def refusal_key(identifiers: list[tuple[str, str, Any]]) -> str:
+    """A stable name for a set of normalised identifiers, whatever their order in the request."""
+    return json.dumps(sorted([t, v] for t, v, _ in identifiers), separators=(",", ":"), ensure_ascii=False)
 
 
 def warning(code: int, message: str) -> dict:
