@@ -15,7 +15,6 @@ import heapq
 import json
 import logging
 import os
-import re
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +24,7 @@ import pandas as pd
 
 from associate import config, staging
 from associate.exceptions import PayloadError
+from associate.identifiers import normalize_mobile
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ CHUNK_COLUMNS = ("batch_no", "entity_key", "payload", "payload_hash", "child_key
 # profiles of the mobile-app source, the one source whose customers have that channel.
 LAST_VIEWED_SOURCES = frozenset({"MOBILE_APP"})
 DEFAULT_SOURCE = "INSTORE"
-_NON_DIGITS = re.compile(r"\D+")
 
 
 def _encoder():
@@ -80,14 +79,6 @@ def canonical_json(element: dict[str, Any]) -> str:
 def payload_hash(payload: str) -> str:
     """sha256 (hex) of a canonical payload."""
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def normalize_mobile(value: Any) -> str | None:
-    """E.164 digits without '+' (separators dropped)."""
-    if value is None:
-        return None
-    digits = _NON_DIGITS.sub("", str(value))
-    return digits or None
 
 
 def normalize_email(value: Any) -> str | None:
@@ -166,6 +157,22 @@ def _primary_identifiers(mobile: str | None, email: str | None, external_id: str
     return identifiers
 
 
+def _mobiles(series: pd.Series) -> tuple[list[str | None], set[int]]:
+    """Normalised mobiles of a column, and the positions of those present but not E.164 digits.
+
+    Validation refuses such rows, so none should come here; if one does, its row is left out
+    with a reason rather than sent without the mobile it was given.
+    """
+    raw = _values(series)
+    mobiles = [normalize_mobile(v) for v in raw]
+    unreadable = {i for i, (value, mobile) in enumerate(zip(raw, mobiles))
+                  if mobile is None and value is not None and str(value).strip()}
+    return mobiles, unreadable
+
+
+_UNREADABLE_MOBILE = "mobile is not E.164 digits (an optional '+' and digits only)"
+
+
 class _Columns:
     """Customer columns as plain lists, converted once per slice of rows."""
 
@@ -177,7 +184,7 @@ class _Columns:
         for column in text:
             setattr(self, column, _values(customers[column]))
         self.customer_key = [str(k) for k in self.customer_key]
-        self.mobile = [normalize_mobile(v) for v in _values(customers["mobile"])]
+        self.mobile, self.unreadable_mobile = _mobiles(customers["mobile"])
         self.email = [normalize_email(v) for v in _values(customers["email"])]
         for column in ("program_id", "tier_number", "loyalty_points"):
             setattr(self, column, _ints(customers[column]))
@@ -193,7 +200,7 @@ class _ParentIdentifiers:
         referenced = {p for p in parents if p is not None}
         rows = customers.loc[[key in referenced for key in keys]]
         self._row = {key: i for i, key in enumerate(str(k) for k in _values(rows["customer_key"]))}
-        self._mobile = [normalize_mobile(v) for v in _values(rows["mobile"])]
+        self._mobile, self._unreadable_mobile = _mobiles(rows["mobile"])
         self._email = [normalize_email(v) for v in _values(rows["email"])]
         self._external_id = _values(rows["external_id"])
         self._source = _values(rows["source"])
@@ -205,6 +212,8 @@ class _ParentIdentifiers:
     def ref(self, key: str) -> dict:
         """The parent as ``parentCustomer``: one profile with its primary identifiers."""
         j = self._row[key]
+        if j in self._unreadable_mobile:
+            raise PayloadError(f"parent {key}: {_UNREADABLE_MOBILE}")
         identifiers = _primary_identifiers(self._mobile[j], self._email[j], self._external_id[j])
         if not identifiers:
             raise PayloadError(f"parent {key} has no primary identifier")
@@ -219,6 +228,8 @@ class _ParentIdentifiers:
 
 def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref: dict | None) -> dict:
     """One CustomerElement in wire form, for row ``i``."""
+    if i in c.unreadable_mobile:
+        raise PayloadError(_UNREADABLE_MOBILE)
     identifiers = _primary_identifiers(c.mobile[i], c.email[i], c.external_id[i])
     if c.card_number[i]:
         card = {"type": "cardnumber", "value": c.card_number[i]}

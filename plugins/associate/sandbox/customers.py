@@ -298,8 +298,11 @@ class CustomerService:
 
     def lookup(self, id_type: str, value: str) -> int | None:
         """The id of the customer holding an identifier."""
+        stored = normalize(id_type, value)
+        if stored is None:
+            return None
         with self.store.reading() as conn:
-            return self.store.owner_of(conn, id_type, normalize(id_type, value))
+            return self.store.owner_of(conn, id_type, stored)
 
     def details(self, customer_id: int) -> dict:
         """The full stored customer."""
