@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from associate import payload, staging, tables
+from associate import payload, payload_workers, staging, tables
 from associate.models import CustomerElement
 
 
@@ -238,7 +238,7 @@ def test_a_process_that_may_not_fork_builds_the_slices_itself(monkeypatch, caplo
 
     monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
     rows = [{"customer_key": f"c{i}", "email": f"c{i}@x.io"} for i in range(5)]
-    with caplog.at_level("INFO", logger="associate.payload"):
+    with caplog.at_level("INFO", logger="associate.payload_workers"):
         parts = list(payload.iter_elements(valid_customers(rows), COMPANIES, slice_rows=2, processes=2))
     assert [list(part.entity_key) for part in parts] == [["c0", "c1"], ["c2", "c3"], ["c4"]]
     assert "in this process" in caplog.text
@@ -246,10 +246,10 @@ def test_a_process_that_may_not_fork_builds_the_slices_itself(monkeypatch, caplo
 
 def test_payload_processes_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("ASSOCIATE_PAYLOAD_PROCESSES", "3")
-    assert payload.build_processes() == 3 and payload.build_processes(1) == 1
+    assert payload_workers.build_processes() == 3 and payload_workers.build_processes(1) == 1
     monkeypatch.setenv("ASSOCIATE_PAYLOAD_PROCESSES", "many")
     with pytest.raises(ValueError, match="whole number"):
-        payload.build_processes()
+        payload_workers.build_processes()
 
 
 def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]:

@@ -6,25 +6,27 @@ Each customer is its own element; a parent is referenced by its primary identifi
 ``associationDetails.parentCustomer``. ``childCustomers`` is not used: a child object can
 carry only profiles and extended fields (no loyalty info, enrolments or role of its own),
 so children go as full elements in later batches instead (``child_keys`` is always "[]").
+
+Slices of a large frame are built by forked workers (``payload_workers``); the send order
+of the staged chunks and batches is laid out by ``chunking``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import logging
-import os
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from associate import config, staging
+from associate import staging
+from associate.chunking import chunk_order, number_batches
 from associate.exceptions import PayloadError
 from associate.identifiers import normalize_mobile
+from associate.payload_workers import build_processes, fork_pool, forget_worker_builder, pooled_slices
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +299,6 @@ def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_re
 
 
 SLICE_ROWS = 50_000
-MAX_DEFAULT_PROCESSES = 4
 
 
 def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
@@ -327,40 +328,16 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
     size = -(-rows // slices)
     starts = list(range(0, rows, size))
     build = _SliceBuilder(customers, size, hierarchy_of, depth_of, parent_ids)
-    pool = _fork_pool(build, workers) if workers > 1 else None
+    pool = fork_pool(build, workers) if workers > 1 else None
     if pool is None:
         for start in starts:
             yield build(start)
         return
     try:
         with pool:
-            yield from _pooled_slices(pool, starts, workers)
+            yield from pooled_slices(pool, starts, workers)
     finally:
-        _forget_worker_builder()
-
-
-def _pooled_slices(pool, starts: list[int], workers: int) -> Iterator[pd.DataFrame]:
-    """Slices from the pool in row order.
-
-    A bounded window of slices is in flight: workers stay busy while this process compares
-    and stages, and finished slices never pile up in memory.
-    """
-    pending: deque = deque()
-    for start in starts:
-        pending.append(pool.apply_async(_build_in_worker, (start,)))
-        if len(pending) > workers:
-            yield _unpack(pending.popleft().get())
-    while pending:
-        yield _unpack(pending.popleft().get())
-
-
-def build_processes(requested: int | None = None) -> int:
-    """How many processes build payloads: ``requested``, else the environment, else the usable CPUs (at most 4)."""
-    if requested is None:
-        requested = config.payload_processes()
-    if requested is None:
-        requested = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_PROCESSES)
-    return max(1, requested)
+        forget_worker_builder()
 
 
 class _SliceBuilder:
@@ -374,43 +351,6 @@ class _SliceBuilder:
     def __call__(self, start: int) -> pd.DataFrame:
         return _build_slice(self.customers.iloc[start:start + self.slice_rows],
                             self.hierarchy_of, self.depth_of, self.parent_ids)
-
-
-_worker_builder: _SliceBuilder | None = None
-
-
-def _fork_pool(build: _SliceBuilder, workers: int):
-    """A pool of forked workers that inherit ``build`` (nothing large is pickled); None where forking is not possible."""
-    import multiprocessing
-
-    global _worker_builder
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    _worker_builder = build
-    try:
-        return multiprocessing.get_context("fork").Pool(workers)
-    except (AssertionError, OSError) as exc:
-        # A daemonic multiprocessing process may not have children: build here.
-        log.info("Building payloads in this process (no worker processes: %s)", exc)
-        _forget_worker_builder()
-        return None
-
-
-def _forget_worker_builder() -> None:
-    global _worker_builder
-    _worker_builder = None
-
-
-def _build_in_worker(start: int) -> tuple[pd.DataFrame, list]:
-    frame = _worker_builder(start)
-    # attrs do not survive pickling in every pandas version: the skipped rows travel beside the frame.
-    return frame, frame.attrs.pop("skipped")
-
-
-def _unpack(result: tuple[pd.DataFrame, list]) -> pd.DataFrame:
-    frame, skipped = result
-    frame.attrs["skipped"] = skipped
-    return frame
 
 
 def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
@@ -473,49 +413,8 @@ def empty_elements() -> pd.DataFrame:
     return frame.astype({"depth": "int64"})
 
 
-def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
-    """Chunk number per row: a company's customers stay together; chunks balanced by size."""
-    if max_chunks < 1:
-        raise ValueError("max_chunks must be at least 1")
-    # Parents are in the same company (validation), so a company keeps whole chains;
-    # a customer without a company has no parent link in its payload and stands alone.
-    group = frame["company_external_id"].astype(object).where(
-        frame["company_external_id"].notna(), "\x00" + frame["entity_key"].astype(str)
-    )
-    sizes = group.value_counts(sort=False)
-    order = sorted(sizes.items(), key=lambda item: (-item[1], str(item[0])))
-    heap = [(0, n) for n in range(min(max_chunks, len(order)))]
-    chunk_of = {}
-    for name, size in order:
-        load, n = heapq.heappop(heap)
-        chunk_of[name] = n
-        heapq.heappush(heap, (load + size, n))
-    return group.map(chunk_of).astype("int64")
-
-
-def number_batches(depth: pd.Series, batch_size: int) -> pd.Series:
-    """batch_no for rows already sorted by depth: at most batch_size per batch, one depth each."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    rank = depth.groupby(depth).cumcount()
-    per_depth = depth.value_counts().sort_index()
-    batches = (per_depth + batch_size - 1) // batch_size
-    offset = batches.cumsum() - batches
-    return (depth.map(offset) + rank // batch_size).astype("int64")
-
-
-def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
-    """Row positions of each chunk, in send order (depth, then company, then key)."""
-    frame = frame.reset_index(drop=True)
-    order = frame[["depth", "company_external_id", "entity_key"]].assign(
-        _chunk=assign_chunks(frame, max_chunks).to_numpy()
-    ).sort_values(["_chunk", "depth", "company_external_id", "entity_key"], kind="stable", na_position="last")
-    starts = np.flatnonzero(np.diff(order["_chunk"].to_numpy())) + 1
-    return np.split(order.index.to_numpy(), starts)
-
-
 def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
-    """Stage the staged elements to send as at most ``max_chunks`` payload chunks; answer their URIs.
+    """Stage the staged elements to send as at most ``max_chunks`` payload chunks; return their URIs.
 
     The payloads are read once, row group by row group: only the key columns are loaded whole; each row is routed to its chunk as its row
     group is read, so memory holds the payloads once, never a second copy of them all.

@@ -166,7 +166,7 @@ def mobile_validity(values: pd.Series) -> pd.DataFrame:
 
 
 def library_is_valid(digits: str) -> bool:
-    """Reference answer of libphonenumber itself (used by the tests to prove the fast path exact)."""
+    """What libphonenumber itself returns (used by the tests to prove the fast path exact)."""
     return _library_check(digits)[0]
 
 
