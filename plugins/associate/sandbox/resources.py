@@ -145,7 +145,7 @@ class Api:
             return Reply(401, {"data": None, "errors": [{"status": False, "code": 401, "message": str(exc)}]})
         self.stats.token()
         return Reply(200, {"data": {"accessToken": token, "ttlSeconds": self.config.token_ttl},
-                                  "errors": None})
+                           "errors": None})
 
     # --- customers --------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class Api:
         self.stats.bulk(len(results), len(results) - failed, failed)
         if failed == len(results) and self.config.all_failed_status == 500:
             return Reply(500, {"errors": [{"status": False, "code": Codes.ALL_FAILED,
-                                                  "message": "All requests failed"}], "response": results})
+                                           "message": "All requests failed"}], "response": results})
         return Reply(200, results)
 
     def _identifier(self, query) -> tuple[str, str]:

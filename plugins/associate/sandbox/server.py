@@ -94,7 +94,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if handler is None:
             known = endpoint != "other"
             return Reply(405 if known else 404, errors_body(405 if known else 404,
-                          "Method not allowed" if known else "No such endpoint")), "-", None
+                         "Method not allowed" if known else "No such endpoint")), "-", None
         principal = None
         if endpoint != "POST /v3/oauth/token/generate":
             try:
@@ -104,7 +104,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             wait = app.limiter.admit(principal)
             if wait is not None:
                 return Reply(429, errors_body(429, "Too many requests: rate limit exceeded"),
-                              {"Retry-After": str(wait)}), principal, None
+                             {"Retry-After": str(wait)}), principal, None
         fault = app.faults.draw()
         if fault:
             app.stats.fault(fault)
