@@ -1,6 +1,6 @@
 """Sample and benchmark warehouse: realistic fleet companies and customers, a few of them bad.
 
-`generate_warehouse` builds the two input frames of ../shared/warehouse.md with numpy
+`generate_warehouse` builds the two input tables (``associate.tables`` columns) with numpy
 (1M customers in seconds, no per-row Python loop), `load_sqlite` / `load_postgres` put
 them into a database, and `touch` marks a fraction of customers as changed for the
 incremental benchmarks.
@@ -161,7 +161,7 @@ class Warehouse:
 def generate_warehouse(
     n_customers: int, *, seed: int = 7, bad_ratio: float = 0.03, now: datetime | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Companies and customers frames (warehouse.md columns), deterministic for seed and now."""
+    """Companies and customers frames (``associate.tables`` columns), deterministic for seed and now."""
     warehouse = generate(n_customers, seed=seed, bad_ratio=bad_ratio, now=now)
     return warehouse.companies, warehouse.customers
 
@@ -175,7 +175,11 @@ def default_now() -> datetime:
 def generate(
     n_customers: int, *, seed: int = 7, bad_ratio: float = 0.03, now: datetime | None = None
 ) -> Warehouse:
-    """The generated warehouse with the list of rows made bad and why."""
+    """The generated warehouse with the list of rows made bad and why.
+
+    The rows depend on the seed alone: ``now`` (default: today) moves the dates, never which
+    customers exist, which are bad or what their identifiers are.
+    """
     if n_customers < 1:
         raise ValueError("n_customers must be at least 1")
     if not 0 <= bad_ratio < 0.5:
@@ -261,7 +265,10 @@ class _CustomerBuilder:
 
         now_s = int(self.now.timestamp())
         start_s = int(datetime(2005, 1, 1, tzinfo=timezone.utc).timestamp())
-        registered = rng.integers(start_s, now_s - 86400, n)
+        # A fraction of the span, not rng.integers(start_s, now_s): how many values integers()
+        # draws depends on its range, so with today in the range every later column (and so
+        # which rows are bad, duplicated or touched) changed from one day to the next.
+        registered = start_s + (rng.random(n) * (now_s - 86400 - start_s)).astype(np.int64)
         updated = registered + (rng.random(n) * (now_s - registered)).astype(np.int64)
         enrolled = (loyalty == "loyalty") & (rng.random(n) < 0.35)
         tier_expiry = registered + rng.integers(365, 5 * 365, n) * 86400
@@ -448,7 +455,7 @@ def _add_bad_companies(companies: pd.DataFrame, rng: np.random.Generator, bad_ra
 def _make_bad_customers(
     frame: pd.DataFrame, builder: _CustomerBuilder, rng: np.random.Generator, bad_ratio: float, now: datetime
 ) -> pd.DataFrame:
-    """Break round(n * bad_ratio) leaf rows (FCs), each one way; answers (customer_key, kind)."""
+    """Break round(n * bad_ratio) leaf rows (FCs), each one way; returns (customer_key, kind)."""
     n_bad = int(round(builder.n * bad_ratio))
     leaves = np.flatnonzero(builder.role == FC)
     if n_bad == 0 or len(leaves) == 0:
@@ -475,7 +482,7 @@ class _Breaker:
         self.frame.loc[rows, column] = values
 
     def apply(self, kind: str, rows: np.ndarray) -> np.ndarray:
-        """Break rows one way; answers the kind actually applied per row."""
+        """Break rows one way; return the kind actually applied per row."""
         applied = np.full(len(rows), kind, dtype=object)
         if kind in ("duplicate_mobile", "duplicate_email"):
             column = "mobile" if kind == "duplicate_mobile" else "email"
@@ -697,7 +704,7 @@ def _is_postgres(conn) -> bool:
 
 
 def touch(conn, fraction: float, seed: int = 11, *, now: datetime | None = None) -> list[str]:
-    """Give a fraction of customers a new first name and updated_at = now; answers their keys.
+    """Give a fraction of customers a new first name and updated_at = now; return their keys.
 
     conn is a SQLite path, a PostgreSQL URL, or an open sqlite3 / psycopg2 connection
     (committed here). Same seed and same table -> same customers.

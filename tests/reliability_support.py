@@ -195,7 +195,8 @@ def primary_identifiers(row) -> list[tuple[str, str]]:
     """(identifierName, normalised value) of a warehouse row's primary identifiers."""
     import pandas as pd
 
-    from associate.payload import normalize_email, normalize_mobile
+    from associate.identifiers import normalize_mobile
+    from associate.payload import normalize_email
 
     out = []
     for column, name, norm in (("mobile", "mobile", normalize_mobile), ("email", "email", normalize_email),

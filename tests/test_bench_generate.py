@@ -75,6 +75,17 @@ def test_same_seed_same_warehouse_other_seed_other_warehouse():
     assert not customers_a["first_name"].equals(customers_c["first_name"])
 
 
+def test_the_day_moves_dates_only():
+    """Tests and benchmarks generate with today's date: their counts must not change with it."""
+    dates = ["registered_at", "updated_at", "last_viewed_date", "tier_expiry_date", "points_expiry_date"]
+    today = generate(800, seed=1, now=NOW)
+    later = generate(800, seed=1, now=datetime(2031, 3, 2, tzinfo=timezone.utc))
+    pd.testing.assert_frame_equal(today.customers.drop(columns=dates), later.customers.drop(columns=dates))
+    pd.testing.assert_frame_equal(today.companies.drop(columns="updated_at"), later.companies.drop(columns="updated_at"))
+    pd.testing.assert_frame_equal(today.bad_customers, later.bad_customers)
+    pd.testing.assert_frame_equal(today.bad_companies, later.bad_companies)
+
+
 def test_columns_and_types_follow_the_warehouse_contract(warehouse):
     assert tuple(warehouse.companies.columns) == COMPANY_COLUMNS
     assert tuple(warehouse.customers.columns) == CUSTOMER_COLUMNS

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from associate import payload, staged, staging, tables
+from associate import payload, payload_workers, staged, staging, tables
 from associate.models import CustomerElement
 
 
@@ -38,7 +38,7 @@ COMPANIES = pd.DataFrame([
      "parent_company_external_id": None, "extended_fields": None, "updated_at": None},
 ])
 
-ADMIN = {"customer_key": "admin", "first_name": "Asha", "mobile": "+91 98765-44424",
+ADMIN = {"customer_key": "admin", "first_name": "Asha", "mobile": " +919876544424 ",
          "email": "Asha.Admin@Example.COM", "external_id": "EXT-A", "company_external_id": "ACME",
          "role_code": "FA", "source": "INSTORE", "account_id": "acc-1"}
 DRIVER = {
@@ -137,10 +137,26 @@ def test_hash_is_sha256_of_the_canonical_payload_and_follows_the_parent():
     moved = payload.build_elements(valid_customers([{**ADMIN, "mobile": "919800000001"}, DRIVER]),
                                    COMPANIES).set_index("entity_key")
     assert moved.loc["driver", "payload_hash"] != first.loc["driver", "payload_hash"]
-    # Mobile spelled differently normalises to the same payload.
+    # Mobile spelled differently (as validation accepts it) normalises to the same payload.
     spaced = payload.build_elements(valid_customers([{**ADMIN, "mobile": "919876544424"}, DRIVER]),
                                     COMPANIES).set_index("entity_key")
     assert spaced.loc["admin", "payload_hash"] == first.loc["admin", "payload_hash"]
+
+
+def test_a_mobile_validation_refuses_is_never_sent_in_another_form():
+    # Validation quarantines these rows; if one comes here anyway, it is left out with the
+    # reason, not sent with its separators stripped (or without its mobile).
+    rows = [{**DRIVER, "parent_customer_key": None, "role_code": "GFA"},
+            {**ADMIN, "customer_key": "spaced", "mobile": "+91 98765-44424", "email": "s@x.io", "external_id": "S"},
+            {**ADMIN, "customer_key": "kid", "mobile": "919800000009", "email": "k@x.io", "external_id": "K",
+             "role_code": "FC", "parent_customer_key": "spaced"},
+            {**ADMIN, "customer_key": "blank", "mobile": "  ", "email": "b@x.io", "external_id": "B"}]
+    built = payload.build_elements(valid_customers(rows), COMPANIES)
+    reasons = dict(built.attrs["skipped"])
+    assert set(reasons) == {"spaced", "kid"}
+    assert "E.164" in reasons["spaced"] and "parent spaced" in reasons["kid"]
+    blank = element_of(built, "blank")["profiles"][0]  # a blank mobile is no mobile, as in validation
+    assert [i["type"] for i in blank["identifiers"]] == ["email", "externalId"]
 
 
 def test_depth_and_rows_that_cannot_be_built():
@@ -222,7 +238,7 @@ def test_a_process_that_may_not_fork_builds_the_slices_itself(monkeypatch, caplo
 
     monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
     rows = [{"customer_key": f"c{i}", "email": f"c{i}@x.io"} for i in range(5)]
-    with caplog.at_level("INFO", logger="associate.payload"):
+    with caplog.at_level("INFO", logger="associate.payload_workers"):
         parts = list(payload.iter_elements(valid_customers(rows), COMPANIES, slice_rows=2, processes=2))
     assert [list(part.entity_key) for part in parts] == [["c0", "c1"], ["c2", "c3"], ["c4"]]
     assert "in this process" in caplog.text
@@ -230,10 +246,10 @@ def test_a_process_that_may_not_fork_builds_the_slices_itself(monkeypatch, caplo
 
 def test_payload_processes_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("ASSOCIATE_PAYLOAD_PROCESSES", "3")
-    assert payload.build_processes() == 3 and payload.build_processes(1) == 1
+    assert payload_workers.build_processes() == 3 and payload_workers.build_processes(1) == 1
     monkeypatch.setenv("ASSOCIATE_PAYLOAD_PROCESSES", "many")
     with pytest.raises(ValueError, match="whole number"):
-        payload.build_processes()
+        payload_workers.build_processes()
 
 
 def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]:

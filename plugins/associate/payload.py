@@ -6,25 +6,27 @@ Each customer is its own element; a parent is referenced by its primary identifi
 ``associationDetails.parentCustomer``. ``childCustomers`` is not used: a child object can
 carry only profiles and extended fields (no loyalty info, enrolments or role of its own),
 so children go as full elements in later batches instead.
+
+Slices of a large frame are built by forked workers (``payload_workers``); the send order
+of the staged chunks and batches is laid out by ``chunking``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import logging
-import os
-import re
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from associate import config, staging
+from associate import staging
+from associate.chunking import chunk_order, number_batches
 from associate.exceptions import PayloadError
+from associate.identifiers import normalize_mobile
+from associate.payload_workers import build_processes, fork_pool, forget_worker_builder, pooled_slices
 from associate.staged import CHUNK_COLUMNS, ELEMENT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 # profiles of the mobile-app source, the one source whose customers have that channel.
 LAST_VIEWED_SOURCES = frozenset({"MOBILE_APP"})
 DEFAULT_SOURCE = "INSTORE"
-_NON_DIGITS = re.compile(r"\D+")
 
 
 def _encoder():
@@ -79,14 +80,6 @@ def canonical_json(element: dict[str, Any]) -> str:
 def payload_hash(payload: str) -> str:
     """sha256 (hex) of a canonical payload."""
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def normalize_mobile(value: Any) -> str | None:
-    """E.164 digits without '+' (separators dropped)."""
-    if value is None:
-        return None
-    digits = _NON_DIGITS.sub("", str(value))
-    return digits or None
 
 
 def normalize_email(value: Any) -> str | None:
@@ -165,6 +158,22 @@ def _primary_identifiers(mobile: str | None, email: str | None, external_id: str
     return identifiers
 
 
+def _mobiles(series: pd.Series) -> tuple[list[str | None], set[int]]:
+    """Normalised mobiles of a column, and the positions of those present but not E.164 digits.
+
+    Validation refuses such rows, so none should come here; if one does, its row is left out
+    with a reason rather than sent without the mobile it was given.
+    """
+    raw = _values(series)
+    mobiles = [normalize_mobile(v) for v in raw]
+    unreadable = {i for i, (value, mobile) in enumerate(zip(raw, mobiles))
+                  if mobile is None and value is not None and str(value).strip()}
+    return mobiles, unreadable
+
+
+_UNREADABLE_MOBILE = "mobile is not E.164 digits (an optional '+' and digits only)"
+
+
 class _Columns:
     """Customer columns as plain lists, converted once per slice of rows."""
 
@@ -176,7 +185,7 @@ class _Columns:
         for column in text:
             setattr(self, column, _values(customers[column]))
         self.customer_key = [str(k) for k in self.customer_key]
-        self.mobile = [normalize_mobile(v) for v in _values(customers["mobile"])]
+        self.mobile, self.unreadable_mobile = _mobiles(customers["mobile"])
         self.email = [normalize_email(v) for v in _values(customers["email"])]
         for column in ("program_id", "tier_number", "loyalty_points"):
             setattr(self, column, _ints(customers[column]))
@@ -192,7 +201,7 @@ class _ParentIdentifiers:
         referenced = {p for p in parents if p is not None}
         rows = customers.loc[[key in referenced for key in keys]]
         self._row = {key: i for i, key in enumerate(str(k) for k in _values(rows["customer_key"]))}
-        self._mobile = [normalize_mobile(v) for v in _values(rows["mobile"])]
+        self._mobile, self._unreadable_mobile = _mobiles(rows["mobile"])
         self._email = [normalize_email(v) for v in _values(rows["email"])]
         self._external_id = _values(rows["external_id"])
         self._source = _values(rows["source"])
@@ -204,6 +213,8 @@ class _ParentIdentifiers:
     def ref(self, key: str) -> dict:
         """The parent as ``parentCustomer``: one profile with its primary identifiers."""
         j = self._row[key]
+        if j in self._unreadable_mobile:
+            raise PayloadError(f"parent {key}: {_UNREADABLE_MOBILE}")
         identifiers = _primary_identifiers(self._mobile[j], self._email[j], self._external_id[j])
         if not identifiers:
             raise PayloadError(f"parent {key} has no primary identifier")
@@ -218,6 +229,8 @@ class _ParentIdentifiers:
 
 def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref: dict | None) -> dict:
     """One CustomerElement in wire form, for row ``i``."""
+    if i in c.unreadable_mobile:
+        raise PayloadError(_UNREADABLE_MOBILE)
     identifiers = _primary_identifiers(c.mobile[i], c.email[i], c.external_id[i])
     if c.card_number[i]:
         card = {"type": "cardnumber", "value": c.card_number[i]}
@@ -285,7 +298,6 @@ def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_re
 
 
 SLICE_ROWS = 50_000
-MAX_DEFAULT_PROCESSES = 4
 
 
 def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
@@ -315,40 +327,16 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
     size = -(-rows // slices)
     starts = list(range(0, rows, size))
     build = _SliceBuilder(customers, size, hierarchy_of, depth_of, parent_ids)
-    pool = _fork_pool(build, workers) if workers > 1 else None
+    pool = fork_pool(build, workers) if workers > 1 else None
     if pool is None:
         for start in starts:
             yield build(start)
         return
     try:
         with pool:
-            yield from _pooled_slices(pool, starts, workers)
+            yield from pooled_slices(pool, starts, workers)
     finally:
-        _forget_worker_builder()
-
-
-def _pooled_slices(pool, starts: list[int], workers: int) -> Iterator[pd.DataFrame]:
-    """Slices from the pool in row order.
-
-    A bounded window of slices is in flight: workers stay busy while this process compares
-    and stages, and finished slices never pile up in memory.
-    """
-    pending: deque = deque()
-    for start in starts:
-        pending.append(pool.apply_async(_build_in_worker, (start,)))
-        if len(pending) > workers:
-            yield _unpack(pending.popleft().get())
-    while pending:
-        yield _unpack(pending.popleft().get())
-
-
-def build_processes(requested: int | None = None) -> int:
-    """How many processes build payloads: ``requested``, else the environment, else the usable CPUs (at most 4)."""
-    if requested is None:
-        requested = config.payload_processes()
-    if requested is None:
-        requested = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_PROCESSES)
-    return max(1, requested)
+        forget_worker_builder()
 
 
 class _SliceBuilder:
@@ -362,43 +350,6 @@ class _SliceBuilder:
     def __call__(self, start: int) -> pd.DataFrame:
         return _build_slice(self.customers.iloc[start:start + self.slice_rows],
                             self.hierarchy_of, self.depth_of, self.parent_ids)
-
-
-_worker_builder: _SliceBuilder | None = None
-
-
-def _fork_pool(build: _SliceBuilder, workers: int):
-    """A pool of forked workers that inherit ``build`` (nothing large is pickled); None where forking is not possible."""
-    import multiprocessing
-
-    global _worker_builder
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    _worker_builder = build
-    try:
-        return multiprocessing.get_context("fork").Pool(workers)
-    except (AssertionError, OSError) as exc:
-        # A daemonic multiprocessing process may not have children: build here.
-        log.info("Building payloads in this process (no worker processes: %s)", exc)
-        _forget_worker_builder()
-        return None
-
-
-def _forget_worker_builder() -> None:
-    global _worker_builder
-    _worker_builder = None
-
-
-def _build_in_worker(start: int) -> tuple[pd.DataFrame, list]:
-    frame = _worker_builder(start)
-    # attrs do not survive pickling in every pandas version: the skipped rows travel beside the frame.
-    return frame, frame.attrs.pop("skipped")
-
-
-def _unpack(result: tuple[pd.DataFrame, list]) -> pd.DataFrame:
-    frame, skipped = result
-    frame.attrs["skipped"] = skipped
-    return frame
 
 
 def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
@@ -454,49 +405,10 @@ def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataF
     return frame
 
 
-def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
-    """Chunk number per row: a company's customers stay together; chunks balanced by size."""
-    if max_chunks < 1:
-        raise ValueError("max_chunks must be at least 1")
-    # Parents are in the same company (validation), so a company keeps whole chains;
-    # a customer without a company has no parent link in its payload and stands alone.
-    group = frame["company_external_id"].astype(object).where(
-        frame["company_external_id"].notna(), "\x00" + frame["entity_key"].astype(str)
-    )
-    sizes = group.value_counts(sort=False)
-    order = sorted(sizes.items(), key=lambda item: (-item[1], str(item[0])))
-    heap = [(0, n) for n in range(min(max_chunks, len(order)))]
-    chunk_of = {}
-    for name, size in order:
-        load, n = heapq.heappop(heap)
-        chunk_of[name] = n
-        heapq.heappush(heap, (load + size, n))
-    return group.map(chunk_of).astype("int64")
-
-
-def number_batches(depth: pd.Series, batch_size: int) -> pd.Series:
-    """batch_no for rows already sorted by depth: at most batch_size per batch, one depth each."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    rank = depth.groupby(depth).cumcount()
-    per_depth = depth.value_counts().sort_index()
-    batches = (per_depth + batch_size - 1) // batch_size
-    offset = batches.cumsum() - batches
-    return (depth.map(offset) + rank // batch_size).astype("int64")
-
-
-def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
-    """Row positions of each chunk, in send order (depth, then company, then key)."""
-    frame = frame.reset_index(drop=True)
-    order = frame[["depth", "company_external_id", "entity_key"]].assign(
-        _chunk=assign_chunks(frame, max_chunks).to_numpy()
-    ).sort_values(["_chunk", "depth", "company_external_id", "entity_key"], kind="stable", na_position="last")
-    starts = np.flatnonzero(np.diff(order["_chunk"].to_numpy())) + 1
-    return np.split(order.index.to_numpy(), starts)
 
 
 def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
-    """Stage the staged elements to send as at most ``max_chunks`` payload chunks; answer their URIs.
+    """Stage the staged elements to send as at most ``max_chunks`` payload chunks; return their URIs.
 
     The payloads are read once, row group by row group: only the key columns are loaded whole; each row is routed to its chunk as its row
     group is read, so memory holds the payloads once, never a second copy of them all.

@@ -82,8 +82,8 @@ class Authenticator:
         return payload["sub"]
 
 
-class RateLimiter:
-    """At most N requests per credential in any sliding 60-second window."""
+class CredentialWindowLimiter:
+    """At most N requests per credential in any sliding 60-second window (the server's side of a rate limit)."""
 
     WINDOW = 60.0
 

@@ -6,10 +6,10 @@ import json
 import sqlite3
 from typing import Any
 
-from associate.models import AssociationDetails, Codes, CustomerElement, CustomerRef
+from associate.models import AssociationDetails, CustomerElement, CustomerRef
 
-from .rules import (CONFLICT_CODES, ElementError, accepted_extended_fields, check_registration_dates,
-                    match_priority, normalize, resolve_identifiers)
+from .rules import (ConflictError, ElementError, accepted_extended_fields, check_registration_dates,
+                    match_priority, normalize, refusal_key, resolve_identifiers)
 from .store import Store, dumps, now_iso
 
 
@@ -54,6 +54,7 @@ class CustomerService:
                     with self.store.transaction():
                         results.append(self._element(conn, element, principal))
                 except ElementError as exc:
+                    self._remember(conn, exc)
                     results.append({"entity": None, "childEntities": [], "childCount": 0, "childSuccessCount": 0,
                                     "childFailureCount": 0, "errors": [exc.as_message()], "warnings": []})
         return results
@@ -89,11 +90,19 @@ class CustomerService:
         if not known:
             return None
         matched = known[0][1]
-        for id_type, owner in owners:
-            if owner is not None and owner != matched:
-                code = CONFLICT_CODES.get(id_type, Codes.VALUE_USED_BY_OTHER_USER)
-                raise ElementError(code, f"{id_type} already used by another customer")
+        conflicts = [id_type for id_type, owner in owners if owner is not None and owner != matched]
+        if conflicts:
+            # Owners are never removed, so a refused set stays refused, but more of its
+            # identifiers may find owners later (in the same batch, even) and change which
+            # one looks wrong: the first refusal decides the code, so a re-send gets it again.
+            key = refusal_key(identifiers)
+            raise ConflictError(self.store.refused_type(conn, key) or conflicts[0], key)
         return matched
+
+    def _remember(self, conn: sqlite3.Connection, exc: ElementError) -> None:
+        """Record a conflict after its element (or child) rolled back, so that it outlives the rollback."""
+        if isinstance(exc, ConflictError):
+            self.store.record_refusal(conn, exc.key, exc.id_type)
 
     def _upsert(self, conn: sqlite3.Connection, identifiers: list[tuple[str, str, Any]], profiles: list,
                 principal: str, *, loyalty_type: str | None, extended_fields: dict, enrollments: list | None,
@@ -229,6 +238,7 @@ class CustomerService:
                              (hierarchy["id"], child_role_code, company_id, parent_id, child_id))
                 return self.entity(conn, child_id, new=is_new, child=True, warnings=warnings)
         except ElementError as exc:
+            self._remember(conn, exc)
             return {"id": None, "profiles": [p.to_api() for p in ref.profiles], "associationDetails": None,
                     "extendedFields": ref.extendedFields, "warnings": [], "errors": [exc.as_message()]}
 
@@ -236,7 +246,7 @@ class CustomerService:
 
     def entity(self, conn: sqlite3.Connection, customer_id: int, *, new: bool | None = None,
                child: bool | None = None, warnings: list | None = None, child_role_code: str | None = None) -> dict:
-        """The customer as the API answers it."""
+        """The customer as the API returns it."""
         row = self.store.customer(conn, customer_id)
         identifiers = []
         for ident in self.store.identifiers_of(conn, customer_id):
@@ -288,8 +298,11 @@ class CustomerService:
 
     def lookup(self, id_type: str, value: str) -> int | None:
         """The id of the customer holding an identifier."""
+        stored = normalize(id_type, value)
+        if stored is None:
+            return None
         with self.store.reading() as conn:
-            return self.store.owner_of(conn, id_type, normalize(id_type, value))
+            return self.store.owner_of(conn, id_type, stored)
 
     def details(self, customer_id: int) -> dict:
         """The full stored customer."""

@@ -69,7 +69,7 @@ class SandboxProcess:
         return cmd + [str(a) for a in self.extra_args]
 
     def start(self) -> "SandboxProcess":
-        """Start the server; return once ``/__sandbox/stats`` answers."""
+        """Start the server; return once ``/__sandbox/stats`` replies."""
         if self.process is not None and self.process.poll() is None:
             raise SandboxError("sandbox already running")
         env = dict(os.environ)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from associate.models import (Codes, CompanyRef, CompanyRequest, CustomerElement, HierarchyDefinition,
                               IdentifierType, TokenRequest)
 
-from .auth import AuthError
-from .store import MAX_SQLITE_INT, dumps, now_iso
-
-if TYPE_CHECKING:
-    from .server import SandboxApp
+from .auth import AuthError, Authenticator
+from .config import SandboxConfig
+from .customers import CustomerService
+from .openapi import openapi_document
+from .reply import Reply
+from .stats import Stats
+from .store import MAX_SQLITE_INT, Store, dumps, now_iso
 
 IDENTIFIER_NAMES = get_args(IdentifierType)
 SEED_HIERARCHY = {
@@ -111,15 +113,14 @@ def _int_param(query: dict, name: str) -> int | None:
 
 
 class Api:
-    """The handlers, each ``(query, body, principal) -> Answer``."""
+    """The handlers, each ``(query, body, principal) -> Reply``, over the parts of the server state they use."""
 
-    def __init__(self, app: "SandboxApp"):
-        self.app = app
-        self.store = app.store
+    def __init__(self, config: SandboxConfig, store: Store, auth: Authenticator, stats: Stats,
+                 customers: CustomerService):
+        self.config, self.store, self.auth, self.stats, self.customers = config, store, auth, stats, customers
 
     def routes(self) -> dict[str, dict]:
         """Path -> method -> handler."""
-        from .openapi import openapi_document
         document = openapi_document()
         return {
             "/v3/oauth/token/generate": {"POST": self.token},
@@ -130,13 +131,8 @@ class Api:
             "/v2/fleetHierarchy": {"GET": self.get_hierarchy, "POST": self.create_hierarchy},
             "/v2/fleetHierarchy/all": {"GET": self.all_hierarchies},
             "/__sandbox/stats": {"GET": self.sandbox_stats},
-            "/openapi.json": {"GET": lambda q, b, p: self._answer(200, document)},
+            "/openapi.json": {"GET": lambda q, b, p: Reply(200, document)},
         }
-
-    @staticmethod
-    def _answer(status: int, body: Any, headers: dict | None = None):
-        from .server import Answer
-        return Answer(status, body, headers)
 
     # --- auth -------------------------------------------------------------------------
 
@@ -144,12 +140,12 @@ class Api:
         """``POST /v3/oauth/token/generate``."""
         request = _validate(TokenRequest, _json(body), "token request")
         try:
-            token = self.app.auth.issue_token(request.key, request.secret)
+            token = self.auth.issue_token(request.key, request.secret)
         except AuthError as exc:
-            return self._answer(401, {"data": None, "errors": [{"status": False, "code": 401, "message": str(exc)}]})
-        self.app.stats.token()
-        return self._answer(200, {"data": {"accessToken": token, "ttlSeconds": self.app.config.token_ttl},
-                                  "errors": None})
+            return Reply(401, {"data": None, "errors": [{"status": False, "code": 401, "message": str(exc)}]})
+        self.stats.token()
+        return Reply(200, {"data": {"accessToken": token, "ttlSeconds": self.config.token_ttl},
+                           "errors": None})
 
     # --- customers --------------------------------------------------------------------
 
@@ -160,7 +156,7 @@ class Api:
             raise ApiError(400, Codes.INVALID_INPUT, "Request body must be a JSON array of customer elements")
         if not data:
             raise ApiError(400, Codes.INVALID_INPUT, "Request body must not be an empty array")
-        limit = self.app.config.batch_limit
+        limit = self.config.batch_limit
         if len(data) > limit:
             raise ApiError(400, Codes.BATCH_LIMIT_EXCEEDED,
                            f"Batch limit exceeded: {len(data)} elements, at most {limit} allowed")
@@ -175,13 +171,13 @@ class Api:
                 problems.append(_describe(exc, f"element[{i}]"))
         if problems:
             raise ApiError(400, Codes.INVALID_INPUT, "Invalid input: " + " | ".join(problems[:10]))
-        results = self.app.customers.bulk(elements, principal)
+        results = self.customers.bulk(elements, principal)
         failed = sum(1 for r in results if r["errors"])
-        self.app.stats.bulk(len(results), len(results) - failed, failed)
-        if failed == len(results) and self.app.config.all_failed_status == 500:
-            return self._answer(500, {"errors": [{"status": False, "code": Codes.ALL_FAILED,
-                                                  "message": "All requests failed"}], "response": results})
-        return self._answer(200, results)
+        self.stats.bulk(len(results), len(results) - failed, failed)
+        if failed == len(results) and self.config.all_failed_status == 500:
+            return Reply(500, {"errors": [{"status": False, "code": Codes.ALL_FAILED,
+                                           "message": "All requests failed"}], "response": results})
+        return Reply(200, results)
 
     def _identifier(self, query) -> tuple[str, str]:
         name, value = query.get("identifierName"), query.get("identifierValue")
@@ -196,17 +192,17 @@ class Api:
 
     def lookup(self, query, body, principal):
         """``GET /v2/customers/lookup``: the id of the customer holding an identifier."""
-        customer_id = self.app.customers.lookup(*self._identifier(query))
+        customer_id = self.customers.lookup(*self._identifier(query))
         if customer_id is None:
             raise self._not_found()
-        return self._answer(200, {"entity": customer_id, "warnings": []})
+        return Reply(200, {"entity": customer_id, "warnings": []})
 
     def customer_details(self, query, body, principal):
         """``GET /v2/customers/lookup/customerDetails``: the full customer."""
-        customer_id = self.app.customers.lookup(*self._identifier(query))
+        customer_id = self.customers.lookup(*self._identifier(query))
         if customer_id is None:
             raise self._not_found()
-        return self._answer(200, self.app.customers.details(customer_id))
+        return Reply(200, self.customers.details(customer_id))
 
     # --- companies --------------------------------------------------------------------
 
@@ -234,7 +230,7 @@ class Api:
     def get_company(self, query, body, principal):
         """``GET /v2/companies?externalId=`` or ``?id=``."""
         with self.store.reading() as conn:
-            return self._answer(200, self._company_json(conn, self._company_row(conn, query)))
+            return Reply(200, self._company_json(conn, self._company_row(conn, query)))
 
     def create_company(self, query, body, principal):
         """``POST /v2/companies``: one company; its hierarchy and parent company must exist."""
@@ -256,7 +252,7 @@ class Api:
                 conn, external_id=request.externalId, name=request.name,
                 hierarchy_code=request.hierarchyDefinitionCode, extended_fields=request.extendedFields,
                 parent_id=parent_id)
-            return self._answer(200, self._company_json(conn, self.store.company_by_id(conn, company_id)))
+            return Reply(200, self._company_json(conn, self.store.company_by_id(conn, company_id)))
 
     def update_company(self, query, body, principal):
         """``PUT /v2/companies?externalId=``: name and extended fields; the hierarchy cannot change."""
@@ -278,14 +274,14 @@ class Api:
                          (request.name or row["name"],
                           dumps(request.extendedFields) if request.extendedFields is not None
                           else row["extended_fields"], parent_id, now_iso(), row["id"]))
-            return self._answer(200, self._company_json(conn, self.store.company_by_id(conn, row["id"])))
+            return Reply(200, self._company_json(conn, self.store.company_by_id(conn, row["id"])))
 
     # --- hierarchies ------------------------------------------------------------------
 
     def all_hierarchies(self, query, body, principal):
         """``GET /v2/fleetHierarchy/all``."""
         with self.store.reading() as conn:
-            return self._answer(200, {"entity": self.store.hierarchies(conn), "warnings": []})
+            return Reply(200, {"entity": self.store.hierarchies(conn), "warnings": []})
 
     def get_hierarchy(self, query, body, principal):
         """``GET /v2/fleetHierarchy?id=N``."""
@@ -296,14 +292,14 @@ class Api:
             definition = self.store.hierarchy_by_id(conn, hierarchy_id) if hierarchy_id > 0 else None
         if definition is None:
             raise ApiError(404, ApiCodes.HIERARCHY_NOT_FOUND, "Hierarchy not found")
-        return self._answer(200, definition)
+        return Reply(200, definition)
 
     def create_hierarchy(self, query, body, principal):
         """``POST /v2/fleetHierarchy``."""
         definition = _validate(HierarchyDefinition, _json(body), "hierarchy definition")
         with self.store.transaction() as conn:
             new_id = self._insert_hierarchy(conn, definition)
-        return self._answer(200, {"entity": new_id, "warnings": []})
+        return Reply(200, {"entity": new_id, "warnings": []})
 
     def _insert_hierarchy(self, conn, definition: HierarchyDefinition) -> int:
         codes = [r.code for r in definition.roles]
@@ -334,6 +330,6 @@ class Api:
 
     def sandbox_stats(self, query, body, principal):
         """``GET /__sandbox/stats``: counters since start plus what the db holds."""
-        snapshot = self.app.stats.snapshot()
+        snapshot = self.stats.snapshot()
         snapshot.update(self.store.counts())
-        return self._answer(200, snapshot)
+        return Reply(200, snapshot)

@@ -8,15 +8,16 @@ import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from associate.masking import mask_value
 
-from .auth import AuthError, Authenticator, RateLimiter
+from .auth import AuthError, Authenticator, CredentialWindowLimiter
 from .config import SandboxConfig
 from .customers import CustomerService
 from .faults import FaultInjector
+from .reply import Reply, errors_body
 from .resources import Api, ApiError
 from .stats import Stats
 from .store import Store
@@ -26,25 +27,11 @@ log = logging.getLogger("associate.sandbox")
 PUBLIC_PATHS = ("/__sandbox/stats", "/openapi.json")
 
 
-class Answer:
-    """Status, JSON body and extra headers of a response."""
-
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
-
-def errors_body(code: int, message: str) -> dict:
-    """The contract's whole-request error body."""
-    return {"errors": [{"status": False, "code": code, "message": message}]}
-
-
 class SandboxHandler(BaseHTTPRequestHandler):
     """Dispatches one request; the server object carries the shared state."""
 
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle on, each answer on a
+    # Headers and body go out in separate writes; with Nagle on, each reply on a
     # keep-alive connection waits ~40 ms for the client's delayed ACK.
     disable_nagle_algorithm = True
     server_version = "CapillarySandbox/1.0"
@@ -84,69 +71,69 @@ class SandboxHandler(BaseHTTPRequestHandler):
         endpoint, handler = app.route(self.command, url.path)
         try:
             if url.path in PUBLIC_PATHS:
-                answer = handler(query, body, None) if handler else Answer(405, errors_body(405, "Method not allowed"))
+                reply = handler(query, body, None) if handler else Reply(405, errors_body(405, "Method not allowed"))
             else:
-                answer, principal, fault = self._api_call(app, endpoint, handler, query, body)
-        except Exception:  # a bug must still answer JSON, and say so in the log
+                reply, principal, fault = self._api_call(app, endpoint, handler, query, body)
+        except Exception:  # a bug must still reply with JSON, and say so in the log
             log.exception("unhandled error on %s %s", self.command, url.path)
-            answer = Answer(500, errors_body(500, "Internal server error"))
-        if answer is None:  # fault "drop": no answer at all
+            reply = Reply(500, errors_body(500, "Internal server error"))
+        if reply is None:  # fault "drop": no reply at all
             self.close_connection = True
             app.stats.request(endpoint, "drop")
             self._access_line(url, query, "drop", started, principal, fault)
             return
         if fault == "slow":
             time.sleep(app.config.slow_ms / 1000)
-        self._send(answer)
-        app.stats.request(endpoint, answer.status)
-        self._access_line(url, query, answer.status, started, principal, fault)
+        self._send(reply)
+        app.stats.request(endpoint, reply.status)
+        self._access_line(url, query, reply.status, started, principal, fault)
 
     def _api_call(self, app: "SandboxApp", endpoint: str, handler, query: dict, body: bytes):
         if app.config.latency_ms:
             time.sleep(app.config.latency_ms / 1000)
         if handler is None:
             known = endpoint != "other"
-            return Answer(405 if known else 404, errors_body(405 if known else 404,
-                          "Method not allowed" if known else "No such endpoint")), "-", None
+            return Reply(405 if known else 404, errors_body(405 if known else 404,
+                         "Method not allowed" if known else "No such endpoint")), "-", None
         principal = None
         if endpoint != "POST /v3/oauth/token/generate":
             try:
                 principal = app.auth.principal(self.headers)
             except AuthError as exc:
-                return Answer(401, errors_body(401, str(exc))), "-", None
+                return Reply(401, errors_body(401, str(exc))), "-", None
             wait = app.limiter.admit(principal)
             if wait is not None:
-                return Answer(429, errors_body(429, "Too many requests: rate limit exceeded"),
-                              {"Retry-After": str(wait)}), principal, None
+                return Reply(429, errors_body(429, "Too many requests: rate limit exceeded"),
+                             {"Retry-After": str(wait)}), principal, None
         fault = app.faults.draw()
         if fault:
             app.stats.fault(fault)
         if fault in ("500", "502", "503"):
             messages = {"500": "Internal server error", "502": "Bad gateway", "503": "Service unavailable"}
-            return Answer(int(fault), errors_body(int(fault), messages[fault])), principal or "-", fault
+            return Reply(int(fault), errors_body(int(fault), messages[fault])), principal or "-", fault
         if fault == "drop":
             return None, principal or "-", fault
         try:
-            answer = handler(query, body, principal)
+            reply = handler(query, body, principal)
         except ApiError as exc:
-            answer = Answer(exc.status, errors_body(exc.code, exc.message))
+            reply = Reply(exc.status, errors_body(exc.code, exc.message))
         if fault == "commit500":
-            answer = Answer(500, errors_body(500, "Internal server error"))
-        return answer, principal or "-", fault
+            reply = Reply(500, errors_body(500, "Internal server error"))
+        return reply, principal or "-", fault
 
-    def _send(self, answer: Answer) -> None:
-        payload = json.dumps(answer.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    def _send(self, reply: Reply) -> None:
+        payload = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         try:
-            self.send_response(answer.status)
+            self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
-            for name, value in answer.headers.items():
+            for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
-            self.close_connection = True  # the client gave up (e.g. timed out on a slow answer)
+            self.close_connection = True  # the client gave up (e.g. timed out on a slow reply)
 
     def _access_line(self, url, query: dict, status, started: float, principal: str, fault: str | None) -> None:
         masked = "&".join(f"{k}={self._masked(k, v, query)}" for k, v in query.items())
@@ -182,10 +169,10 @@ class SandboxApp:
         self.store = Store(config.db_path)
         self.stats = Stats()
         self.auth = Authenticator(config.credentials, config.oauth, config.token_ttl, self.store.signing_key())
-        self.limiter = RateLimiter(config.rate_limit_rpm)
+        self.limiter = CredentialWindowLimiter(config.rate_limit_rpm)
         self.faults = FaultInjector(config.faults, config.fault_seed)
         self.customers = CustomerService(self.store)
-        self.api = Api(self)
+        self.api = Api(config, self.store, self.auth, self.stats, self.customers)
         self.api.seed_hierarchies(config.hierarchy_file)
         self.routes: dict[str, dict[str, Callable]] = self.api.routes()
 

@@ -19,7 +19,7 @@ class Stats:
         self.tokens_issued = 0
 
     def request(self, endpoint: str, status: int | str) -> None:
-        """Count one answered (or dropped) request."""
+        """Count one request replied to (or dropped)."""
         with self._lock:
             self.requests[endpoint][str(status)] += 1
 

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS identifiers (
     type TEXT NOT NULL, value TEXT NOT NULL, customer_id INTEGER NOT NULL, extra TEXT,
     PRIMARY KEY (type, value)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS identifiers_customer ON identifiers(customer_id);
+CREATE TABLE IF NOT EXISTS refusals (
+    identifiers TEXT PRIMARY KEY, id_type TEXT NOT NULL) WITHOUT ROWID;
 """
 
 # Capillary ids are large integers; starting high keeps them from looking like row numbers.
@@ -199,6 +201,15 @@ class Store:
         """Every identifier of a customer."""
         return conn.execute("SELECT type, value, extra FROM identifiers WHERE customer_id=? ORDER BY type, value",
                             (customer_id,)).fetchall()
+
+    def refused_type(self, conn: sqlite3.Connection, key: str) -> str | None:
+        """The identifier type a set of identifiers was first refused for (conflict), if it was."""
+        row = conn.execute("SELECT id_type FROM refusals WHERE identifiers=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def record_refusal(self, conn: sqlite3.Connection, key: str, id_type: str) -> None:
+        """Remember the first conflict of a set of identifiers (a later one does not replace it)."""
+        conn.execute("INSERT OR IGNORE INTO refusals(identifiers, id_type) VALUES (?, ?)", (key, id_type))
 
     def next_customer_id(self, conn: sqlite3.Connection) -> int:
         """The id the next registered customer gets."""

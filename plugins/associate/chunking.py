@@ -1,0 +1,52 @@
+"""Send order of staged elements: chunks that keep a company's customers together, and batches.
+
+``payload.write_chunks_from`` stages the chunks these functions lay out.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+import pandas as pd
+
+
+def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
+    """Chunk number per row: a company's customers stay together; chunks balanced by size."""
+    if max_chunks < 1:
+        raise ValueError("max_chunks must be at least 1")
+    # Parents are in the same company (validation), so a company keeps whole chains;
+    # a customer without a company has no parent link in its payload and stands alone.
+    group = frame["company_external_id"].astype(object).where(
+        frame["company_external_id"].notna(), "\x00" + frame["entity_key"].astype(str)
+    )
+    sizes = group.value_counts(sort=False)
+    order = sorted(sizes.items(), key=lambda item: (-item[1], str(item[0])))
+    heap = [(0, n) for n in range(min(max_chunks, len(order)))]
+    chunk_of = {}
+    for name, size in order:
+        load, n = heapq.heappop(heap)
+        chunk_of[name] = n
+        heapq.heappush(heap, (load + size, n))
+    return group.map(chunk_of).astype("int64")
+
+
+def number_batches(depth: pd.Series, batch_size: int) -> pd.Series:
+    """batch_no for rows already sorted by depth: at most batch_size per batch, one depth each."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    rank = depth.groupby(depth).cumcount()
+    per_depth = depth.value_counts().sort_index()
+    batches = (per_depth + batch_size - 1) // batch_size
+    offset = batches.cumsum() - batches
+    return (depth.map(offset) + rank // batch_size).astype("int64")
+
+
+def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
+    """Row positions of each chunk, in send order (depth, then company, then key)."""
+    frame = frame.reset_index(drop=True)
+    order = frame[["depth", "company_external_id", "entity_key"]].assign(
+        _chunk=assign_chunks(frame, max_chunks).to_numpy()
+    ).sort_values(["_chunk", "depth", "company_external_id", "entity_key"], kind="stable", na_position="last")
+    starts = np.flatnonzero(np.diff(order["_chunk"].to_numpy())) + 1
+    return np.split(order.index.to_numpy(), starts)
