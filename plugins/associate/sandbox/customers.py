@@ -1,4 +1,4 @@
-"""Customers: registration, matching by identifiers, association, and their JSON form."""
+"""Customers: registration, matching by identifiers and association (their JSON form is ``entities``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from associate.models import AssociationDetails, CustomerElement, CustomerRef
 
 from .rules import (ConflictError, ElementError, accepted_extended_fields, check_registration_dates,
                     match_priority, normalize, refusal_key, resolve_identifiers)
+from .entities import customer_entity, role_of
 from .store import Store, dumps, now_iso
 
 
@@ -26,15 +27,11 @@ class AssociationCodes:
     HIERARCHY_CYCLE = 91037
 
 
-def _role(hierarchy: dict, code: str | None) -> dict | None:
-    return next((r for r in hierarchy["roles"] if r["code"] == code), None)
-
-
 def _role_fits(hierarchy: dict, parent_role: dict, child_role_code: str) -> bool:
     """A child's role must be its parent's childRoleCode, unless skipping levels is allowed."""
     if parent_role.get("childRoleCode") == child_role_code:
         return True
-    return bool(hierarchy.get("skipRoleAllowed")) and _role(hierarchy, child_role_code) is not None
+    return bool(hierarchy.get("skipRoleAllowed")) and role_of(hierarchy, child_role_code) is not None
 
 
 class CustomerService:
@@ -76,7 +73,7 @@ class CustomerService:
             child_role_code = ad.childRoleCode or role.get("childRoleCode")
             for ref in ad.childCustomers:
                 children.append(self._child(conn, customer_id, hierarchy, role, child_role_code, ref, principal))
-        entity = self.entity(conn, customer_id, new=is_new, child=False, warnings=resolved.warnings,
+        entity = customer_entity(self.store, conn, customer_id, new=is_new, child=False, warnings=resolved.warnings,
                              child_role_code=child_role_code)
         failed = sum(1 for c in children if c.get("errors"))
         return {"entity": entity, "childEntities": children, "childCount": len(children),
@@ -166,7 +163,7 @@ class CustomerService:
         hierarchy = self.store.hierarchy_by_code(conn, ad.hierarchyCode)
         if hierarchy is None:
             raise ElementError(AssociationCodes.HIERARCHY_NOT_FOUND, f"Hierarchy {ad.hierarchyCode!r} not found")
-        role = _role(hierarchy, ad.roleCode)
+        role = role_of(hierarchy, ad.roleCode)
         if role is None:
             raise ElementError(AssociationCodes.ROLE_NOT_IN_HIERARCHY,
                                f"Role {ad.roleCode!r} is not a role of hierarchy {ad.hierarchyCode!r}")
@@ -189,7 +186,7 @@ class CustomerService:
             if parent_id == customer_id or customer_id in self._ancestors(conn, parent_id):
                 raise ElementError(AssociationCodes.HIERARCHY_CYCLE, "A customer cannot be its own ancestor")
             parent = self.store.customer(conn, parent_id)
-            parent_role = _role(hierarchy, parent["role_code"]) if parent["hierarchy_id"] == hierarchy["id"] else None
+            parent_role = role_of(hierarchy, parent["role_code"]) if parent["hierarchy_id"] == hierarchy["id"] else None
             if parent_new or parent_role is None:
                 raise ElementError(AssociationCodes.PARENT_NOT_ASSOCIATED,
                                    f"Parent customer has no role in hierarchy {hierarchy['code']!r}")
@@ -201,7 +198,7 @@ class CustomerService:
         elif parent_id is not None:
             # The stored parent stays only while the (possibly new) role still fits under it.
             parent = self.store.customer(conn, parent_id)
-            parent_role = _role(hierarchy, parent["role_code"]) if parent is not None else None
+            parent_role = role_of(hierarchy, parent["role_code"]) if parent is not None else None
             if parent_role is None or not _role_fits(hierarchy, parent_role, role["code"]):
                 parent_id = None
         conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=?, parent_id=? WHERE id=?",
@@ -222,7 +219,7 @@ class CustomerService:
                 if child_role_code is None:
                     raise ElementError(AssociationCodes.PARENT_ROLE_MISMATCH,
                                        f"Role {parent_role['code']!r} takes no children")
-                if _role(hierarchy, child_role_code) is None:
+                if role_of(hierarchy, child_role_code) is None:
                     raise ElementError(AssociationCodes.ROLE_NOT_IN_HIERARCHY,
                                        f"Role {child_role_code!r} is not a role of hierarchy {hierarchy['code']!r}")
                 if not _role_fits(hierarchy, parent_role, child_role_code):
@@ -236,65 +233,13 @@ class CustomerService:
                 company_id = self.store.customer(conn, parent_id)["company_id"]
                 conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=?, parent_id=? WHERE id=?",
                              (hierarchy["id"], child_role_code, company_id, parent_id, child_id))
-                return self.entity(conn, child_id, new=is_new, child=True, warnings=warnings)
+                return customer_entity(self.store, conn, child_id, new=is_new, child=True, warnings=warnings)
         except ElementError as exc:
             self._remember(conn, exc)
             return {"id": None, "profiles": [p.to_api() for p in ref.profiles], "associationDetails": None,
                     "extendedFields": ref.extendedFields, "warnings": [], "errors": [exc.as_message()]}
 
     # --- reading ----------------------------------------------------------------------
-
-    def entity(self, conn: sqlite3.Connection, customer_id: int, *, new: bool | None = None,
-               child: bool | None = None, warnings: list | None = None, child_role_code: str | None = None) -> dict:
-        """The customer as the API returns it."""
-        row = self.store.customer(conn, customer_id)
-        identifiers = []
-        for ident in self.store.identifiers_of(conn, customer_id):
-            item = {"type": ident["type"], "value": ident["value"]}
-            if ident["extra"]:
-                item.update(json.loads(ident["extra"]))
-            identifiers.append(item)
-        profiles = []
-        for stored in json.loads(row["profile"]):
-            profile = dict(stored, identifiers=identifiers, userId=customer_id,
-                           accountId=stored.get("accountId") or "",
-                           attribution={"createDate": stored.get("createDate") or row["created_at"],
-                                        "createdBy": row["created_by"], "modifiedBy": row["modified_by"],
-                                        "modifiedDate": row["modified_at"]},
-                           conflictingProfileList=[], autoUpdateTime=row["modified_at"], identifiersAll=identifiers)
-            profiles.append(profile)
-        return {
-            "id": customer_id, "profiles": profiles, "loyaltyInfo": {"loyaltyType": row["loyalty_type"]},
-            "loyaltyProgramEnrollments": json.loads(row["enrollments"]), "segments": {},
-            "referralCode": row["referral_code"],
-            "associationDetails": self._association(conn, row, new=new, child=child, child_role_code=child_role_code),
-            "extendedFields": json.loads(row["extended_fields"]), "warnings": list(warnings or []),
-        }
-
-    def _association(self, conn: sqlite3.Connection, row: sqlite3.Row, *, new: bool | None, child: bool | None,
-                     child_role_code: str | None) -> dict | None:
-        if row["hierarchy_id"] is None:
-            return None
-        hierarchy = self.store.hierarchy_by_id(conn, row["hierarchy_id"])
-        if hierarchy is None:
-            return None
-        role = _role(hierarchy, row["role_code"]) or {}
-        parent = self.store.customer(conn, row["parent_id"]) if row["parent_id"] is not None else None
-        parent_role = _role(hierarchy, parent["role_code"]) if parent is not None else None
-        if parent_role is None:
-            parent_role = next((r for r in hierarchy["roles"] if r.get("childRoleCode") == row["role_code"]), None)
-        company = self.store.company_by_id(conn, row["company_id"]) if row["company_id"] is not None else None
-        return {
-            "hierarchyCode": hierarchy["code"], "hierarchyId": hierarchy["id"],
-            "roleCode": row["role_code"], "roleId": role.get("id"),
-            "fleetCompany": {"externalId": company["external_id"], "companyId": company["id"]} if company else None,
-            "parentCustomerId": row["parent_id"],
-            "parentRoleId": parent_role["id"] if parent_role else None,
-            "skipLevelAllowed": bool(hierarchy.get("skipRoleAllowed")),
-            "new": bool(new) if new is not None else False,
-            "childCustomer": bool(child) if child is not None else row["parent_id"] is not None,
-            "childRoleCode": child_role_code or role.get("childRoleCode"),
-        }
 
     def lookup(self, id_type: str, value: str) -> int | None:
         """The id of the customer holding an identifier."""
@@ -307,4 +252,4 @@ class CustomerService:
     def details(self, customer_id: int) -> dict:
         """The full stored customer."""
         with self.store.reading() as conn:
-            return self.entity(conn, customer_id)
+            return customer_entity(self.store, conn, customer_id)
