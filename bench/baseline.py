@@ -67,7 +67,7 @@ def _naive_element(row, customers_by_key, hierarchy_of) -> dict:
 
 
 def naive_run(db_path: Path, base_url: str) -> dict:
-    """Read, iterrows, POST companies and customer batches; answers timings and counts."""
+    """Read, iterrows, POST companies and customer batches; returns timings and counts."""
     import sqlite3
 
     import pandas as pd

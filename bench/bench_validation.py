@@ -39,7 +39,7 @@ def hierarchies():
 
 
 def generate(n: int, seed: int, bad_ratio: float, workdir: Path) -> dict:
-    """Generate and stage the warehouse; answer what was made bad on purpose."""
+    """Generate and stage the warehouse; return what was made bad on purpose."""
     from bench.generate import generate as generate_warehouse
 
     started = time.perf_counter()

@@ -266,7 +266,7 @@ class StageRunner:
 
 
 class _TreeMemory:
-    """Samples, while worker processes run, the summed PSS of this process and its workers; answers the peak.
+    """Samples, while worker processes run, the summed PSS of this process and its workers; returns the peak.
 
     A forked worker shares most of its pages with this process, so adding RSS values would
     count them twice; PSS splits each shared page between its sharers.
@@ -381,7 +381,7 @@ def child_main(stage: str, spec: dict) -> int:
 
 
 def run_stage(stage: str, spec: dict) -> dict:
-    """Run one stage (or setup / touch) here; answers the measurement or the error."""
+    """Run one stage (or setup / touch) here; returns the measurement or the error."""
     try:
         if stage == "setup":
             result = _setup(spec)
@@ -471,7 +471,7 @@ class Harness:
         return STAGES[:4] + ("send",) + STAGES[4:] if self.capillary_url else STAGES
 
     def spawn(self, stage: str, spec: dict, backend: Backend) -> dict:
-        """Run one stage in a fresh interpreter (or here, with --in-process) and answer its result."""
+        """Run one stage in a fresh interpreter (or here, with --in-process) and return its result."""
         if self.args.in_process:
             os.environ.update(self.env(backend))
             for path in reversed(os.environ["PYTHONPATH"].split(os.pathsep)):

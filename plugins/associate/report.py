@@ -131,7 +131,7 @@ class RunSummary:
         return "\n\n".join(blocks)
 
     def to_html(self, path: str | Path) -> str:
-        """Write the report as a self-contained HTML page; answer its path."""
+        """Write the report as a self-contained HTML page; return its path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         esc = html.escape

@@ -46,7 +46,7 @@ def run_path(run_id: str, *parts: str) -> ObjectStoragePath:
 
 
 def write_frame(df: pd.DataFrame, path: ObjectStoragePath | str) -> str:
-    """Write a frame as Parquet and answer its URI (what goes through XCom)."""
+    """Write a frame as Parquet and return its URI (what goes through XCom)."""
     from airflow.sdk import ObjectStoragePath
 
     path = ObjectStoragePath(str(path))
@@ -174,7 +174,7 @@ def iter_tables(uri: ObjectStoragePath | str):
 
 
 def write_table(table, path: ObjectStoragePath | str) -> str:
-    """Write an Arrow table as Parquet (atomically, as ``write_frame``) and answer its URI."""
+    """Write an Arrow table as Parquet (atomically, as ``write_frame``) and return its URI."""
     import pyarrow.parquet as pq
     from airflow.sdk import ObjectStoragePath
 
@@ -195,7 +195,7 @@ def exists(uri: ObjectStoragePath | str) -> bool:
 
 
 def write_json(obj: object, path: ObjectStoragePath | str) -> str:
-    """Write a small JSON document (run statistics) and answer its URI."""
+    """Write a small JSON document (run statistics) and return its URI."""
     import json
 
     from airflow.sdk import ObjectStoragePath

@@ -1,4 +1,4 @@
-"""What Capillary answered: the transport's ``Answer``, its JSON, and customer and company outcomes.
+"""What Capillary answered: the transport's ``CallResult``, its JSON, and customer and company outcomes.
 
 Every body is parsed here (``parse_json``), and every server message that reaches an
 outcome or an exception is masked here.
@@ -51,7 +51,7 @@ def messages(items: Any) -> list[dict[str, Any]]:
 
 
 @dataclass
-class Answer:
+class CallResult:
     """A response (or the transport error that replaced it) and how many tries it took."""
 
     response: requests.Response | None

@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from associate.capillary import endpoints
-from associate.capillary.outcomes import Answer
+from associate.capillary.outcomes import CallResult
 from associate.capillary.ratelimit import RateLimiter, limiter_for
 from associate.capillary.settings import ClientSettings, basic_authorization
 from associate.exceptions import CapillaryAuthError, CapillaryError
@@ -228,7 +228,7 @@ class Transport:
         json_body: Any = None,
         authenticated: bool = True,
         final_5xx: Callable[[requests.Response], bool] | None = None,
-    ) -> Answer:
+    ) -> CallResult:
         """Send one call with retries; return the last response (or transport failure) and the attempts."""
         # Retried: 429 (after Retry-After), 5xx, timeouts, dropped connections; an OAuth 401
         # once after a new token. Other 4xx are contract errors for the caller to interpret.
@@ -281,10 +281,10 @@ class Transport:
                     self.stats.add(server_errors=1)
                     failure = f"HTTP {status} from Capillary"
                 else:
-                    return Answer(response, attempts)
+                    return CallResult(response, attempts)
             if retries >= settings.max_retries:
                 log.warning("%s %s: giving up after %d attempts: %s", method, path, attempts, failure)
-                return Answer(response, attempts, failure)
+                return CallResult(response, attempts, failure)
             if delay is None:
                 delay = self._backoff(retries)
             retries += 1
