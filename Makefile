@@ -8,7 +8,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-unit test-integration test-e2e bench clean
 
 venv: $(VENV)/.installed
 
@@ -19,9 +19,22 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	touch $@
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
-test: venv
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "FAIL: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The whole suite: unit, integration (sandbox, PostgreSQL) and end-to-end (real Airflow runs).
+test: venv
+	@$(call PYTEST,tests)
+
+# No services: under a minute.
+test-unit: venv
+	@$(call PYTEST,tests/unit)
+
+test-integration: venv
+	@$(call PYTEST,tests/integration)
+
+test-e2e: venv
+	@$(call PYTEST,tests/e2e)
 
 demo: venv
 	$(BIN)/python scripts/demo.py
