@@ -19,9 +19,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_FILES = ["tests/test_reliability_faults.py", "tests/test_bad_input.py", "tests/test_properties.py",
-              "tests/test_secrets.py"]
-SCHEMATHESIS_TEST = "tests/test_sandbox_openapi.py"
+TEST_FILES = ["tests/e2e/test_reliability_faults.py", "tests/integration/test_bad_input.py", "tests/integration/test_properties.py",
+              "tests/e2e/test_secrets.py"]
+SCHEMATHESIS_TEST = "tests/integration/test_sandbox_openapi.py"
 RESULTS_ENV = "ASSOCIATE_RELIABILITY_RESULTS"
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -306,4 +307,13 @@ def expected_quarantine(*, db: str | None = None) -> dict[tuple[str, str], set[s
     out: dict[tuple[str, str], set[str]] = {}
     for case in _selected(db):
         out.update(case.expected)
+    return out
+
+
+def quarantined(result) -> dict[tuple[str, str], set[str]]:
+    """{(entity, key): checks} of a result, rows without a key named as the catalogue names them."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for row in result.quarantine.itertuples(index=False):
+        key = re.sub(r"\(row \d+\)", MISSING_KEY, row.entity_key)
+        out.setdefault((row.entity, key), set()).add(row.check)
     return out

@@ -8,7 +8,7 @@ import pytest
 from associate.models import BulkResultElement, Codes
 from associate.sandbox.launcher import SandboxProcess
 from sandbox_support import (HIERARCHY, OAUTH, SandboxClient, basic_header, element, error_codes, new_key,
-                             new_mobile, profile, ref)
+                             new_mobile, profile)
 
 
 @pytest.fixture(scope="module")

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
-import shutil
 
 import pandas as pd
 import pytest
 import validation_cases as vc
 
 from associate import tables, validation
-from associate.exceptions import QuarantineGateError, SuiteError
+from associate.exceptions import QuarantineGateError
 from associate.validation import check_gate, format_summary
+from conftest import ROOT
 
 ALL_CASES = vc.cases()
-
-
-def quarantined(result) -> dict[tuple[str, str], set[str]]:
-    """{(entity, key): checks} of a result, rows without a key named as the catalogue names them."""
-    out: dict[tuple[str, str], set[str]] = {}
-    for row in result.quarantine.itertuples(index=False):
-        key = re.sub(r"\(row \d+\)", vc.MISSING_KEY, row.entity_key)
-        out.setdefault((row.entity, key), set()).add(row.check)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,7 @@ def test_catalogue_covers_at_least_25_kinds_and_every_suite_check(catalogue):
     assert len(ALL_CASES) >= 25
     suite_checks = set()
     for name in ("customers", "companies"):
-        data = json.loads((vc_root() / "expectations" / f"{name}.json").read_text())
+        data = json.loads((ROOT / "expectations" / f"{name}.json").read_text())
         suite_checks |= {e["meta"]["check"] for e in data["expectations"]}
     untested = suite_checks - checks
     # Length limits of the remaining text columns work like first_name_length (tested).
@@ -51,16 +41,10 @@ def test_catalogue_covers_at_least_25_kinds_and_every_suite_check(catalogue):
     }, untested
 
 
-def vc_root():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[1]
-
-
 @pytest.mark.parametrize("case", ALL_CASES, ids=[c.name for c in ALL_CASES])
 def test_bad_row_kind_is_quarantined_with_its_check(catalogue, case):
     _, _, result = catalogue
-    got = quarantined(result)
+    got = vc.quarantined(result)
     for key, checks in case.expected.items():
         assert got.get(key) == checks, f"{key}: got {got.get(key)}, expected {checks}"
     for (entity, key, check), fragment in case.reason_contains.items():
@@ -72,7 +56,7 @@ def test_bad_row_kind_is_quarantined_with_its_check(catalogue, case):
 
 def test_exactly_the_catalogue_rows_are_quarantined_and_every_valid_row_passes(catalogue):
     companies, customers, result = catalogue
-    assert quarantined(result) == vc.expected_quarantine()
+    assert vc.quarantined(result) == vc.expected_quarantine()
     held = {key for _, key in vc.expected_quarantine()}
     assert {row["customer_key"] for row in vc.valid_customers()}.isdisjoint(held)
     assert {row["company_external_id"] for row in vc.valid_companies()}.isdisjoint(held)
@@ -144,76 +128,3 @@ def test_gate_raises_with_a_clear_reason_above_the_ratio(catalogue):
         check_gate(result, max_ratio=0.05)
 
 
-def test_clean_input_passes_the_gate_and_empty_input_is_fine():
-    companies = pd.DataFrame(vc.valid_companies())
-    customers = pd.DataFrame(vc.valid_customers())
-    result = validation.validate(customers, companies, vc.hierarchies(), run_id="r", now=vc.NOW)
-    assert result.quarantine.empty and result.rejected_ratio() == 0
-    check_gate(result, max_ratio=0.0)
-    assert "no row failed" in format_summary(result)
-    empty = validation.validate(customers.iloc[:0], companies.iloc[:0], vc.hierarchies(), run_id="r", now=vc.NOW)
-    assert empty.quarantine.empty and empty.customers.empty and empty.rejected_ratio() == 0
-
-
-def test_suite_json_is_the_rule_list_users_edit(tmp_path, monkeypatch):
-    suites = tmp_path / "suites"
-    shutil.copytree(vc_root() / "expectations", suites)
-    path = suites / "customers.json"
-    data = json.loads(path.read_text())
-    allowed = next(e for e in data["expectations"] if e["meta"]["check"] == "source_allowed")
-    allowed["kwargs"]["value_set"].append("SMS")
-    path.write_text(json.dumps(data))
-    monkeypatch.setenv("ASSOCIATE_EXPECTATIONS_DIR", str(suites))
-    companies = pd.DataFrame(vc.valid_companies())
-    customers = pd.DataFrame(vc.valid_customers() + [vc.customer("SMS1", source="SMS"),
-                                                     vc.customer("POS1", source="POS")])
-    result = validation.validate(customers, companies, vc.hierarchies(), run_id="r", now=vc.NOW)
-    assert quarantined(result) == {("customer", "POS1"): {"source_allowed"}}
-    assert "POS is not one of INSTORE" in result.quarantine["reason"].iloc[0] and "SMS" in result.quarantine["reason"].iloc[0]
-
-
-def test_broken_suite_files_fail_loudly(tmp_path):
-    companies = pd.DataFrame(vc.valid_companies())
-    customers = pd.DataFrame(vc.valid_customers())
-    shutil.copytree(vc_root() / "expectations", tmp_path / "s")
-    path = tmp_path / "s" / "customers.json"
-    data = json.loads(path.read_text())
-    data["expectations"][0]["type"] = "expect_column_values_to_be_purple"
-    path.write_text(json.dumps(data))
-    with pytest.raises(SuiteError, match="not valid GX expectation"):
-        validation.validate(customers, companies, vc.hierarchies(), run_id="r", suites_dir=tmp_path / "s")
-    del data["expectations"][0]["meta"]["reason"]
-    path.write_text(json.dumps(data))
-    with pytest.raises(SuiteError, match=r"lacks meta \['reason'\]"):
-        validation.validate(customers, companies, vc.hierarchies(), run_id="r", suites_dir=tmp_path / "s")
-    with pytest.raises(SuiteError, match="not found"):
-        validation.validate(customers, companies, vc.hierarchies(), run_id="r", suites_dir=tmp_path / "nowhere")
-
-
-def test_data_docs_are_built_when_asked(tmp_path):
-    companies = pd.DataFrame(vc.valid_companies())
-    customers = pd.DataFrame(vc.valid_customers() + [vc.customer("BADMAIL", email="x@@y")])
-    result = validation.validate(customers, companies, vc.hierarchies(), run_id="r", now=vc.NOW,
-                                 data_docs_dir=tmp_path / "docs")
-    index = tmp_path / "docs" / "index.html"
-    assert result.data_docs == str(index) and index.exists()
-    html = index.read_text()
-    assert "customers.email__valid" in html
-    assert f"Data Docs: {index}" in format_summary(result)
-
-
-def test_incremental_extract_counts_children_it_did_not_read():
-    # An incremental extract holds a new child of a full FA (maxChild 2 in CO2) but not
-    # the FA's other two children; the warehouse's child_count still trips the limit.
-    rows = [vc.customer("I-FA", company_external_id="CO2", role_code="FA", parent_customer_key=None),
-            vc.customer("I-FC3", company_external_id="CO2", parent_customer_key="I-FA")]
-    customers = pd.DataFrame(rows, columns=list(tables.CUSTOMER_COLUMNS))
-    companies = pd.DataFrame(vc.valid_companies(), columns=list(tables.COMPANY_COLUMNS))
-    counted = customers.assign(child_count=pd.array([3, 0], dtype="Int64"))
-    result = validation.validate(counted, companies, vc.hierarchies(), run_id="manual__incr", now=vc.NOW)
-    assert quarantined(result) == {("customer", "I-FC3"): {"parent_max_child"}}
-    assert "has 3 children; role FA allows at most 2" in result.quarantine["reason"].iloc[0]
-    assert list(result.customers.columns) == list(tables.CUSTOMER_COLUMNS)  # the count is not passed on
-    # Without the count (a full extract) the two rows are all there is: within the limit.
-    assert validation.validate(customers, companies, vc.hierarchies(), run_id="manual__full",
-                               now=vc.NOW).quarantine.empty
