@@ -54,3 +54,7 @@ class CapillaryError(AssociateError):
 
 class CapillaryAuthError(CapillaryError, PermanentError):
     """Capillary refused the credentials: nothing else can work, so the task fails."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None):
+        super().__init__(f"{message}. Check the Capillary connection's till login and password (or OAuth key "
+                         f"and secret) and that this till may call the API", status=status, code=code)
