@@ -16,7 +16,7 @@ from .auth import AuthError, Authenticator
 from .config import SandboxConfig
 from .customers import CustomerService
 from .openapi import openapi_document
-from .reply import Reply
+from .reply import Reply, all_failed_reply
 from .stats import Stats
 from .store import MAX_SQLITE_INT, Store, dumps, now_iso
 
@@ -174,9 +174,8 @@ class Api:
         results = self.customers.bulk(elements, principal)
         failed = sum(1 for r in results if r["errors"])
         self.stats.bulk(len(results), len(results) - failed, failed)
-        if failed == len(results) and self.config.all_failed_status == 500:
-            return Reply(500, {"errors": [{"status": False, "code": Codes.ALL_FAILED,
-                                           "message": "All requests failed"}], "response": results})
+        if failed == len(results):
+            return all_failed_reply(results, self.config.error_form)
         return Reply(200, results)
 
     def _identifier(self, query) -> tuple[str, str]:
