@@ -17,7 +17,7 @@ from .customers import CustomerService
 from .openapi import openapi_document
 from .reply import Reply, all_failed_reply
 from .stats import Stats
-from .store import COMPANY_INACTIVE, COMPANY_MISSING, MAX_SQLITE_INT, Store, dumps, now_iso
+from .store import MAX_SQLITE_INT, Store, dumps, now_iso
 
 IDENTIFIER_NAMES = get_args(IdentifierType)
 SEED_HIERARCHY = {
@@ -52,8 +52,8 @@ class ApiCodes:
     HIERARCHY_NOT_FOUND = 1701
     COMPANY_EXISTS = 1702
     PARENT_COMPANY_NOT_FOUND = 1703
-    COMPANY_NOT_FOUND = COMPANY_MISSING
-    COMPANY_INACTIVE = COMPANY_INACTIVE
+    COMPANY_NOT_FOUND = 1704
+    COMPANY_INACTIVE = 1705
     COMPANY_CANNOT_BE_ACTIVATED = 1706
     EXTERNAL_ID_EMPTY = 1707
     COMPANY_KEY_MISSING = 1708
