@@ -12,6 +12,13 @@ import requests
 TILL = ("store.server", "server123")
 OAUTH = ("demo-key", "demo-secret")
 HIERARCHY = "code-association2"
+
+
+def all_failed_as_200_args() -> tuple[str, ...]:
+    """Sandbox arguments for answering an all-failed batch with 200 and its per-element results:
+    the default of ``--error-form documented``; ``--all-failed-status 200`` before that option."""
+    from associate.sandbox.config import SandboxConfig
+    return () if "error_form" in SandboxConfig.__dataclass_fields__ else ("--all-failed-status", "200")
 _serial = itertools.count(int.from_bytes(os.urandom(2), "big") * 1000)
 
 

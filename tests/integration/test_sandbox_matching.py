@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from associate.sandbox.launcher import SandboxProcess
-from sandbox_support import SandboxClient
+from sandbox_support import SandboxClient, all_failed_as_200_args
 
 PRIORITY = ("mobile", "email", "externalId")
 CONFLICT = {"mobile": 1032, "email": 1016, "externalId": 1033}
@@ -24,7 +24,7 @@ elements = st.lists(st.lists(identifier, min_size=1, max_size=3, unique=True), m
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     db = tmp_path_factory.mktemp("matching") / "sandbox.db"
-    with SandboxProcess(db, extra_args=("--all-failed-status", "200")) as sandbox:
+    with SandboxProcess(db, extra_args=all_failed_as_200_args()) as sandbox:
         yield SandboxClient(sandbox.url)
 
 

@@ -86,6 +86,10 @@ class CustomerService:
                 extended_fields=accepted_extended_fields(element.extendedFields, resolved.warnings),
                 enrollments=[e.to_api() for e in element.loyaltyProgramEnrollments],
                 referral_code=element.referralCode)
+        else:
+            # Details stay; identifiers the customer does not hold yet are added (as registering an
+            # identifier on another source adds it to the existing customer, per the reference).
+            self._add_identifiers(conn, customer_id, resolved.identifiers)
         children: list[dict] = []
         ad = element.associationDetails
         child_role_code, parent_form = None, None
@@ -159,10 +163,14 @@ class CustomerService:
                 (loyalty_type or row["loyalty_type"], dumps(list(merged_profiles.values())),
                  dumps(enrollments) if enrollments else row["enrollments"], dumps(fields), referral_code,
                  stamp, principal, customer_id))
+        self._add_identifiers(conn, customer_id, identifiers)
+        return customer_id
+
+    @staticmethod
+    def _add_identifiers(conn: sqlite3.Connection, customer_id: int, identifiers: list[tuple[str, str, Any]]) -> None:
         conn.executemany(
             "INSERT OR IGNORE INTO identifiers(type, value, customer_id, extra) VALUES (?, ?, ?, ?)",
             [(t, v, customer_id, dumps(extra) if extra else None) for t, v, extra in identifiers])
-        return customer_id
 
     def _upsert_ref(self, conn: sqlite3.Connection, ref: CustomerRef, principal: str) -> tuple[int, bool, list]:
         """A parent or child given by its profiles: registered if missing, otherwise left as stored."""
