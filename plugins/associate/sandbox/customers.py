@@ -40,6 +40,50 @@ def _check_company(row: sqlite3.Row, company_id: int | None) -> None:
         raise ElementError(Codes.COMPANY_FIXED, "Customer fleet company can't be changed")
 
 
+def _check_cycle(store: Store, conn: sqlite3.Connection, parent_id: int, child_id: int) -> None:
+    """A customer cannot become its own ancestor (1608)."""
+    seen: set[int] = set()
+    current = store.customer(conn, parent_id)
+    while current is not None and current["id"] not in seen:
+        if current["id"] == child_id:
+            raise ElementError(Codes.CYCLIC_HIERARCHY, "Cyclic hierarchy is not supported")
+        seen.add(current["id"])
+        current = store.customer(conn, current["parent_id"]) if current["parent_id"] is not None else None
+
+
+def _hierarchy(store: Store, conn: sqlite3.Connection, code: str) -> dict:
+    """The active hierarchy with this code (1610 inactive, 1616 unknown)."""
+    hierarchy = store.hierarchy_by_code(conn, code)
+    if hierarchy is not None:
+        return hierarchy
+    if store.hierarchy_inactive(conn, code):
+        raise ElementError(Codes.HIERARCHY_NOT_ACTIVE, "Fleet hierarchy is not active")
+    raise ElementError(Codes.HIERARCHY_CODE_INVALID, f"Fleet hierarchy code invalid {code}")
+
+
+def _company(store: Store, conn: sqlite3.Connection, external_id: str, hierarchy: dict) -> int:
+    """The id of an active company of this hierarchy (1704 unknown, 1705 inactive)."""
+    company = store.company_by_external_id(conn, external_id)
+    if company is None:
+        raise ElementError(Codes.COMPANY_NOT_FOUND, f"Company does not exist with given ID/externalID {external_id}")
+    if not company["is_active"]:
+        raise ElementError(Codes.COMPANY_INACTIVE, "Fleet company is inactive")
+    if company["hierarchy_code"] != hierarchy["code"]:
+        # Assumption: the reference has no code for a company of another hierarchy.
+        raise ElementError(Codes.HIERARCHY_CODE_INVALID,
+                           f"Fleet hierarchy code invalid {hierarchy['code']}: company {external_id} belongs "
+                           f"to hierarchy {company['hierarchy_code']}")
+    return company["id"]
+
+
+def _check_room(store: Store, conn: sqlite3.Connection, parent_id: int, parent_role: dict, child_id: int) -> None:
+    """A parent has at most its role's maxChild children (1618); a re-sent child does not count twice."""
+    max_child = parent_role.get("maxChild")
+    if max_child is not None and store.child_count(conn, parent_id, excluding=child_id) >= max_child:
+        raise ElementError(Codes.TOO_MANY_CHILDREN,
+                           f"Total number of child for the role {parent_role['code']} can not exceed {max_child}")
+
+
 class CustomerService:
     """The bulk calls (POST registers, PUT updates) and the lookups, on top of the Store."""
 
@@ -185,45 +229,16 @@ class CustomerService:
             referral_code=None)
         return customer_id, True, resolved.warnings
 
-    def _ancestors(self, conn: sqlite3.Connection, customer_id: int) -> set[int]:
-        seen: set[int] = set()
-        current = self.store.customer(conn, customer_id)
-        while current is not None and current["parent_id"] is not None and current["parent_id"] not in seen:
-            seen.add(current["parent_id"])
-            current = self.store.customer(conn, current["parent_id"])
-        return seen
-
-    def _hierarchy(self, conn: sqlite3.Connection, code: str) -> dict:
-        hierarchy = self.store.hierarchy_by_code(conn, code)
-        if hierarchy is not None:
-            return hierarchy
-        if self.store.hierarchy_inactive(conn, code):
-            raise ElementError(Codes.HIERARCHY_NOT_ACTIVE, "Fleet hierarchy is not active")
-        raise ElementError(Codes.HIERARCHY_CODE_INVALID, f"Fleet hierarchy code invalid {code}")
-
-    def _company(self, conn: sqlite3.Connection, external_id: str, hierarchy: dict) -> int:
-        company = self.store.company_by_external_id(conn, external_id)
-        if company is None:
-            raise ElementError(Codes.COMPANY_NOT_FOUND, f"Company does not exist with given ID/externalID {external_id}")
-        if not company["is_active"]:
-            raise ElementError(Codes.COMPANY_INACTIVE, "Fleet company is inactive")
-        if company["hierarchy_code"] != hierarchy["code"]:
-            # Assumption: the reference has no code for a company of another hierarchy.
-            raise ElementError(Codes.HIERARCHY_CODE_INVALID,
-                               f"Fleet hierarchy code invalid {hierarchy['code']}: company {external_id} belongs "
-                               f"to hierarchy {company['hierarchy_code']}")
-        return company["id"]
-
     def _associate(self, conn: sqlite3.Connection, customer_id: int, ad: AssociationDetails,
                    principal: str) -> tuple[dict, dict]:
         """Apply the main customer's associationDetails, checking every rule of the hierarchy."""
-        hierarchy = self._hierarchy(conn, ad.hierarchyCode)
+        hierarchy = _hierarchy(self.store, conn, ad.hierarchyCode)
         role = role_of(hierarchy, ad.roleCode)
         if role is None:
             raise ElementError(Codes.ROLE_CODE_INVALID, f"Role Code {ad.roleCode} is invalid")
         row = self.store.customer(conn, customer_id)
         _check_fixed(row, hierarchy, role["code"])
-        company_id = self._company(conn, ad.fleetCompany.externalId, hierarchy) if ad.fleetCompany else None
+        company_id = _company(self.store, conn, ad.fleetCompany.externalId, hierarchy) if ad.fleetCompany else None
         _check_company(row, company_id)
         company_id = company_id if company_id is not None else row["company_id"]
         parent_id = row["parent_id"]
@@ -237,8 +252,7 @@ class CustomerService:
                 company_id: int | None, principal: str) -> int:
         """The parent named by ``parentCustomer``: registered and mapped if it is not yet; its id."""
         parent_id, _, _ = self._upsert_ref(conn, ref, principal)
-        if parent_id == child_id or child_id in self._ancestors(conn, parent_id):
-            raise ElementError(Codes.CYCLIC_HIERARCHY, "Cyclic hierarchy is not supported")
+        _check_cycle(self.store, conn, parent_id, child_id)
         parent = self.store.customer(conn, parent_id)
         if parent["hierarchy_id"] is None:
             # Register-if-missing: the parent takes the role above the child's, and the child's company.
@@ -257,14 +271,8 @@ class CustomerService:
                 raise ElementError(Codes.CHILD_ROLE_NOT_QUALIFIED,
                                    f"Fleet role code {child_role['code']} doesn't qualify the hierarchy under "
                                    f"a parent of role {parent_role['code']}")
-        self._check_room(conn, parent_id, parent_role, child_id)
+        _check_room(self.store, conn, parent_id, parent_role, child_id)
         return parent_id
-
-    def _check_room(self, conn: sqlite3.Connection, parent_id: int, parent_role: dict, child_id: int) -> None:
-        max_child = parent_role.get("maxChild")
-        if max_child is not None and self.store.child_count(conn, parent_id, excluding=child_id) >= max_child:
-            raise ElementError(Codes.TOO_MANY_CHILDREN,
-                               f"Total number of child for the role {parent_role['code']} can not exceed {max_child}")
 
     def _child(self, conn: sqlite3.Connection, parent_id: int, hierarchy: dict, parent_role: dict,
                child_role_code: str | None, ref: CustomerRef, principal: str) -> dict:
@@ -284,9 +292,8 @@ class CustomerService:
                 _check_fixed(child, hierarchy, child_role_code)
                 company_id = self.store.customer(conn, parent_id)["company_id"]
                 _check_company(child, company_id)
-                if child_id == parent_id or child_id in self._ancestors(conn, parent_id):
-                    raise ElementError(Codes.CYCLIC_HIERARCHY, "Cyclic hierarchy is not supported")
-                self._check_room(conn, parent_id, parent_role, child_id)
+                _check_cycle(self.store, conn, parent_id, child_id)
+                _check_room(self.store, conn, parent_id, parent_role, child_id)
                 conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=?, parent_id=? WHERE id=?",
                              (hierarchy["id"], child_role_code, company_id or child["company_id"], parent_id,
                               child_id))
