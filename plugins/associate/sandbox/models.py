@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 
 class Codes:
@@ -66,7 +66,12 @@ def _aware_datetime(value: Any) -> Any:
     return value
 
 
-CapDateTime = Annotated[datetime, BeforeValidator(_aware_datetime)]
+def _format(value: datetime) -> str:
+    # Stored and answered as the reference writes it: seconds, with the offset (+00:00, not Z).
+    return value.isoformat(timespec="seconds")
+
+
+CapDateTime = Annotated[datetime, BeforeValidator(_aware_datetime), PlainSerializer(_format, return_type=str)]
 
 
 class Strict(BaseModel):
