@@ -115,6 +115,9 @@ def test_update_call_needs_source_and_a_registered_customer(client):
     assert response.status_code == 200, response.text
     assert {k: response.json()[0]["entity"]["profiles"][0][k] for k in ("source", "accountId")} == {
         "source": "WECHAT", "accountId": "WECHAT-CM"}
+    parent = new_mobile()  # parent and child profiles too
+    client.bulk(element(role="FC", parent=parent))
+    assert client.details("mobile", parent)["profiles"][0]["source"] == "INSTORE"
 
 
 @after_error_forms
@@ -265,7 +268,7 @@ def test_association_rules_give_their_codes(client, company):
         (element(role="FA", company="no-such-company"), 1704),
         (element(role="FC", company=company, parent=gfa), 1617),
         (element(role="FA", company=foreign_company), 1616),
-        (element(role="GFA", company=company, parent=unknown_parent), 1617),  # GFA is no role's child
+        (element(role="GFA", company=company, parent=unknown_parent), 1625),  # GFA is no role's child
         (element(fa, role="FA", company=company, parent=fa), 1608),
         (element(sfa, role="SFA", company=company, parent=fc), 1608),
     ]

@@ -100,7 +100,9 @@ class CustomerService:
         ``account_id`` (the query) name the profile of profiles that do not name their own.
         """
         for element in elements:
-            for profile in element.profiles:
+            ad = element.associationDetails
+            refs = ([ad.parentCustomer] if ad and ad.parentCustomer else []) + (ad.childCustomers if ad else [])
+            for profile in element.profiles + [p for ref in refs for p in ref.profiles]:
                 profile.source = profile.source or source or "INSTORE"
                 profile.accountId = profile.accountId or account_id
         results = []
@@ -257,9 +259,10 @@ class CustomerService:
         if parent["hierarchy_id"] is None:
             # Register-if-missing: the parent takes the role above the child's, and the child's company.
             parent_role = _parent_role_for(hierarchy, child_role["code"])
-            if parent_role is None:
-                raise ElementError(Codes.CHILD_ROLE_NOT_QUALIFIED,
-                                   f"Fleet role code {child_role['code']} is no child role of the hierarchy")
+            if parent_role is None:  # e.g. the top role: no role takes it as child, so no parent fits
+                raise ElementError(Codes.PARENT_NOT_MAPPED,
+                                   f"Fleet parent customer {parent_id} not mapped in the hierarchy: role "
+                                   f"{child_role['code']} is no role's child role")
             conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=? WHERE id=?",
                          (hierarchy["id"], parent_role["code"], company_id, parent_id))
         else:
