@@ -390,7 +390,8 @@ def test_cards_need_series_and_status_and_last_viewed_date_is_a_mobile_push_fiel
     on_email = element()
     on_email["profiles"][0]["commChannels"] = [{"type": "email", "value": "a@example.com",
                                                 "meta": {"lastViewedDate": "2019-10-25"}}]
-    for body in (on_profile, on_email):
+    unlisted = dict(element(), customerType="FLEET")  # a field the reference does not list
+    for body in (on_profile, on_email, unlisted):
         response = client.post("/v2/customers/bulk", [body])
         assert response.status_code == 400 and response.json()["errors"][0]["code"] == Codes.INVALID_INPUT
 
