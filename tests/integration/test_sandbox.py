@@ -308,6 +308,17 @@ def test_hierarchy_role_and_company_cannot_move(client, company, update):
     assert client.details("mobile", fa)["associationDetails"]["fleetCompany"]["externalId"] == company
 
 
+@after_error_forms  # DELETE /v2/companies comes with S2's company handlers
+def test_inactive_company_refuses_new_associations_1705(client):
+    key = new_key("C")
+    client.company(key)
+    member = new_mobile()
+    client.bulk(element(member, role="FA", company=key))
+    assert client.session.delete(client.url + "/v2/companies", params={"externalId": key}, timeout=30).ok
+    assert error_codes(client.one(element(role="FA", company=key))) == [1705]
+    assert error_codes(client.put_bulk(element(member, role="FA", company=key), expect=(200, 500))[0]) == [1705]
+
+
 def test_unregistered_parent_and_children_are_registered(client, company):
     child, parent = new_mobile(), new_mobile()
     result = client.bulk(element(child, role="FC", company=company, parent=parent))[0]
