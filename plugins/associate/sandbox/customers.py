@@ -97,7 +97,7 @@ class CustomerService:
         """Process a validated batch in one transaction; each element is atomic on its own.
 
         ``update`` is the PUT call: it changes details of registered customers only. ``source`` and
-        ``account_id`` (the query) name the profile of profiles that do not name their own.
+        ``account_id`` (the query) are the source and account of profiles that name none.
         """
         for element in elements:
             ad = element.associationDetails
