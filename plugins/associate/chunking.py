@@ -31,22 +31,39 @@ def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
     return group.map(chunk_of).astype("int64")
 
 
-def number_batches(depth: pd.Series, batch_size: int) -> pd.Series:
-    """batch_no for rows already sorted by depth: at most batch_size per batch, one depth each."""
+def number_batches(keys: pd.DataFrame | pd.Series, batch_size: int) -> pd.Series:
+    """batch_no for rows already sorted by batch key: at most batch_size per batch, one key each.
+
+    ``keys`` holds the batch key columns (``staged.BATCH_KEY``: depth, method, source,
+    account_id), or is the depth alone; a batch then is one bulk call.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    rank = depth.groupby(depth).cumcount()
-    per_depth = depth.value_counts().sort_index()
-    batches = (per_depth + batch_size - 1) // batch_size
+    frame = keys.to_frame() if isinstance(keys, pd.Series) else keys
+    frame = frame.reset_index(drop=True)
+    if frame.empty:
+        return pd.Series([], dtype="int64")
+    # Rows are sorted by key: a new group starts wherever any key column changes.
+    text = frame.astype(object).where(frame.notna(), "\x00").astype(str)
+    starts = (text != text.shift()).any(axis=1).to_numpy()
+    group = pd.Series(np.cumsum(starts) - 1)
+    rank = group.groupby(group).cumcount()
+    batches = (group.value_counts().sort_index() + batch_size - 1) // batch_size
     offset = batches.cumsum() - batches
-    return (depth.map(offset) + rank // batch_size).astype("int64")
+    return (group.map(offset) + rank // batch_size).astype("int64")
+
+
+SEND_ORDER = ("depth", "method", "source", "account_id", "company_external_id", "entity_key")
 
 
 def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
-    """Row positions of each chunk, in send order (depth, then company, then key)."""
+    """Row positions of each chunk, in send order (depth, method, source, account, then company, then key)."""
     frame = frame.reset_index(drop=True)
-    order = frame[["depth", "company_external_id", "entity_key"]].assign(
-        _chunk=assign_chunks(frame, max_chunks).to_numpy()
-    ).sort_values(["_chunk", "depth", "company_external_id", "entity_key"], kind="stable", na_position="last")
+    columns = [c for c in SEND_ORDER if c in frame.columns]
+    order = frame[columns].assign(_chunk=assign_chunks(frame, max_chunks).to_numpy())
+    for column in ("method", "source", "account_id"):
+        if column in order.columns:  # missing account ids sort together, first
+            order[column] = order[column].astype(object).where(order[column].notna(), "")
+    order = order.sort_values(["_chunk", *columns], kind="stable", na_position="last")
     starts = np.flatnonzero(np.diff(order["_chunk"].to_numpy())) + 1
     return np.split(order.index.to_numpy(), starts)

@@ -78,7 +78,7 @@ def test_every_field_maps_to_the_wire_form_and_validates():
             "fields": {"preferred_language": "hi"},
             "source": "MOBILE_APP", "accountId": "app-7",
             "createDate": "2021-02-02T20:05:06+00:00",
-            "associatedWith": "till.blr.01", "lastViewedDate": "2025-12-24",
+            "associatedWith": "till.blr.01",
         }],
         "loyaltyInfo": {"loyaltyType": "loyalty"},
         "loyaltyProgramEnrollments": [{
@@ -120,9 +120,34 @@ def test_minimal_customer_without_company_is_plain_registration():
     profile = wire["profiles"][0]
     assert profile["identifiers"] == [{"type": "externalId", "value": "X1"}]
     assert profile["commChannels"] == [] and "firstName" not in profile
-    assert "lastViewedDate" not in profile  # mobilePush-only field, not for an INSTORE profile
+    assert "lastViewedDate" not in profile  # never on the profile: it belongs to a mobilePush channel
     assert CustomerElement.model_validate(wire).to_api() == wire
     assert built.attrs["skipped"] == []
+
+
+def test_last_viewed_date_goes_in_the_mobile_push_channel_of_a_push_token():
+    with_token = valid_customers([{**DRIVER, "parent_customer_key": None}])
+    with_token[tables.CUSTOMER_PUSH_TOKEN] = ["fcm-token-1"]
+    profile = element_of(payload.build_elements(with_token, COMPANIES), "driver")["profiles"][0]
+    assert "lastViewedDate" not in profile
+    assert profile["commChannels"][-1] == {"type": "mobilePush", "value": "fcm-token-1", "primary": False,
+                                           "verified": False, "meta": {"lastViewedDate": "2025-12-24"}}
+    # Without a token (the contract has none) there is no channel to carry the date: not sent.
+    plain = element_of(payload.build_elements(valid_customers([{**DRIVER, "parent_customer_key": None}]),
+                                              COMPANIES), "driver")
+    assert "lastViewedDate" not in json.dumps(plain)
+    assert [c["type"] for c in plain["profiles"][0]["commChannels"]] == ["mobile", "email"]
+
+
+def test_elements_carry_association_source_and_account():
+    built = payload.build_elements(valid_customers([ADMIN, DRIVER, {"customer_key": "solo", "external_id": "X1",
+                                                                      "source": None}]), COMPANIES)
+    rows = built.set_index("entity_key")
+    assert list(built.columns) == list(staged.ELEMENTS.columns)
+    assert rows.loc["driver", ["hierarchy_code", "role_code", "company_external_id", "source", "account_id"]
+                    ].tolist() == ["code-association2", "FC", "ACME", "MOBILE_APP", "app-7"]
+    assert rows.loc["solo", "source"] == "INSTORE"  # the default profile source
+    assert pd.isna(rows.loc["solo", "hierarchy_code"]) and pd.isna(rows.loc["solo", "account_id"])
 
 
 def test_hash_is_sha256_of_the_canonical_payload_and_follows_the_parent():
@@ -254,6 +279,8 @@ def test_payload_processes_come_from_the_environment(monkeypatch):
 
 def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]:
     """Stage the elements as detect_changes does, then chunk them as build_batches does."""
+    if "method" not in elements.columns:
+        elements = elements.assign(change="new", method="POST")
     uri = staging.write_frame(elements, staging.run_path(run_id, "changes", "to_send.parquet"))
     return payload.write_chunks_from(uri, run_id=run_id, **options)
 
@@ -296,6 +323,37 @@ def test_chunk_count_is_capped_and_empty_frames_write_nothing(staging_dir):
     assert len(write_chunks(built, run_id="r1", batch_size=100, max_chunks=10)) == 3
     assert len(write_chunks(built, run_id="r2", batch_size=100, max_chunks=1)) == 1
     assert write_chunks(built.iloc[0:0], run_id="r3", batch_size=100, max_chunks=4) == []
+
+
+def test_a_batch_is_one_depth_method_source_and_account(staging_dir):
+    built = _tree_frame()
+    # Mix registrations and updates, two sources and two accounts within one depth.
+    built["method"] = ["PUT" if i % 2 else "POST" for i in range(len(built))]
+    built["source"] = ["MOBILE_APP" if i % 3 == 0 else "INSTORE" for i in range(len(built))]
+    built["account_id"] = [None if i % 4 else "acc-1" for i in range(len(built))]
+    built["change"] = "new"
+    uris = write_chunks(built, run_id="r-mixed", batch_size=2, max_chunks=1)
+    chunk = staging.read_frame(uris[0])
+    key = ["depth", "method", "source", "account_id"]
+    rows = chunk.merge(built[["entity_key", "depth"]], on="entity_key")
+    batches = rows.groupby("batch_no")
+    for _, batch in batches:
+        assert len(batch) <= 2
+        assert len(batch[key].astype(str).drop_duplicates()) == 1  # one call: one method and query
+    assert list(batches.groups) == list(range(len(batches)))
+    assert rows.sort_values("batch_no")["depth"].is_monotonic_increasing  # parents before children
+    # Every (depth, method, source, account) group is split only by the batch size.
+    groups = rows.groupby(key, dropna=False).size()
+    assert len(batches) == sum((n + 1) // 2 for n in groups)
+
+
+def test_number_batches_restarts_at_every_key_change():
+    from associate.chunking import number_batches
+
+    keys = pd.DataFrame({"depth": [0, 0, 0, 0, 1, 1], "method": ["POST", "POST", "POST", "PUT", "POST", "POST"],
+                         "source": "INSTORE", "account_id": [None] * 6})
+    assert number_batches(keys, 2).tolist() == [0, 0, 1, 2, 3, 3]
+    assert number_batches(keys["depth"], 3).tolist() == [0, 0, 0, 1, 2, 2]
 
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=30)
