@@ -300,6 +300,41 @@ def test_sync_state_upsert_inserts_updates_and_keeps_known_ids(conn_id):
     assert some.set_index("entity_key").loc["a", "capillary_id"] == 11
 
 
+OLD_STATE_COLUMNS = ("entity", "entity_key", "payload_hash", "capillary_id", "last_status", "last_run_id",
+                     "last_synced_at")
+
+
+def test_an_old_state_table_gets_the_association_columns_and_keeps_its_rows(conn_id):
+    # A state table made by a version before associations were kept, with one row in it.
+    with dialect.connect(conn_id) as (conn, name):
+        cur = conn.cursor()
+        cur.execute(dialect.create_table_sql(tables.STATE_TABLE, OLD_STATE_COLUMNS, outputs.OUTPUT_KINDS, name,
+                                             ("entity", "entity_key")))
+        mark = dialect.placeholder(conn)
+        cur.execute(f"INSERT INTO {tables.STATE_TABLE} VALUES ({', '.join([mark] * 7)})",
+                    ("customer", "old", "h0", 7, "success", "r0", "2025-01-01T00:00:00+00:00"))
+        cur.close()
+    warehouse.ensure_output_tables(conn_id)
+    warehouse.ensure_output_tables(conn_id)  # twice: nothing left to add, no error
+    state = warehouse.read_sync_state(conn_id, "customer")
+    assert list(state.columns) == list(tables.OUTPUT_TABLES[tables.STATE_TABLE])
+    state = state.set_index("entity_key")
+    assert state.loc["old", "capillary_id"] == 7 and state.loc["old", "payload_hash"] == "h0"
+    assert state.loc["old", list(tables.STATE_ASSOCIATION)].isna().all()  # unknown: no association check
+
+    # A successful send stores the association; a failed one (null) keeps it.
+    sent = pd.DataFrame([{**_state("old", "h1", "success", 7, "r1"), "hierarchy_code": "H", "role_code": "FC",
+                          "company_external_id": "ACME"}])
+    warehouse.upsert_sync_state(conn_id, sent)
+    held = pd.DataFrame([{**_state("old", None, "failed", None, "r2"), "hierarchy_code": None,
+                          "role_code": None, "company_external_id": None}])
+    held["capillary_id"] = held["capillary_id"].astype("Int64")
+    warehouse.upsert_sync_state(conn_id, held)
+    state = warehouse.read_sync_state(conn_id, "customer", keys=["old"]).set_index("entity_key")
+    assert state.loc["old", ["hierarchy_code", "role_code", "company_external_id"]].tolist() == ["H", "FC", "ACME"]
+    assert state.loc["old", "last_status"] == "failed" and state.loc["old", "capillary_id"] == 7
+
+
 def test_sync_state_read_by_keys_covers_more_keys_than_one_query_takes(conn_id):
     warehouse.ensure_output_tables(conn_id)
     states = pd.DataFrame([_state(f"k{i:05d}", "h", "success", i, "r1") for i in range(1200)])
