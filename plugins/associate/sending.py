@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from associate import staged
 from associate.masking import PiiMaskingFilter
-from associate.tables import DEFAULT_SOURCE, ENTITY_CUSTOMER, METHOD_UPDATE, STATUS_FAILED
+from associate.tables import DEFAULT_SOURCE, ENTITY_CUSTOMER, METHOD_REGISTER, METHOD_UPDATE, STATUS_FAILED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +49,9 @@ def send_payload_chunk(
     from associate import staging
 
     frame = staging.read_frame(payload_uri)
+    for column, default in (("method", METHOD_REGISTER), ("source", DEFAULT_SOURCE), ("account_id", None)):
+        if column not in frame.columns:  # staged by an earlier version (or bench): registered, as then
+            frame[column] = default
     staged.CHUNK.check(frame, payload_uri)
     batches = [(int(no), group) for no, group in frame.groupby("batch_no", sort=True)]
     done = {no for no, _ in batches if staging.exists(part_uri(outcome_uri, no))}
@@ -158,8 +161,7 @@ def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, A
 def batch_call(group: pd.DataFrame) -> tuple[bool, str, str | None]:
     """(update, source, account_id) of one batch: PUT or POST, and the call's query.
 
-    A batch holds one (depth, method, source, account_id) by construction (``chunking``);
-    a chunk staged before those columns existed is registered from INSTORE.
+    A batch holds one (depth, method, source, account_id) by construction (``chunking``).
     """
     import pandas as pd
 

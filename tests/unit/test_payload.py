@@ -369,3 +369,61 @@ def test_any_script_in_names_and_fields_survives_and_validates(first, last, fiel
     assert (wire["profiles"][0]["firstName"], wire["profiles"][0]["lastName"]) == (first, last)
     assert wire["profiles"][0]["fields"] == fields
     assert CustomerElement.model_validate(wire).to_api() == wire
+
+
+class _FakeClient:
+    """Records each send_customers call; answers success, or details kept for names starting 'Kept'."""
+
+    class settings:  # noqa: N801 - what sending reads of ClientSettings
+        concurrency = 1
+
+    class stats:  # noqa: N801
+        @staticmethod
+        def snapshot():
+            return {"throttled": 0, "retries": 0}
+
+    def __init__(self):
+        self.calls = []
+
+    def send_customers(self, elements, *, update, source, account_id):
+        from associate.capillary.outcomes import BulkOutcome
+
+        self.calls.append((update, source, account_id, len(elements)))
+        outcomes = []
+        for n, element in enumerate(elements):
+            outcome = BulkOutcome(status="success", capillary_id=100 + n, attempts=1)
+            if element["profiles"][0].get("firstName", "").startswith("Kept"):
+                outcome.status, outcome.details_kept = "warning", True
+                outcome.warnings = [{"code": None, "message": "already registered in Capillary with other details"}]
+            outcomes.append(outcome)
+        return outcomes
+
+
+class _FakeHook:
+    def __init__(self, client):
+        self.client = client
+
+    def get_conn(self):
+        return self.client
+
+
+def test_each_batch_is_one_call_with_its_method_and_query(staging_dir):
+    from associate.sending import send_payload_chunk
+
+    rows = [{**ADMIN, "first_name": "Kept Asha"}, {**DRIVER, "parent_customer_key": None},
+            {"customer_key": "solo", "external_id": "X1"}]
+    built = payload.build_elements(valid_customers(rows), COMPANIES)
+    built["change"] = "new"
+    built["method"] = ["POST", "PUT", "PUT"]
+    uris = write_chunks(built, run_id="r-calls", batch_size=10, max_chunks=1)
+    client = _FakeClient()
+    out = staging.read_frame(send_payload_chunk(_FakeHook(client), uris[0], uris[0].replace("/payloads/", "/outcomes/"),
+                                                run_id="r-calls")).set_index("entity_key")
+    assert sorted(client.calls, key=str) == sorted([
+        (False, "INSTORE", "acc-1", 1), (True, "MOBILE_APP", "app-7", 1), (True, "INSTORE", None, 1)], key=str)
+    hashes = built.set_index("entity_key")["payload_hash"]
+    assert out.loc["admin", "payload_hash"] == staged.DETAILS_KEPT_PREFIX + hashes["admin"]  # re-sent as PUT next run
+    assert out.loc["driver", "payload_hash"] == hashes["driver"]
+    assert out.loc["driver", ["hierarchy_code", "role_code", "company_external_id"]].tolist() == [
+        "code-association2", "FC", "ACME"]
+    assert out.loc["solo", ["hierarchy_code", "role_code"]].isna().all()
