@@ -314,8 +314,9 @@ def test_an_old_state_table_gets_the_association_columns_and_keeps_its_rows(conn
         cur.execute(f"INSERT INTO {tables.STATE_TABLE} VALUES ({', '.join([mark] * 7)})",
                     ("customer", "old", "h0", 7, "success", "r0", "2025-01-01T00:00:00+00:00"))
         cur.close()
-    warehouse.ensure_output_tables(conn_id)
-    warehouse.ensure_output_tables(conn_id)  # twice: nothing left to add, no error
+    # Read first (as detect_changes may, before any write): the columns are added on the way.
+    assert warehouse.read_sync_state(conn_id, "customer", keys=["old"])["capillary_id"].tolist() == [7]
+    warehouse.ensure_output_tables(conn_id)  # again: nothing left to add, no error
     state = warehouse.read_sync_state(conn_id, "customer")
     assert list(state.columns) == list(tables.OUTPUT_TABLES[tables.STATE_TABLE])
     state = state.set_index("entity_key")

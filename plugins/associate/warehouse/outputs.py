@@ -235,10 +235,19 @@ def read_sync_state(conn_id: str, entity: str | None = None, *, keys: Sequence[s
                     )
                     rows.extend(cur.fetchall())
         except Exception as exc:
-            if "no such table" in str(exc) or "does not exist" in str(exc):
+            text = str(exc).lower()
+            if "column" in text and ("no such" in text or "does not exist" in text):
+                old_table = True  # made by an earlier version: add the columns, then read again
+            elif "no such table" in text or "does not exist" in text:
                 return _state_frame([])
-            raise
-        cur.close()
+            else:
+                raise
+        else:
+            old_table = False
+            cur.close()
+    if old_table:
+        ensure_output_tables(conn_id)
+        return read_sync_state(conn_id, entity, keys=keys)
     return _state_frame(rows)
 
 
