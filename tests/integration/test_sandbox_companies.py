@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from associate.sandbox.launcher import SandboxProcess
-from associate.sandbox.store import Store, company_refusal
 from sandbox_support import HIERARCHY, SandboxClient, new_key
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
@@ -231,21 +230,6 @@ def test_hierarchy_update_is_1711(client):
     assert same.status_code == 200
     moved = client.put(f"/v2/companies?externalId={key}", {"hierarchyDefinitionCode": "other"})
     assert moved.status_code == 400 and code_of(moved) == 1711
-
-
-def test_company_refusal_for_customers_is_1704_or_1705(tmp_path):
-    """What the bulk call answers for a customer's fleetCompany (customers use this function)."""
-    store = Store(str(tmp_path / "s.db"))
-    try:
-        with store.transaction() as conn:
-            company_id = store.insert_company(conn, external_id="C1", name="c", hierarchy_code=HIERARCHY,
-                                              extended_fields=None, parent_id=None)
-            assert company_refusal(store.company_by_external_id(conn, "C1"), "C1") is None
-            assert company_refusal(store.company_by_external_id(conn, "C2"), "C2")[0] == 1704
-            conn.execute("UPDATE companies SET is_active=0 WHERE id=?", (company_id,))
-            assert company_refusal(store.company_by_external_id(conn, "C1"), "C1")[0] == 1705
-    finally:
-        store.close()
 
 
 # --- hierarchies ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from .customers import CustomerService
 from .openapi import openapi_document
 from .reply import Reply, all_failed_reply
 from .stats import Stats
-from .store import COMPANY_INACTIVE, COMPANY_MISSING, MAX_SQLITE_INT, Store, dumps, now_iso
+from .store import MAX_SQLITE_INT, Store, dumps, now_iso
 
 IDENTIFIER_NAMES = get_args(IdentifierType)
 SEED_HIERARCHY = {
@@ -52,8 +52,8 @@ class ApiCodes:
     HIERARCHY_NOT_FOUND = 1701
     COMPANY_EXISTS = 1702
     PARENT_COMPANY_NOT_FOUND = 1703
-    COMPANY_NOT_FOUND = COMPANY_MISSING
-    COMPANY_INACTIVE = COMPANY_INACTIVE
+    COMPANY_NOT_FOUND = 1704
+    COMPANY_INACTIVE = 1705
     COMPANY_CANNOT_BE_ACTIVATED = 1706
     EXTERNAL_ID_EMPTY = 1707
     COMPANY_KEY_MISSING = 1708
@@ -233,97 +233,10 @@ def _check_roles(definition: HierarchyBody) -> None:
                                                                "level for auto group creation to be enabled")
 
 
-class Api:
-    """The handlers, each ``(query, body, principal) -> Reply``, over the parts of the server state they use."""
+class GroupLoyaltyApi:
+    """The handlers of ``/v2/companies`` and ``/v2/fleetHierarchy`` (group-loyalty.md), over the Store."""
 
-    def __init__(self, config: SandboxConfig, store: Store, auth: Authenticator, stats: Stats,
-                 customers: CustomerService):
-        self.config, self.store, self.auth, self.stats, self.customers = config, store, auth, stats, customers
-
-    def routes(self) -> dict[str, dict]:
-        """Path -> method -> handler."""
-        document = openapi_document()
-        return {
-            "/v3/oauth/token/generate": {"POST": self.token},
-            "/v2/customers/bulk": {"POST": self.bulk},
-            "/v2/customers/lookup": {"GET": self.lookup},
-            "/v2/customers/lookup/customerDetails": {"GET": self.customer_details},
-            "/v2/companies": {"GET": self.get_company, "POST": self.create_company, "PUT": self.update_company,
-                              "DELETE": self.delete_company},
-            "/v2/fleetHierarchy": {"GET": self.get_hierarchy, "POST": self.create_hierarchy},
-            "/v2/fleetHierarchy/all": {"GET": self.all_hierarchies},
-            "/__sandbox/stats": {"GET": self.sandbox_stats},
-            "/openapi.json": {"GET": lambda q, b, p: Reply(200, document)},
-        }
-
-    # --- auth -------------------------------------------------------------------------
-
-    def token(self, query, body, principal):
-        """``POST /v3/oauth/token/generate``."""
-        request = _validate(TokenRequest, _json(body), "token request")
-        try:
-            token = self.auth.issue_token(request.key, request.secret)
-        except AuthError as exc:
-            return Reply(401, {"data": None, "errors": [{"status": False, "code": 401, "message": str(exc)}]})
-        self.stats.token()
-        return Reply(200, {"data": {"accessToken": token, "ttlSeconds": self.config.token_ttl},
-                           "errors": None})
-
-    # --- customers --------------------------------------------------------------------
-
-    def bulk(self, query, body, principal):
-        """``POST /v2/customers/bulk``: validate the whole batch first, then process it."""
-        data = _json(body)
-        if not isinstance(data, list):
-            raise ApiError(400, Codes.INVALID_INPUT, "Request body must be a JSON array of customer elements")
-        if not data:
-            raise ApiError(400, Codes.INVALID_INPUT, "Request body must not be an empty array")
-        limit = self.config.batch_limit
-        if len(data) > limit:
-            raise ApiError(400, Codes.BATCH_LIMIT_EXCEEDED,
-                           f"Batch limit exceeded: {len(data)} elements, at most {limit} allowed")
-        elements, problems = [], []
-        for i, item in enumerate(data):
-            if not isinstance(item, dict):
-                problems.append(f"element[{i}]: must be a JSON object")
-                continue
-            try:
-                elements.append(CustomerElement.model_validate(item))
-            except ValidationError as exc:
-                problems.append(_describe(exc, f"element[{i}]"))
-        if problems:
-            raise ApiError(400, Codes.INVALID_INPUT, "Invalid input: " + " | ".join(problems[:10]))
-        results = self.customers.bulk(elements, principal)
-        failed = sum(1 for r in results if r["errors"])
-        self.stats.bulk(len(results), len(results) - failed, failed)
-        if failed == len(results):
-            return all_failed_reply(results, self.config.error_form)
-        return Reply(200, results)
-
-    def _identifier(self, query) -> tuple[str, str]:
-        name, value = query.get("identifierName"), query.get("identifierValue")
-        if not name or not value:
-            raise ApiError(400, Codes.INVALID_INPUT, "Query parameters identifierName and identifierValue are required")
-        if name not in IDENTIFIER_NAMES:
-            raise ApiError(400, Codes.INVALID_INPUT, f"Unknown identifierName {name!r}")
-        return name, value
-
-    def _not_found(self):
-        return ApiError(404, Codes.CUSTOMER_NOT_FOUND, "No customer found with the given identifier")
-
-    def lookup(self, query, body, principal):
-        """``GET /v2/customers/lookup``: the id of the customer holding an identifier."""
-        customer_id = self.customers.lookup(*self._identifier(query))
-        if customer_id is None:
-            raise self._not_found()
-        return Reply(200, {"entity": customer_id, "warnings": []})
-
-    def customer_details(self, query, body, principal):
-        """``GET /v2/customers/lookup/customerDetails``: the full customer."""
-        customer_id = self.customers.lookup(*self._identifier(query))
-        if customer_id is None:
-            raise self._not_found()
-        return Reply(200, self.customers.details(customer_id))
+    store: Store
 
     # --- companies --------------------------------------------------------------------
 
@@ -517,6 +430,99 @@ class Api:
                 definition = HierarchyBody.model_validate(raw)
                 if self.store.hierarchy_by_code(conn, definition.code) is None:
                     self._insert_hierarchy(conn, definition)
+
+
+class Api(GroupLoyaltyApi):
+    """The handlers, each ``(query, body, principal) -> Reply``, over the parts of the server state they use."""
+
+    def __init__(self, config: SandboxConfig, store: Store, auth: Authenticator, stats: Stats,
+                 customers: CustomerService):
+        self.config, self.store, self.auth, self.stats, self.customers = config, store, auth, stats, customers
+
+    def routes(self) -> dict[str, dict]:
+        """Path -> method -> handler."""
+        document = openapi_document()
+        return {
+            "/v3/oauth/token/generate": {"POST": self.token},
+            "/v2/customers/bulk": {"POST": self.bulk},
+            "/v2/customers/lookup": {"GET": self.lookup},
+            "/v2/customers/lookup/customerDetails": {"GET": self.customer_details},
+            "/v2/companies": {"GET": self.get_company, "POST": self.create_company, "PUT": self.update_company,
+                              "DELETE": self.delete_company},
+            "/v2/fleetHierarchy": {"GET": self.get_hierarchy, "POST": self.create_hierarchy},
+            "/v2/fleetHierarchy/all": {"GET": self.all_hierarchies},
+            "/__sandbox/stats": {"GET": self.sandbox_stats},
+            "/openapi.json": {"GET": lambda q, b, p: Reply(200, document)},
+        }
+
+    # --- auth -------------------------------------------------------------------------
+
+    def token(self, query, body, principal):
+        """``POST /v3/oauth/token/generate``."""
+        request = _validate(TokenRequest, _json(body), "token request")
+        try:
+            token = self.auth.issue_token(request.key, request.secret)
+        except AuthError as exc:
+            return Reply(401, {"data": None, "errors": [{"status": False, "code": 401, "message": str(exc)}]})
+        self.stats.token()
+        return Reply(200, {"data": {"accessToken": token, "ttlSeconds": self.config.token_ttl},
+                           "errors": None})
+
+    # --- customers --------------------------------------------------------------------
+
+    def bulk(self, query, body, principal):
+        """``POST /v2/customers/bulk``: validate the whole batch first, then process it."""
+        data = _json(body)
+        if not isinstance(data, list):
+            raise ApiError(400, Codes.INVALID_INPUT, "Request body must be a JSON array of customer elements")
+        if not data:
+            raise ApiError(400, Codes.INVALID_INPUT, "Request body must not be an empty array")
+        limit = self.config.batch_limit
+        if len(data) > limit:
+            raise ApiError(400, Codes.BATCH_LIMIT_EXCEEDED,
+                           f"Batch limit exceeded: {len(data)} elements, at most {limit} allowed")
+        elements, problems = [], []
+        for i, item in enumerate(data):
+            if not isinstance(item, dict):
+                problems.append(f"element[{i}]: must be a JSON object")
+                continue
+            try:
+                elements.append(CustomerElement.model_validate(item))
+            except ValidationError as exc:
+                problems.append(_describe(exc, f"element[{i}]"))
+        if problems:
+            raise ApiError(400, Codes.INVALID_INPUT, "Invalid input: " + " | ".join(problems[:10]))
+        results = self.customers.bulk(elements, principal)
+        failed = sum(1 for r in results if r["errors"])
+        self.stats.bulk(len(results), len(results) - failed, failed)
+        if failed == len(results):
+            return all_failed_reply(results, self.config.error_form)
+        return Reply(200, results)
+
+    def _identifier(self, query) -> tuple[str, str]:
+        name, value = query.get("identifierName"), query.get("identifierValue")
+        if not name or not value:
+            raise ApiError(400, Codes.INVALID_INPUT, "Query parameters identifierName and identifierValue are required")
+        if name not in IDENTIFIER_NAMES:
+            raise ApiError(400, Codes.INVALID_INPUT, f"Unknown identifierName {name!r}")
+        return name, value
+
+    def _not_found(self):
+        return ApiError(404, Codes.CUSTOMER_NOT_FOUND, "No customer found with the given identifier")
+
+    def lookup(self, query, body, principal):
+        """``GET /v2/customers/lookup``: the id of the customer holding an identifier."""
+        customer_id = self.customers.lookup(*self._identifier(query))
+        if customer_id is None:
+            raise self._not_found()
+        return Reply(200, {"entity": customer_id, "warnings": []})
+
+    def customer_details(self, query, body, principal):
+        """``GET /v2/customers/lookup/customerDetails``: the full customer."""
+        customer_id = self.customers.lookup(*self._identifier(query))
+        if customer_id is None:
+            raise self._not_found()
+        return Reply(200, self.customers.details(customer_id))
 
     # --- sandbox ----------------------------------------------------------------------
 

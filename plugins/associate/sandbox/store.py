@@ -51,19 +51,6 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-# group-loyalty.md, "Response Codes": a customer's fleet company must exist (1704) and be active (1705).
-COMPANY_MISSING, COMPANY_INACTIVE = 1704, 1705
-
-
-def company_refusal(row: sqlite3.Row | None, external_id: str) -> tuple[int, str] | None:
-    """Why a customer cannot be associated to this company row: ``(code, message)``, or None if it can."""
-    if row is None:
-        return COMPANY_MISSING, f"Company does not exist with given ID/externalID {external_id}"
-    if not row["is_active"]:
-        return COMPANY_INACTIVE, f"Fleet company is inactive: {external_id}"
-    return None
-
-
 class Store:
     """One SQLite connection guarded by a lock: each request is one transaction."""
 
