@@ -327,3 +327,12 @@ class HierarchyDefinition(ApiModel):
     def parent_role_of(self, code: str) -> HierarchyRole | None:
         """The role whose children take role ``code``."""
         return next((r for r in self.roles if r.childRoleCode == code), None)
+
+
+class StoredHierarchy(HierarchyDefinition):
+    """A hierarchy definition as Capillary answers it: lenient (the reference's samples lack names)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str | None = None
+    roles: list[HierarchyRole] = Field(default_factory=list)

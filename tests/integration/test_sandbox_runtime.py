@@ -164,3 +164,18 @@ def test_hierarchy_file_is_seeded_once_in_addition_to_the_default(tmp_path):
         assert sorted(h["code"] for h in listed) == ["code-association2", "dealer-network"]
         dealer = next(h for h in listed if h["code"] == "dealer-network")
         assert dealer["skipRoleAllowed"] is True and dealer["roles"][0]["maxChild"] == 3
+
+
+def test_error_form_flag_is_checked_and_passed_by_the_launcher(tmp_path):
+    env = {"PYTHONPATH": str(PLUGINS_DIR)}
+    bad = subprocess.run([sys.executable, "-m", "associate.sandbox", "--db", str(tmp_path / "s.db"),
+                          "--error-form", "418"], capture_output=True, text=True, env=env, timeout=30)
+    assert bad.returncode == 2 and "--error-form" in bad.stderr
+    assert SandboxProcess(tmp_path / "s.db").command().count("--error-form") == 0  # documented by default
+    with SandboxProcess(tmp_path / "s.db", error_form="404") as sandbox:
+        assert sandbox.command()[-2:] == ["--error-form", "404"]
+        missing = SandboxClient(sandbox.url).get("/v2/companies", params={"externalId": "nobody"})
+        assert missing.status_code == 404 and missing.json()["errors"][0]["status"] is False
+        sandbox.restart(error_form="200")
+        missing = SandboxClient(sandbox.url).get("/v2/companies", params={"externalId": "nobody"})
+        assert missing.status_code == 200 and missing.json()["errors"][0]["code"] != 200

@@ -11,7 +11,7 @@ from associate.capillary.companies import CompanyEnsurer
 from associate.capillary.outcomes import BulkOutcome, CompanyOutcome, int_or_none
 from associate.capillary.settings import ClientSettings
 from associate.capillary.transport import CallStats, Transport
-from associate.models import Codes, HierarchyDefinition
+from associate.models import Codes, HierarchyDefinition, StoredHierarchy
 
 
 # "No customer found with the given identifier" (in the given source): by code, whatever the status.
@@ -48,9 +48,9 @@ class CapillaryClient:
         return self.bulk.batch_limit
 
     def get_hierarchies(self) -> list[HierarchyDefinition]:
-        """Return every active fleet hierarchy definition."""
+        """Return every fleet hierarchy definition Capillary answers (``isActive`` says which are active)."""
         body = self.transport.call("GET", endpoints.HIERARCHIES)
-        return [HierarchyDefinition.model_validate(item) for item in (body or {}).get("entity") or []]
+        return [StoredHierarchy.model_validate(item) for item in (body or {}).get("entity") or []]
 
     def lookup_customer(self, identifier_name: str, value: str, *, source: str = "ALL") -> int | None:
         """Return Capillary's user id of the customer with this identifier, or None."""
@@ -72,7 +72,7 @@ class CapillaryClient:
         """Return one active fleet hierarchy definition by id or code, or None (``1609``)."""
         params = {"id": hierarchy_id} if hierarchy_id is not None else {"code": code}
         body = self.transport.call("GET", endpoints.HIERARCHY, params=params, tolerate=(Codes.HIERARCHY_ID_INVALID,))
-        return None if body is None else HierarchyDefinition.model_validate(body)
+        return None if body is None else StoredHierarchy.model_validate(body)
 
     def send_customers(self, elements: Sequence[Mapping[str, Any] | str], *, update: bool = False,
                        source: str = "INSTORE", account_id: str | None = None) -> list[BulkOutcome]:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 DEFAULT_CREDENTIALS = (("store.server", "server123"),)
 DEFAULT_OAUTH = (("demo-key", "demo-secret"),)
 FAULT_KINDS = ("500", "502", "503", "drop", "slow", "commit500")
+# How errors are answered (docs/sandbox.md, "Error forms"): the reference gives codes, not HTTP
+# statuses, so a client must be tried against every plausible form.
+ERROR_FORMS = ("documented", "400", "404", "200", "500", "500-bare")
 
 
 def parse_faults(spec: str | None) -> dict[str, float]:
@@ -54,7 +57,7 @@ class SandboxConfig:
     fault_seed: int | None = None
     slow_ms: int = 35000
     hierarchy_file: str | None = None
-    all_failed_status: int = 500
+    error_form: str = "documented"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-seed", type=int, default=None, metavar="N")
     p.add_argument("--slow-ms", type=int, default=35000, metavar="N")
     p.add_argument("--hierarchy-file", default=None, metavar="FILE", help="JSON list of hierarchy definitions")
-    p.add_argument("--all-failed-status", type=int, choices=(200, 500), default=500,
-                   help="HTTP status of a bulk call whose every element failed (default 500, per contract)")
+    p.add_argument("--error-form", choices=ERROR_FORMS, default="documented", metavar="FORM",
+                   help="how errors are answered: documented (default: one status per case, docs/sandbox.md), "
+                        "400, 404, 200 (errors in a 200 body), 500, 500-bare; see docs/sandbox.md")
     return p
 
 
@@ -95,5 +99,5 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         oauth=tuple(args.oauth) if args.oauth else DEFAULT_OAUTH,
         token_ttl=args.token_ttl, rate_limit_rpm=args.rate_limit_rpm, batch_limit=args.batch_limit,
         latency_ms=args.latency_ms, faults=faults, fault_seed=args.fault_seed, slow_ms=args.slow_ms,
-        hierarchy_file=args.hierarchy_file, all_failed_status=args.all_failed_status,
+        hierarchy_file=args.hierarchy_file, error_form=args.error_form,
     )

@@ -27,7 +27,7 @@ class SandboxProcess:
     def __init__(self, db_path, *, host="127.0.0.1", port=0, credentials=(("store.server", "server123"),),
                  oauth=(("demo-key", "demo-secret"),), token_ttl=300, rate_limit_rpm=0,
                  batch_limit=100, latency_ms=0, faults=None, fault_seed=None, slow_ms=None,
-                 hierarchy_file=None, extra_args=(), log_path=None):
+                 hierarchy_file=None, error_form=None, extra_args=(), log_path=None):
         self.db_path = str(db_path)
         self.host = host
         self.port = port
@@ -41,6 +41,7 @@ class SandboxProcess:
         self.fault_seed = fault_seed
         self.slow_ms = slow_ms
         self.hierarchy_file = hierarchy_file
+        self.error_form = error_form
         self.extra_args = tuple(extra_args)
         # Without a log path the access log goes next to the db, so a failing test can be read later.
         self.log_path = str(log_path) if log_path else self.db_path + ".log"
@@ -66,6 +67,8 @@ class SandboxProcess:
             cmd += ["--slow-ms", str(self.slow_ms)]
         if self.hierarchy_file:
             cmd += ["--hierarchy-file", str(self.hierarchy_file)]
+        if self.error_form:
+            cmd += ["--error-form", str(self.error_form)]
         return cmd + [str(a) for a in self.extra_args]
 
     def start(self) -> "SandboxProcess":

@@ -17,7 +17,7 @@ from .auth import AuthError, Authenticator, CredentialWindowLimiter
 from .config import SandboxConfig
 from .customers import CustomerService
 from .faults import FaultInjector
-from .reply import Reply, errors_body
+from .reply import Reply, error_reply, errors_body
 from .resources import Api, ApiError
 from .stats import Stats
 from .store import Store
@@ -116,7 +116,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         try:
             reply = handler(query, body, principal)
         except ApiError as exc:
-            reply = Reply(exc.status, errors_body(exc.code, exc.message))
+            reply = error_reply(exc.status, exc.code, exc.message, app.config.error_form)
         if fault == "commit500":
             reply = Reply(500, errors_body(500, "Internal server error"))
         return reply, principal or "-", fault
