@@ -258,7 +258,7 @@ def detect_changes(
     log.info(
         "Change detection: %(built)d payloads, %(to_send)d to send (%(register)d to register, "
         "%(update)d to update), %(unchanged)d unchanged, %(held_back)d held back (company failed, "
-        "payload not built, or %(association_blocked)d association that cannot move)", stats,
+        "payload not built, or association cannot move: %(association_blocked)d)", stats,
     )
     if dry_run:
         stats["preview"] = str(preview)

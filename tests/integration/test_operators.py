@@ -230,12 +230,23 @@ def run_pipeline(tmp_path, run_id: str, customers: pd.DataFrame, companies: pd.D
     return warehouse.outputs.read_table("warehouse_op", tables.RESULTS_TABLE, run_id).set_index("entity_key")
 
 
+@pytest.fixture
+def sandbox_updates(sandbox):
+    """Skip where the sandbox has no ``PUT /v2/customers/bulk`` yet (it comes with the sandbox's own branch)."""
+    import requests
+    from sandbox_support import basic_header
+
+    answer = requests.put(f"{sandbox.url}/v2/customers/bulk?source=INSTORE", json=[], headers=basic_header(), timeout=10)
+    if answer.status_code == 405:
+        pytest.skip("this sandbox does not answer PUT /v2/customers/bulk yet")
+
+
 def bulk_calls(sandbox, method: str) -> int:
     return sum(sandbox.stats()["requests"].get(f"{method} /v2/customers/bulk", {}).values())
 
 
 def test_changed_customers_are_updated_and_an_association_that_cannot_move_is_held_back(
-        hook, sandbox, company, tmp_path, monkeypatch):
+        hook, sandbox, sandbox_updates, company, tmp_path, monkeypatch):
     from associate import warehouse
 
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
@@ -282,7 +293,7 @@ def test_changed_customers_are_updated_and_an_association_that_cannot_move_is_he
 
 
 def test_a_registration_that_kept_other_details_is_sent_again_as_an_update(
-        hook, sandbox, company, tmp_path, monkeypatch):
+        hook, sandbox, sandbox_updates, company, tmp_path, monkeypatch):
     from associate import staged as formats
     from associate import warehouse
     from associate.warehouse.dialect import connect
