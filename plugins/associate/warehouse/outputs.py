@@ -179,13 +179,39 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
         marks = ", ".join("?" * len(columns))
         cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
     else:
-        # Portable path: delete the keys, insert the rows (same transaction).
+        # Portable path: delete the keys, insert the rows (same transaction); nulls in the
+        # kept columns take the stored values first, as COALESCE does on the other paths.
         mark = placeholder(conn)
+        rows = _keep_stored(cur, mark, columns, rows)
         cur.executemany(f"DELETE FROM {table} WHERE entity = {mark} AND entity_key = {mark}",
                         [(r[0], r[1]) for r in rows])
         insert_rows(conn, dialect, table, columns, rows)
     cur.close()
     return len(rows)
+
+
+def _keep_stored(cur, mark: str, columns: Sequence[str], rows: list[tuple]) -> list[tuple]:
+    """Rows with their null kept columns (``_KEPT_WHEN_NULL``) filled from the stored state rows."""
+    kept = [columns.index(c) for c in _KEPT_WHEN_NULL]
+    needy = [r for r in rows if any(r[i] is None for i in kept)]
+    stored: dict[tuple, tuple] = {}
+    names = ", ".join(["entity", "entity_key", *_KEPT_WHEN_NULL])
+    for start in range(0, len(needy), STATE_KEYS_PER_QUERY):
+        part = needy[start:start + STATE_KEYS_PER_QUERY]
+        where = " OR ".join([f"(entity = {mark} AND entity_key = {mark})"] * len(part))
+        cur.execute(f"SELECT {names} FROM {tables.STATE_TABLE} WHERE {where}",
+                    [v for r in part for v in (r[0], r[1])])
+        stored.update({(row[0], row[1]): row[2:] for row in cur.fetchall()})
+    out = []
+    for row in rows:
+        old = stored.get((row[0], row[1]))
+        if old is not None:
+            row = list(row)
+            for i, value in zip(kept, old):
+                row[i] = value if row[i] is None else row[i]
+            row = tuple(row)
+        out.append(row)
+    return out
 
 
 STATE_KEYS_PER_QUERY = 500
