@@ -174,6 +174,20 @@ def test_user_sql_in_dialect_folder_overrides_generic(sqlite_conn, tmp_path):
     assert list(got.columns) == list(tables.COMPANY_COLUMNS)
 
 
+def test_an_optional_push_token_column_is_read_when_the_extract_returns_it(sqlite_conn, tmp_path):
+    companies, customers = sample_warehouse()
+    load_frames(sqlite_conn, companies, customers)
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "sqlite").mkdir(parents=True)
+    columns = ", ".join(tables.CUSTOMER_COLUMNS)
+    (sql_dir / "sqlite" / "extract_customers.sql").write_text(
+        f"SELECT {columns}, CASE WHEN customer_key = 'a' THEN 'fcm-a' END AS push_token FROM customers")
+    got = warehouse.extract(sqlite_conn, "customers", mode="full", sql_dir=sql_dir).set_index("customer_key")
+    assert got.loc["a", tables.CUSTOMER_PUSH_TOKEN] == "fcm-a" and got.loc["b", tables.CUSTOMER_PUSH_TOKEN] is None
+    plain = warehouse.extract(sqlite_conn, "customers", mode="full")
+    assert tables.CUSTOMER_PUSH_TOKEN not in plain.columns  # the contract's extract: no token, no column
+
+
 def test_interval_edges_must_be_timestamps():
     with pytest.raises(ValueError, match="interval_start"):
         extraction.render_extract_sql("customers", "sqlite", mode="incremental",
