@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 
 def _parse_cap_datetime(value: Any) -> Any:
@@ -46,8 +46,9 @@ LoyaltyType = Literal["loyalty", "non_loyalty"]
 
 
 class Codes:
-    """Error and warning codes of the contract."""
+    """Documented error and warning codes (Capillary's reference); the client names no other."""
 
+    # Customers: element errors of the bulk calls (customers.md, "Register Customer").
     INVALID_MOBILE = 1001
     INVALID_EMAIL = 1002
     INVALID_EXTERNAL_ID = 1003
@@ -59,17 +60,43 @@ class Codes:
     REGISTRATION_DATE_OUT_OF_RANGE = 1034
     NO_IDENTIFIER_NON_LOYALTY = 1045
     PREFERRED_STORE_NOT_FOUND = 1053
-    BATCH_LIMIT_EXCEEDED = 1060
-    INVALID_INPUT = 400
-    ALL_FAILED = 500
+    INVALID_TILL = 91020
+    # Customers: warnings.
     INVALID_MOBILE_WARNING = 8056
     INVALID_MOBILE_CHANNEL_WARNING = 8058
-    CUSTOMER_NOT_FOUND = 8015
     POINTS_PROCESSING_FAILED = 19223
     EXTENDED_FIELDS_FAILED = 91015
     VALUE_USED_BY_OTHER_USER = 91007
-    INVALID_TILL = 91020
-    COMPANY_EXISTS = 91040
+    # Customers: lookup ("Fetch Customer ID"); 8015 is also PUT's "no such customer" (assumption).
+    CUSTOMER_NOT_FOUND = 8015
+    CUSTOMER_NOT_FOUND_IN_SOURCE = 8065
+    # Whole request.
+    BATCH_LIMIT_EXCEEDED = 1060
+    INVALID_INPUT = 400
+    ALL_FAILED = 500
+    # Fleet hierarchies and associations (group-loyalty.md, "Response Codes").
+    HIERARCHY_CODE_EXISTS = 1600
+    HIERARCHY_CYCLE = 1608
+    HIERARCHY_ID_INVALID = 1609
+    HIERARCHY_NOT_ACTIVE = 1610
+    ROLE_CODE_INVALID = 1615
+    HIERARCHY_CODE_INVALID = 1616
+    CHILD_ROLE_NOT_QUALIFIED = 1617
+    TOO_MANY_CHILDREN = 1618
+    PARENT_NOT_MAPPED = 1625
+    OTHER_HIERARCHY = 1626
+    ROLE_CANNOT_CHANGE = 1627
+    COMPANY_CANNOT_CHANGE = 1628
+    # Fleet companies.
+    HIERARCHY_NOT_FOUND = 1701
+    COMPANY_EXISTS = 1702
+    PARENT_COMPANY_MISSING = 1703
+    COMPANY_NOT_FOUND = 1704
+    COMPANY_INACTIVE = 1705
+    COMPANY_EXTERNAL_ID_EMPTY = 1707
+    COMPANY_OWN_PARENT = 1709
+    COMPANY_CYCLE = 1710
+    HIERARCHY_UPDATE_NOT_ALLOWED = 1711
 
 
 class ApiModel(BaseModel):
@@ -92,10 +119,10 @@ class ResponseModel(BaseModel):
 
 
 class ApiMessage(ResponseModel):
-    """A warning or an error: ``{status: false, code, message}``."""
+    """A warning or an error: ``{status: false, code, message}``; the reference also answers ``{}``."""
 
     status: bool = False
-    code: int
+    code: int | None = None
     message: str = ""
 
 
@@ -232,9 +259,9 @@ class BulkResultElement(ResponseModel):
 
     entity: CustomerEntity | None = None
     childEntities: list[CustomerEntity] = Field(default_factory=list)
-    childCount: int = 0
-    childSuccessCount: int = 0
-    childFailureCount: int = 0
+    childCount: int | None = None
+    childSuccessCount: int | None = None
+    childFailureCount: int | None = None
     errors: list[ApiMessage] = Field(default_factory=list)
     warnings: list[ApiMessage] = Field(default_factory=list)
 
@@ -290,7 +317,8 @@ class HierarchyDefinition(ApiModel):
     skipRoleAllowed: bool = False
     hierarchyCreationStrict: bool = False
     autoGroupCreationEnabled: bool = False
-    isActive: bool = True
+    # The reference's GET answers spell it "active".
+    isActive: bool = Field(default=True, validation_alias=AliasChoices("isActive", "active"))
 
     def role(self, code: str) -> HierarchyRole | None:
         """The role with this code, or None."""
@@ -299,3 +327,12 @@ class HierarchyDefinition(ApiModel):
     def parent_role_of(self, code: str) -> HierarchyRole | None:
         """The role whose children take role ``code``."""
         return next((r for r in self.roles if r.childRoleCode == code), None)
+
+
+class StoredHierarchy(HierarchyDefinition):
+    """A hierarchy definition as Capillary answers it: lenient (the reference's samples lack names)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str | None = None
+    roles: list[HierarchyRole] = Field(default_factory=list)

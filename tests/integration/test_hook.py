@@ -339,16 +339,17 @@ def test_parent_with_children_maps_child_outcomes_in_order(client, fleet_company
     admin = element(role="FA", company=fleet_company, children=kids, child_role="FC")
     outcome, = client.post_customers_bulk([admin])
     assert outcome.status == "success"
+    assert (outcome.child_count, outcome.child_success_count, outcome.child_failure_count) == (2, 2, 0)
     assert [c.capillary_id for c in outcome.children] == [client.lookup_customer("mobile", m) for m in kids]
     details = client.customer_details("mobile", kids[1])
     assert details["associationDetails"]["parentCustomerId"] == outcome.capillary_id
     assert details["associationDetails"]["roleCode"] == "FC"
 
-    # A customer naming an unknown parent fails alone; its neighbour in the batch is fine.
+    # A customer naming an unknown company fails alone (1704); its neighbour in the batch is fine.
     member = element(role="FC", company=fleet_company, parent_mobile=mobile_of(admin))
-    orphan = element(role="FC", company=fleet_company, parent_mobile=unique_mobile())
-    ok, refused = client.post_customers_bulk([member, orphan])
-    assert ok.status == "success" and refused.status == "failed" and refused.error_code == 91036
+    stray = element(role="FC", company=f"NO-SUCH-{unique_mobile()}")
+    ok, refused = client.send_customers([member, stray])
+    assert ok.status == "success" and refused.status == "failed"
 
 
 # --- companies ---------------------------------------------------------------------------------

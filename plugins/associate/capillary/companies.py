@@ -1,14 +1,15 @@
 """Fleet companies: create or update each one, holding companies before their subsidiaries.
 
-GET by externalId, POST when missing, PUT when name or extendedFields differ. A POST
-answered "already exists" means an earlier POST was stored but its answer lost: the
-company is then reconciled as an existing one.
+GET by externalId, POST when missing (``1704``), PUT when name or extendedFields differ.
+A POST answered "already exists" (``1702``) means an earlier POST was stored but its
+answer lost: the company is then reconciled as an existing one. Decided by code, whatever
+the HTTP status (400, 404, 500, or 200 with ``errors``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from associate.capillary import endpoints
@@ -22,14 +23,6 @@ from associate.models import Codes
 
 log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
-
-
-def _missing(status: int | None, code: int | None) -> bool:
-    return status == 404
-
-
-def _exists(status: int | None, code: int | None) -> bool:
-    return code == Codes.COMPANY_EXISTS
 
 
 def _parent_of(request: Mapping[str, Any]) -> str | None:
@@ -70,9 +63,9 @@ class CompanyEnsurer:
         by_id = {"externalId": external_id}
         outcome = CompanyOutcome(external_id, FAILED)
         try:
-            existing = self._call(outcome, "GET", params=by_id, tolerate=_missing)
+            existing = self._call(outcome, "GET", params=by_id, tolerate=(Codes.COMPANY_NOT_FOUND,))
             if existing is None:
-                created = self._call(outcome, "POST", json_body=request, tolerate=_exists)
+                created = self._call(outcome, "POST", json_body=request, tolerate=(Codes.COMPANY_EXISTS,))
                 if created is not None:
                     outcome.action, outcome.company_id = CREATED, int_or_none(created.get("companyId"))
                     outcome.warnings = messages(created.get("warnings"))
@@ -81,7 +74,7 @@ class CompanyEnsurer:
             outcome.company_id = int_or_none(existing.get("companyId"))
             stored_code = existing.get("hierarchyDefinitionCode")
             if stored_code and stored_code != request.get("hierarchyDefinitionCode"):
-                outcome.error_code = Codes.INVALID_INPUT
+                outcome.error_code = Codes.HIERARCHY_UPDATE_NOT_ALLOWED
                 outcome.error_message = (
                     f"company is in hierarchy {stored_code} in Capillary, not {request.get('hierarchyDefinitionCode')}; "
                     "a company's hierarchy cannot change"
@@ -105,7 +98,7 @@ class CompanyEnsurer:
             return outcome
 
     def _call(self, outcome: CompanyOutcome, method: str, *, params=None, json_body=None,
-              tolerate: Callable[[int | None, int | None], bool] | None = None) -> Any:
+              tolerate: Collection[int] = ()) -> Any:
         """Send one company call, its attempts added to the outcome; return the body (None when tolerated)."""
         answer = self.transport.send(method, endpoints.COMPANIES, params=params, json_body=json_body)
         outcome.attempts += answer.attempts

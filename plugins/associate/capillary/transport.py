@@ -10,13 +10,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from associate.capillary import endpoints
-from associate.capillary.outcomes import CallResult
+from associate.capillary.outcomes import CallResult, carries_answer
 from associate.capillary.ratelimit import RateLimiter, limiter_for
 from associate.capillary.settings import ClientSettings, basic_authorization
 from associate.exceptions import CapillaryAuthError, CapillaryError
@@ -227,11 +227,11 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         authenticated: bool = True,
-        final_5xx: Callable[[requests.Response], bool] | None = None,
     ) -> CallResult:
         """Send one call with retries; return the last response (or transport failure) and the attempts."""
         # Retried: 429 (after Retry-After), 5xx, timeouts, dropped connections; an OAuth 401
-        # once after a new token. Other 4xx are contract errors for the caller to interpret.
+        # once after a new token. Other 4xx are contract errors for the caller to interpret, and
+        # so is a 5xx that carries Capillary's answer (``carries_answer``: a documented code).
         # Every call here is safe to repeat: bulk sends match customers by identifier, the
         # rest are reads or company writes that ensure_companies reconciles.
         import requests
@@ -277,7 +277,7 @@ class Transport:
                     delay = self._backoff(retries) if delay is None else delay + random.uniform(0, 0.25)
                     self.limiter.pause(delay)  # every thread sharing the budget holds off
                     failure = f"HTTP 429 rate limited (Retry-After {response.headers.get('Retry-After')})"
-                elif status >= 500 and not (final_5xx and final_5xx(response)):
+                elif status >= 500 and not carries_answer(response):
                     self.stats.add(server_errors=1)
                     failure = f"HTTP {status} from Capillary"
                 else:
@@ -296,7 +296,7 @@ class Transport:
                 response.close()
 
     def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json_body: Any = None,
-             tolerate: Callable[[int | None, int | None], bool] | None = None) -> Any:
-        """Send one call whose non-2xx answer is an error; return its JSON body (None for a tolerated error)."""
+             tolerate: Collection[int] = ()) -> Any:
+        """Send one call; return its JSON body, None when the error's code is in ``tolerate``; else raise."""
         answer = self.send(method, path, params=params, json_body=json_body)
         return answer.expect(f"{method} {path} failed after {answer.attempts} attempt(s)", tolerate=tolerate)
