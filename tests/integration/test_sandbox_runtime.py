@@ -29,7 +29,9 @@ def token_for(url: str) -> str:
 
 
 def test_expired_token_is_401_and_a_new_token_works(tmp_path):
-    with SandboxProcess(tmp_path / "s.db", token_ttl=1) as sandbox:
+    # JWT times are whole seconds, so a token lives between ttl - 1 and ttl seconds: a ttl of 2
+    # leaves a fresh token at least a second for its first use.
+    with SandboxProcess(tmp_path / "s.db", token_ttl=2) as sandbox:
         old = SandboxClient(sandbox.url, {"X-CAP-API-OAUTH-TOKEN": token_for(sandbox.url)})
         assert old.get("/v2/fleetHierarchy/all").status_code == 200
         time.sleep(2.1)
