@@ -282,6 +282,15 @@ def test_company_get_and_update_samples_give_an_update_without_warnings(replay, 
     assert (outcome.action, outcome.company_id, outcome.warnings, outcome.status) == ("updated", 98, [], "success")
 
 
+def test_an_inactive_company_is_a_1705_warning(replay, client):
+    request = sample("companies_post_parent.request.json")
+    stored = dict(sample("companies_get.response.json"), isActive=False)  # the variant: a deleted company
+    request["extendedFields"] = stored["extendedFields"]
+    replay.answer((200, stored))
+    outcome, = client.ensure_companies([request])
+    assert (outcome.action, outcome.status, [w["code"] for w in outcome.warnings]) == ("unchanged", "warning", [1705])
+
+
 def test_company_get_sample_is_returned_as_answered(replay, client):
     replay.answer((200, sample("companies_get.response.json")))
     company = client.get_company("Purple2345")
