@@ -201,7 +201,7 @@ def test_hook_builds_one_client_and_tests_the_connection(sandbox, monkeypatch):
     client = hook.get_conn()
     assert hook.get_conn() is client and client.settings is hook.settings
     ok, message = hook.test_connection()
-    assert ok and message.startswith("Connected: ") and hook.get_conn().stats.requests == 1
+    assert ok and message.startswith("Connected: ") and hook.stats.requests == 1
     bad = set_connection(monkeypatch, "capillary_button_bad", sandbox.url, login=("store.server", "wrong"))
     ok, message = bad.test_connection()
     assert not ok and "Invalid till credentials" in message
