@@ -96,10 +96,19 @@ class SandboxClient:
         kwargs.setdefault("timeout", 30)
         return self.session.put(self.url + path, json=body, **kwargs)
 
-    def bulk(self, *elements: dict, expect: int = 200) -> list[dict]:
+    def bulk(self, *elements: dict, expect: int | tuple[int, ...] = 200) -> list[dict]:
         """POST elements to the bulk endpoint; the per-element results."""
         response = self.post("/v2/customers/bulk", list(elements))
-        assert response.status_code == expect, response.text
+        assert response.status_code in ((expect,) if isinstance(expect, int) else expect), response.text
+        body = response.json()
+        return body["response"] if isinstance(body, dict) else body
+
+    def put_bulk(self, *elements: dict, source: str | None = "INSTORE", account_id: str | None = None,
+                 expect: int | tuple[int, ...] = 200) -> list[dict]:
+        """PUT elements to the bulk endpoint (the update call, ``?source=``); the per-element results."""
+        params = {k: v for k, v in (("source", source), ("accountId", account_id)) if v is not None}
+        response = self.put("/v2/customers/bulk", list(elements), params=params)
+        assert response.status_code in ((expect,) if isinstance(expect, int) else expect), response.text
         body = response.json()
         return body["response"] if isinstance(body, dict) else body
 

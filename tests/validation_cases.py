@@ -165,6 +165,11 @@ def cases() -> list[Case]:
              expected={(C, "B-DUPC1"): {"card_number_unique"}, (C, "B-DUPC2"): {"card_number_unique"}}),
         _one("partial_card", "B-CARD", {"card_fields_complete"}, card_number="CARD-77",
              reason="missing: card_series_code, card_status_label"),
+        # The reference: a cardnumber needs seriesId or seriesCode, and a statusLabel.
+        _one("card_without_status_label", "B-CARDS", {"card_fields_complete"}, card_number="CARD-78",
+             card_series_code="FLEET", reason="missing: card_status_label"),
+        _one("card_with_blank_series_code", "B-CARDB", {"card_fields_complete"}, card_number="CARD-79",
+             card_series_code="  ", card_status_label="ACTIVE", reason="missing: card_series_code"),
         Case("duplicate_customer_key",
              customers=[customer("B-DUPK", email="dupk1@example.com", external_id="EXT-DUPK1"),
                         customer("B-DUPK", email="dupk2@example.com", external_id="EXT-DUPK2")],

@@ -31,22 +31,42 @@ def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
     return group.map(chunk_of).astype("int64")
 
 
-def number_batches(depth: pd.Series, batch_size: int) -> pd.Series:
-    """batch_no for rows already sorted by depth: at most batch_size per batch, one depth each."""
+def number_batches(keys: pd.DataFrame | pd.Series, batch_size: int) -> pd.Series:
+    """batch_no for rows already sorted by batch key: at most batch_size per batch, one key each.
+
+    ``keys`` holds the batch key columns (``staged.BATCH_KEY``: depth, method, source,
+    account_id), or is the depth alone; a batch then is one bulk call.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    rank = depth.groupby(depth).cumcount()
-    per_depth = depth.value_counts().sort_index()
-    batches = (per_depth + batch_size - 1) // batch_size
+    frame = keys.to_frame() if isinstance(keys, pd.Series) else keys
+    frame = frame.reset_index(drop=True)
+    if frame.empty:
+        return pd.Series([], dtype="int64")
+    # Rows are sorted by key: a new group starts wherever any key column changes
+    # (compared as factorized codes; a missing value is code -1, equal to another missing).
+    starts = np.zeros(len(frame), dtype=bool)
+    starts[0] = True
+    for column in frame.columns:
+        codes = pd.factorize(frame[column])[0]
+        starts[1:] |= codes[1:] != codes[:-1]
+    group = pd.Series(np.cumsum(starts) - 1)
+    rank = group.groupby(group).cumcount()
+    batches = (group.value_counts().sort_index() + batch_size - 1) // batch_size
     offset = batches.cumsum() - batches
-    return (depth.map(offset) + rank // batch_size).astype("int64")
+    return (group.map(offset) + rank // batch_size).astype("int64")
 
 
 def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
-    """Row positions of each chunk, in send order (depth, then company, then key)."""
+    """Row positions of each chunk, in send order (depth, method, source, account, then company, then key)."""
     frame = frame.reset_index(drop=True)
+    call = [c for c in ("method", "source", "account_id") if c in frame.columns]
     order = frame[["depth", "company_external_id", "entity_key"]].assign(
-        _chunk=assign_chunks(frame, max_chunks).to_numpy()
-    ).sort_values(["_chunk", "depth", "company_external_id", "entity_key"], kind="stable", na_position="last")
+        _chunk=assign_chunks(frame, max_chunks).to_numpy(),
+        # One sortable number per (method, source, account_id): cheaper to sort than three texts.
+        _call=frame.groupby(call, dropna=False, sort=True).ngroup().to_numpy() if call else 0,
+    )
+    order = order.sort_values(["_chunk", "depth", "_call", "company_external_id", "entity_key"], kind="stable",
+                              na_position="last")
     starts = np.flatnonzero(np.diff(order["_chunk"].to_numpy())) + 1
     return np.split(order.index.to_numpy(), starts)

@@ -27,14 +27,15 @@ from associate.chunking import chunk_order, number_batches
 from associate.exceptions import PayloadError
 from associate.identifiers import normalize_mobile
 from associate.payload_workers import build_processes, fork_pool, forget_worker_builder, pooled_slices
-from associate.staged import CHUNK_COLUMNS, ELEMENT_COLUMNS
+from associate.staged import BATCH_KEY, CHUNK_COLUMNS, ELEMENT_COLUMNS
+from associate.tables import CUSTOMER_PUSH_TOKEN, DEFAULT_SOURCE
 
 log = logging.getLogger(__name__)
 
-# lastViewedDate is a mobilePush-channel field in the contract: it is sent only for
-# profiles of the mobile-app source, the one source whose customers have that channel.
-LAST_VIEWED_SOURCES = frozenset({"MOBILE_APP"})
-DEFAULT_SOURCE = "INSTORE"
+# lastViewedDate belongs to a mobilePush channel's ``meta`` (customers.md, "Sample Schema
+# of mobilePush"); that channel needs a value, the app's push token, which the warehouse
+# contract does not carry. Only rows with the optional push_token column get the channel
+# (and the date); without a token the date is not sent (README, "Assumptions").
 
 
 def _encoder():
@@ -192,6 +193,9 @@ class _Columns:
         for column in ("registered_at", "tier_expiry_date", "points_expiry_date"):
             setattr(self, column, _cap_datetimes(customers[column]))
         self.last_viewed_date = _dates(customers["last_viewed_date"])
+        token = customers.get(CUSTOMER_PUSH_TOKEN)
+        self.push_token = [None if v is None or not str(v).strip() else str(v).strip() for v in _values(token)] \
+            if token is not None else [None] * len(self.customer_key)
 
 
 class _ParentIdentifiers:
@@ -246,6 +250,11 @@ def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_re
         channels.append({"type": "mobile", "value": c.mobile[i], "primary": True, "verified": False})
     if c.email[i]:
         channels.append({"type": "email", "value": c.email[i], "primary": True, "verified": False})
+    if c.push_token[i]:
+        push: dict[str, Any] = {"type": "mobilePush", "value": c.push_token[i], "primary": False, "verified": False}
+        if c.last_viewed_date[i] is not None:
+            push["meta"] = {"lastViewedDate": c.last_viewed_date[i]}
+        channels.append(push)
     source = c.source[i] or DEFAULT_SOURCE
     profile: dict[str, Any] = {
         "identifiers": identifiers,
@@ -258,8 +267,6 @@ def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_re
                         ("associatedWith", c.till_code[i])):
         if value is not None:
             profile[name] = value
-    if c.last_viewed_date[i] is not None and source in LAST_VIEWED_SOURCES:
-        profile["lastViewedDate"] = c.last_viewed_date[i]
     if not c.loyalty_type[i]:
         raise PayloadError("no loyalty_type")
     element: dict[str, Any] = {
@@ -356,6 +363,7 @@ def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
                  depth_of: dict[str, int | None], parent_ids: _ParentIdentifiers) -> pd.DataFrame:
     c = _Columns(customers)
     keys, companies_out, depths, payloads, hashes, skipped = [], [], [], [], [], []
+    hierarchies, roles, sources, accounts = [], [], [], []
     for i, key in enumerate(c.customer_key):
         try:
             parent = c.parent_customer_key[i]
@@ -372,7 +380,12 @@ def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
             skipped.append((key, str(exc)))
             continue
         keys.append(key)
-        companies_out.append(c.company_external_id[i])
+        company = c.company_external_id[i]
+        companies_out.append(company)
+        hierarchies.append(hierarchy_of.get(company) if company is not None else None)
+        roles.append(c.role_code[i] if company is not None else None)
+        sources.append(c.source[i] or DEFAULT_SOURCE)
+        accounts.append(c.account_id[i])
         depths.append(depth)
         payloads.append(raw.decode("utf-8"))
         hashes.append(hashlib.sha256(raw).hexdigest())
@@ -383,6 +396,10 @@ def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
         "depth": pd.Series(depths, dtype="int64"),
         "payload": pd.Series(payloads, dtype="str"),
         "payload_hash": pd.Series(hashes, dtype="str"),
+        "hierarchy_code": pd.Series(hierarchies, dtype="str"),
+        "role_code": pd.Series(roles, dtype="str"),
+        "source": pd.Series(sources, dtype="str"),
+        "account_id": pd.Series(accounts, dtype="str"),
     }, columns=list(ELEMENT_COLUMNS))
     frame.attrs["skipped"] = skipped
     return frame
@@ -415,7 +432,7 @@ def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int
     """
     import pyarrow as pa
 
-    keys = staging.read_columns(uri, ["entity_key", "company_external_id", "depth"])
+    keys = staging.read_columns(uri, ["entity_key", "company_external_id", *BATCH_KEY])
     if keys.empty:
         return []
     chunks = chunk_order(keys, max_chunks)
@@ -436,9 +453,8 @@ def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int
         local = np.searchsorted(np.sort(rows), rows)
         table = pa.concat_tables(parts[n]).take(pa.array(local))
         parts[n] = []
-        depth = keys["depth"].to_numpy()[rows]
         table = table.add_column(0, "batch_no", pa.array(
-            number_batches(pd.Series(depth), batch_size).to_numpy(), type=pa.int64()))
+            number_batches(keys.iloc[rows][list(BATCH_KEY)], batch_size).to_numpy(), type=pa.int64()))
         uris.append(staging.write_table(table.select(list(CHUNK_COLUMNS)),
                                         staging.run_path(run_id, "payloads", f"chunk-{n:04d}.parquet")))
         log.info("Staged chunk %d of %d: %d element(s)", n + 1, len(chunks), table.num_rows)

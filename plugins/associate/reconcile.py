@@ -11,7 +11,7 @@ import pandas as pd
 from associate import staged, staging
 from associate.masking import mask_text
 from associate.tables import (
-    ENTITY_CUSTOMER, OUTPUT_TABLES, RESULTS_TABLE, STATE_TABLE, STATUS_FAILED, WARNINGS_TABLE,
+    ENTITY_CUSTOMER, OUTPUT_TABLES, RESULTS_TABLE, STATE_ASSOCIATION, STATE_TABLE, STATUS_FAILED, WARNINGS_TABLE,
 )
 
 Outcomes = pd.DataFrame | Iterable[pd.DataFrame | str]
@@ -44,16 +44,17 @@ def combine_outcomes(outcomes: Outcomes) -> pd.DataFrame:
 
 
 def not_sent_outcomes(entity_keys: Sequence[str], reasons: Sequence[str], *, entity: str = ENTITY_CUSTOMER,
-                      now: Any = None) -> pd.DataFrame:
-    """Failed outcome rows for entities the run could not send, each with its reason.
+                      now: Any = None, codes: Sequence[int | None] | None = None) -> pd.DataFrame:
+    """Failed outcome rows for entities the run could not send, each with its reason (and code, if any).
 
     Written back like any outcome, they give each such row a result with the reason and
     a ``failed`` state, so the next run tries again.
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    codes = list(codes) if codes is not None else [None] * len(entity_keys)
     return staged.outcome_frame(
-        staged.outcome_record(entity, key, STATUS_FAILED, error_message=reason, synced_at=now)
-        for key, reason in zip(entity_keys, reasons)
+        staged.outcome_record(entity, key, STATUS_FAILED, error_code=code, error_message=reason, synced_at=now)
+        for key, reason, code in zip(entity_keys, reasons, codes)
     )
 
 
@@ -99,8 +100,16 @@ def warnings_from_outcomes(frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
 
 
 def state_from_outcomes(outcomes: Outcomes, run_id: str) -> pd.DataFrame:
-    """Rows of associate_sync_state: the last status and payload hash of every entity sent."""
+    """Rows of associate_sync_state: the last status and payload hash of every entity sent.
+
+    The association columns are those of a successful send, null otherwise (the upsert
+    then keeps the stored association).
+    """
     frame = combine_outcomes(outcomes)
+
+    def text(column: str) -> pd.Series:
+        return frame[column].astype(object).where(frame[column].notna(), None)
+
     return pd.DataFrame({
         "entity": frame["entity"].astype(object),
         "entity_key": frame["entity_key"].astype(object),
@@ -109,4 +118,5 @@ def state_from_outcomes(outcomes: Outcomes, run_id: str) -> pd.DataFrame:
         "last_status": frame["status"].astype(object),
         "last_run_id": run_id,
         "last_synced_at": frame["synced_at"],
+        **{column: text(column) for column in STATE_ASSOCIATION},
     }, columns=list(OUTPUT_TABLES[STATE_TABLE]))

@@ -12,9 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from associate.tables import ENTITY_COMPANY, ENTITY_CUSTOMER, STATUS_FAILED, STATUS_SUCCESS, STATUS_WARNING
+from associate.tables import (
+    CODE_COMPANY_CHANGE, CODE_HIERARCHY_CHANGE, CODE_ROLE_CHANGE, ENTITY_COMPANY, ENTITY_CUSTOMER, STATUS_FAILED,
+    STATUS_SUCCESS, STATUS_WARNING,
+)
 
 NO_CODE = "no code"
+ASSOCIATION_CODES = (CODE_HIERARCHY_CHANGE, CODE_ROLE_CHANGE, CODE_COMPANY_CHANGE)
+ASSOCIATION_NAMES = {str(CODE_HIERARCHY_CHANGE): "hierarchy change", str(CODE_ROLE_CHANGE): "role change",
+                     str(CODE_COMPANY_CHANGE): "company change"}
 
 
 @dataclass
@@ -31,6 +37,11 @@ class RunSummary:
     unchanged: int = 0
     sent: int = 0
     held_back: int = 0
+    register: int = 0
+    update: int = 0
+    # Registered customers whose hierarchy/role/company would move (1626/1627/1628): not sent.
+    association_blocked: int = 0
+    association_blocked_by_code: dict[str, int] = field(default_factory=dict)
     success: int = 0
     warning: int = 0
     failed: int = 0
@@ -69,6 +80,8 @@ class RunSummary:
                       companies_extracted=int(extracted.get("companies", 0)),
                       built=int(plan.get("built", 0)), unchanged=int(plan.get("unchanged", 0)),
                       sent=int(plan.get("to_send", 0)), held_back=int(plan.get("held_back", 0)),
+                      register=int(plan.get("register", 0)), update=int(plan.get("update", 0)),
+                      association_blocked=int(plan.get("association_blocked", 0)),
                       dry_run=bool(plan.get("dry_run", False)), preview=plan.get("preview"))
         if quarantine_summary is not None and len(quarantine_summary):
             for entity, check, rows in quarantine_summary[["entity", "check", "rows"]].itertuples(index=False):
@@ -82,6 +95,8 @@ class RunSummary:
         summary.failed = int(status.get(STATUS_FAILED, 0))
         failed = customers[customers["status"] == STATUS_FAILED]
         summary.failed_by_code = _by_code(failed["error_code"])
+        moved = failed[failed["error_code"].isin(ASSOCIATION_CODES) & failed["payload_hash"].isna()]
+        summary.association_blocked_by_code = _by_code(moved["error_code"])
         codes: Counter[str] = Counter()
         for text in customers["warnings"].dropna():
             for warning in json.loads(text) if isinstance(text, str) else text:
@@ -107,7 +122,9 @@ class RunSummary:
             ("companies extracted", self.companies_extracted),
             ("quarantined (row, check) pairs", self.quarantined),
             ("payloads built", self.built), ("unchanged (not sent)", self.unchanged),
-            ("to send", self.sent), ("held back (not sendable)", self.held_back),
+            ("to send", self.sent), ("  to register (POST)", self.register), ("  to update (PUT)", self.update),
+            ("held back (not sendable)", self.held_back),
+            ("  association cannot move (1626/1627/1628)", self.association_blocked),
             ("success", self.success), ("success with warnings", self.warning), ("failed", self.failed),
         ]
         if self.dry_run:
@@ -118,6 +135,10 @@ class RunSummary:
         sections.append(("Companies", ["action", "companies"], sorted(self.companies.items())))
         sections.append(("Failed customers by error code", ["code", "customers"],
                          sorted(self.failed_by_code.items())))
+        sections.append(("Held back: association cannot move (move them in Capillary, then send with "
+                         "customer_keys; see associate_sync_results)", ["code", "customers"],
+                         [(f"{code} {ASSOCIATION_NAMES.get(code, '')}".strip(), n)
+                          for code, n in sorted(self.association_blocked_by_code.items())]))
         sections.append(("Warnings by code", ["code", "warnings"], sorted(self.warnings_by_code.items())))
         return sections
 

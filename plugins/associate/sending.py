@@ -1,5 +1,8 @@
 """Sending one payload chunk: batches in order, independent ones side by side, one outcome row per customer.
 
+Each batch is one ``send_customers`` call: POST (register) or PUT (update), with the
+batch's ``source`` and ``account_id`` as query.
+
 Each batch's outcome is staged as a part as soon as it is answered (a retried task
 resumes after the last one) and, with a warehouse, recorded there in the same breath.
 """
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from associate import staged
 from associate.masking import PiiMaskingFilter
-from associate.tables import ENTITY_CUSTOMER, STATUS_FAILED
+from associate.tables import DEFAULT_SOURCE, ENTITY_CUSTOMER, METHOD_REGISTER, METHOD_UPDATE, STATUS_FAILED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,6 +49,9 @@ def send_payload_chunk(
     from associate import staging
 
     frame = staging.read_frame(payload_uri)
+    for column, default in (("method", METHOD_REGISTER), ("source", DEFAULT_SOURCE), ("account_id", None)):
+        if column not in frame.columns:  # staged by an earlier version (or bench): registered, as then
+            frame[column] = default
     staged.CHUNK.check(frame, payload_uri)
     batches = [(int(no), group) for no, group in frame.groupby("batch_no", sort=True)]
     done = {no for no, _ in batches if staging.exists(part_uri(outcome_uri, no))}
@@ -152,6 +158,24 @@ def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, A
     return waves
 
 
+def batch_call(group: pd.DataFrame) -> tuple[bool, str, str | None]:
+    """(update, source, account_id) of one batch: PUT or POST, and the call's query.
+
+    A batch holds one (depth, method, source, account_id) by construction (``chunking``).
+    """
+    import pandas as pd
+
+    def first(column: str) -> str | None:
+        if column not in group.columns or not len(group):
+            return None
+        values = group[column].dropna().unique()
+        if len(values) > 1:
+            raise ValueError(f"batch {group['batch_no'].iloc[0]} mixes {column} values {sorted(map(str, values))}")
+        return None if not len(values) or pd.isna(values[0]) or values[0] == "" else str(values[0])
+
+    return first("method") == METHOD_UPDATE, first("source") or DEFAULT_SOURCE, first("account_id")
+
+
 def _send_batch(client: CapillaryClient, group: pd.DataFrame) -> pd.DataFrame:
     """Send one batch; return one outcome row per element, in order."""
     import pandas as pd
@@ -159,7 +183,8 @@ def _send_batch(client: CapillaryClient, group: pd.DataFrame) -> pd.DataFrame:
     from associate.capillary.outcomes import BulkOutcome
 
     rows = list(group[["entity_key", "payload", "payload_hash"]].itertuples(index=False))
-    elements, sendable, results = [], [], {}
+    update, source, account_id = batch_call(group)
+    elements, sendable, results, associations = [], [], {}, {}
     for position, row in enumerate(rows):
         try:
             element = json.loads(row.payload)
@@ -170,17 +195,25 @@ def _send_batch(client: CapillaryClient, group: pd.DataFrame) -> pd.DataFrame:
             continue
         elements.append(element)
         sendable.append(position)
-    for position, outcome in zip(sendable, client.post_customers_bulk(elements) if elements else []):
+        associations[position] = staged.element_association(element)
+    answered = client.send_customers(elements, update=update, source=source, account_id=account_id) if elements else []
+    for position, outcome in zip(sendable, answered):
         results[position] = outcome
 
     now = pd.Timestamp.now(tz="UTC")
     records = []
     for position, row in enumerate(rows):
         outcome = results[position]
+        payload_hash = row.payload_hash
+        if getattr(outcome, "details_kept", False):
+            # Registered already, with other details that a POST does not change: a hash
+            # that never matches makes the next run send it again, as an update (PUT).
+            payload_hash = staged.DETAILS_KEPT_PREFIX + str(row.payload_hash)
         record = staged.outcome_record(
             ENTITY_CUSTOMER, row.entity_key, outcome.status, capillary_id=outcome.capillary_id,
             error_code=outcome.error_code, error_message=outcome.error_message, attempts=outcome.attempts,
-            synced_at=now, payload_hash=row.payload_hash, warnings=outcome.warnings,
+            synced_at=now, payload_hash=payload_hash, warnings=outcome.warnings,
+            association=associations.get(position),
         )
         if record["status"] == STATUS_FAILED:
             log.warning("Customer %s failed: %s %s", record["entity_key"], record["error_code"], record["error_message"])

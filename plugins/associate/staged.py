@@ -1,10 +1,16 @@
 """Every staged format passed between tasks: its columns, their dtypes and an empty frame of it.
 
-- ``ELEMENTS``: one built ``POST /v2/customers/bulk`` element per customer, with its depth
-  in the parent chain and its payload hash; ``TO_SEND`` adds why it is sent (``change``).
-- ``CHUNK``: the elements one ``post`` task sends, numbered in batches (``batch_no``).
-- ``OUTCOMES``: one row per customer or company sent or held back; ``COMPANY_OUTCOMES``
-  adds what ``ensure_companies`` did (``action``), a column the format allows.
+- ``ELEMENTS``: one built bulk element per customer, with its depth in the parent chain,
+  its payload hash, its association (``hierarchy_code``, ``role_code``,
+  ``company_external_id``; null without a company) and the profile's ``source`` and
+  ``account_id`` (the bulk call's query); ``TO_SEND`` adds why it is sent (``change``)
+  and how (``method``: ``POST`` registers a customer Capillary has no id of, ``PUT``
+  updates one it has).
+- ``CHUNK``: the elements one ``post`` task sends, numbered in batches (``batch_no``); a
+  batch holds one (depth, method, source, account_id), so it is one call.
+- ``OUTCOMES``: one row per customer or company sent or held back, with the association
+  it was sent with when it succeeded (the sync state keeps it); ``COMPANY_OUTCOMES`` adds
+  what ``ensure_companies`` did (``action``), a column the format allows.
 
 Payload text is ``str`` (Arrow-backed: a payload costs its bytes, not a Python object);
 outcome text is ``object``. pandas is imported inside functions: tasks import this
@@ -53,14 +59,25 @@ class StagedFormat:
 
 ELEMENTS = StagedFormat("elements", {
     "entity_key": "str", "company_external_id": "str", "depth": "int64", "payload": "str", "payload_hash": "str",
+    "hierarchy_code": "str", "role_code": "str", "source": "str", "account_id": "str",
 })
-TO_SEND = StagedFormat("elements to send", {**ELEMENTS.dtypes, "change": "str"})
-CHUNK = StagedFormat("payload chunk", {"batch_no": "int64", "entity_key": "str", "payload": "str", "payload_hash": "str"})
+TO_SEND = StagedFormat("elements to send", {**ELEMENTS.dtypes, "change": "str", "method": "str"})
+CHUNK = StagedFormat("payload chunk", {
+    "batch_no": "int64", "entity_key": "str", "payload": "str", "payload_hash": "str",
+    "method": "str", "source": "str", "account_id": "str",
+})
 OUTCOMES = StagedFormat("outcomes", {
     "entity": "object", "entity_key": "object", "status": "object",
     "capillary_id": "Int64", "error_code": "Int64", "error_message": "object", "attempts": "int64",
     "synced_at": "datetime64[us, UTC]", "payload_hash": "object", "warnings": "object",
+    "hierarchy_code": "object", "role_code": "object", "company_external_id": "object",
 })
+
+# Batch key: what one bulk call has in common (its method and query).
+BATCH_KEY = ("depth", "method", "source", "account_id")
+# payload_hash prefix of a customer POST found registered with other details (details kept):
+# it never equals a real hash, so the next run sends the customer again, as an update.
+DETAILS_KEPT_PREFIX = "details-kept:"
 COMPANY_OUTCOMES = StagedFormat("company outcomes", {**OUTCOMES.dtypes, "action": "object"})
 
 ELEMENT_COLUMNS = ELEMENTS.columns
@@ -96,8 +113,10 @@ def outcome_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def outcome_record(entity: str, entity_key: str, status: str, *, capillary_id: int | None = None,
                    error_code: int | None = None, error_message: str | None = None, attempts: int = 0,
                    synced_at: Any = None, payload_hash: str | None = None,
-                   warnings: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """Return one outcome row, its messages masked; a failed row carries no id."""
+                   warnings: Iterable[Mapping[str, Any]] = (),
+                   association: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return one outcome row, its messages masked; a failed row carries no id and no association."""
+    association = association if status != STATUS_FAILED and association else {}
     return {
         "entity": entity,
         "entity_key": str(entity_key),
@@ -110,7 +129,20 @@ def outcome_record(entity: str, entity_key: str, status: str, *, capillary_id: i
         "payload_hash": payload_hash,
         "warnings": json.dumps([{"code": w.get("code"), "message": mask_text(w.get("message"))} for w in warnings],
                                ensure_ascii=False),
+        "hierarchy_code": association.get("hierarchy_code"),
+        "role_code": association.get("role_code"),
+        "company_external_id": association.get("company_external_id"),
     }
+
+
+def element_association(element: Mapping[str, Any]) -> dict[str, Any]:
+    """The (hierarchy_code, role_code, company_external_id) an element's ``associationDetails`` names."""
+    details = element.get("associationDetails") if isinstance(element, Mapping) else None
+    if not isinstance(details, Mapping):
+        return {}
+    company = details.get("fleetCompany") if isinstance(details.get("fleetCompany"), Mapping) else {}
+    return {"hierarchy_code": details.get("hierarchyCode"), "role_code": details.get("roleCode"),
+            "company_external_id": company.get("externalId")}
 
 
 def format_counts(values: Iterable[str]) -> str:

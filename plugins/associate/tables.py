@@ -15,6 +15,11 @@ COMPANY_COLUMNS = (
 # customer has in the whole table, for maxChild checks on a partial extract.
 CUSTOMER_CHILD_COUNT = "child_count"
 
+# Optional (not in the contract): the customer's app push token (e.g. an FCM token). With
+# it, the payload carries a ``mobilePush`` channel, and ``last_viewed_date`` in its meta;
+# without it, ``last_viewed_date`` is not sent (the channel needs a value).
+CUSTOMER_PUSH_TOKEN = "push_token"
+
 CUSTOMER_COLUMNS = (
     "customer_key",
     "first_name",
@@ -61,12 +66,25 @@ OUTPUT_TABLES: dict[str, tuple[str, ...]] = {
     WARNINGS_TABLE: ("run_id", "entity", "entity_key", "capillary_id", "code", "message"),
     STATE_TABLE: (
         "entity", "entity_key", "payload_hash", "capillary_id", "last_status", "last_run_id",
-        "last_synced_at",
+        "last_synced_at", "hierarchy_code", "role_code", "company_external_id",
     ),
 }
+
+# The association of a customer's last successful send (sync-state columns). Older
+# state tables lack them: ``ensure_output_tables`` adds them, and a null means unknown.
+STATE_ASSOCIATION = ("hierarchy_code", "role_code", "company_external_id")
 
 ENTITY_CUSTOMER = "customer"
 ENTITY_COMPANY = "company"
 STATUS_SUCCESS = "success"
 STATUS_WARNING = "warning"
 STATUS_FAILED = "failed"
+
+# Documented bulk element codes of an association that cannot move (customers.md):
+# already mapped to another hierarchy, fleet user role / fleet company can't be changed.
+CODE_HIERARCHY_CHANGE, CODE_ROLE_CHANGE, CODE_COMPANY_CHANGE = 1626, 1627, 1628
+
+# HTTP methods of the bulk call: register (POST) or update (PUT).
+METHOD_REGISTER, METHOD_UPDATE = "POST", "PUT"
+# Profile source when the warehouse gives none (also the bulk call's ``source`` query).
+DEFAULT_SOURCE = "INSTORE"

@@ -187,7 +187,7 @@ def detect_changes(
     import pandas as pd
 
     from associate import changes, payload, staged, staging, warehouse
-    from associate.tables import STATUS_FAILED
+    from associate.tables import METHOD_REGISTER, METHOD_UPDATE, STATE_ASSOCIATION, STATUS_FAILED
 
     customers = staging.read_frame(validated["customers"])
     companies = staging.read_frame(validated["companies"])
@@ -203,14 +203,16 @@ def detect_changes(
     customers = customers.loc[~blocked]
     state = warehouse.read_sync_state(
         warehouse_conn_id, ENTITY_CUSTOMER, keys=customers["customer_key"].astype(str).tolist()
-    )[["entity_key", "payload_hash", "last_status"]].astype("str")
+    )[["entity_key", "payload_hash", "last_status", "capillary_id", *STATE_ASSOCIATION]]
     selector = changes.ChangeSelector(state, customer_keys=customer_keys or None)
     del state
 
     # Payloads are built, compared and staged a slice at a time: memory follows the
     # slice, and the log shows progress on a large warehouse.
-    stats = {"built": 0, "to_send": 0, "unchanged": 0, "held_back": 0, "dry_run": bool(dry_run)}
+    stats = {"built": 0, "to_send": 0, "unchanged": 0, "held_back": 0, "association_blocked": 0,
+             "register": 0, "update": 0, "dry_run": bool(dry_run)}
     skipped: list[tuple[str, str]] = []
+    blocked: list[pd.DataFrame] = []
     to_send_uri = staging.run_path(run_id, "changes", "to_send.parquet")
     preview = reports_dir(run_id) / "payload_preview.jsonl" if dry_run else None
     started, done = time.monotonic(), 0
@@ -222,12 +224,17 @@ def detect_changes(
             stats["built"] += len(elements)
             stats["to_send"] += len(selected.to_send)
             stats["unchanged"] += len(selected.unchanged)
+            stats["register"] += int((selected.to_send["method"] == METHOD_REGISTER).sum())
+            stats["update"] += int((selected.to_send["method"] == METHOD_UPDATE).sum())
+            if len(selected.blocked):
+                blocked.append(selected.blocked)
             if preview_out is None:
                 sink.write(selected.to_send)
             else:
-                for key, body in zip(selected.to_send["entity_key"], selected.to_send["payload"]):
-                    preview_out.write(json.dumps({"customer_key": key, "payload": json.loads(body)},
-                                                 ensure_ascii=False) + "\n")
+                for key, method, body in zip(selected.to_send["entity_key"], selected.to_send["method"],
+                                             selected.to_send["payload"]):
+                    preview_out.write(json.dumps({"customer_key": key, "method": method,
+                                                  "payload": json.loads(body)}, ensure_ascii=False) + "\n")
             done += len(elements) + len(left_out)
             if len(customers) > payload.SLICE_ROWS:
                 elapsed = time.monotonic() - started
@@ -239,18 +246,38 @@ def detect_changes(
     # every valid row ends with exactly one outcome.
     if skipped:
         log.warning("%d customer(s) left out of the payloads, e.g. %s: %s", len(skipped), *skipped[0])
-    held = pd.concat([customers_of_failed, payload.skipped_outcomes(skipped)], ignore_index=True)
+    moves = _association_outcomes(blocked)
+    stats["association_blocked"] = len(moves)
+    if len(moves):
+        log.warning("%d registered customer(s) held back: their hierarchy, role or company would move, "
+                    "which Capillary refuses (1626/1627/1628), e.g. %s: %s",
+                    len(moves), moves["entity_key"].iloc[0], moves["error_message"].iloc[0])
+    held = pd.concat([customers_of_failed, payload.skipped_outcomes(skipped), moves], ignore_index=True)
     stats["held_back"] = len(held)
     staging.write_frame(held, staging.run_path(run_id, "outcomes", "held_back.parquet"))
     log.info(
-        "Change detection: %(built)d payloads, %(to_send)d to send, %(unchanged)d unchanged, "
-        "%(held_back)d held back (company failed or payload not built)", stats,
+        "Change detection: %(built)d payloads, %(to_send)d to send (%(register)d to register, "
+        "%(update)d to update), %(unchanged)d unchanged, %(held_back)d held back (company failed, "
+        "payload not built, or association cannot move: %(association_blocked)d)", stats,
     )
     if dry_run:
         stats["preview"] = str(preview)
         log.info("Dry run: payload preview of %d customers written to %s", stats["to_send"], preview)
     staging.write_json(stats, staging.run_path(run_id, "plan.json"))
     return sink.uri
+
+
+def _association_outcomes(blocked: list):
+    """Failed outcomes (1626/1627/1628, with the reason) for customers whose association would move."""
+    from associate.reconcile import not_sent_outcomes
+
+    if not blocked:
+        return not_sent_outcomes([], [])
+    import pandas as pd
+
+    frame = pd.concat(blocked, ignore_index=True)
+    return not_sent_outcomes(frame["entity_key"].astype(str).tolist(), frame["reason"].tolist(),
+                             codes=[int(code) for code in frame["error_code"]])
 
 
 def _preview_file(path: Path | None):

@@ -50,7 +50,8 @@ def company(hook):
 def write_chunk(tmp_path, rows: list[tuple]) -> str:
     """Stage a payload chunk: rows of (batch_no, entity_key, element or raw text)."""
     frame = pd.DataFrame(
-        [(no, key, body if isinstance(body, str) else json.dumps(body), f"hash-{key}") for no, key, body in rows],
+        [(no, key, body if isinstance(body, str) else json.dumps(body), f"hash-{key}", "POST", "INSTORE", None)
+         for no, key, body in rows],
         columns=list(staged.CHUNK.columns),
     )
     return staging.write_frame(frame, "file://" + str(tmp_path / "payloads" / "chunk-000.parquet"))
@@ -191,3 +192,127 @@ def test_ensure_companies_from_frame_returns_outcome_rows(hook):
 def test_ensure_companies_of_nothing_needs_no_connection():
     out = ensure_companies_from_frame(None, companies_frame())
     assert out.empty and list(out.columns) == list(staged.COMPANY_OUTCOMES.columns)
+
+
+def customers_frame(*rows: dict) -> pd.DataFrame:
+    """A validated customers frame (tables.CUSTOMER_COLUMNS): UTC timestamps, defaults for the rest."""
+    from associate import tables
+
+    full = [{**{c: None for c in tables.CUSTOMER_COLUMNS}, "loyalty_type": "loyalty", "source": "INSTORE",
+             "registered_at": "2024-05-01T10:00:00Z", **row} for row in rows]
+    frame = pd.DataFrame(full, columns=list(tables.CUSTOMER_COLUMNS)).astype(object)
+    for column in ("tier_expiry_date", "points_expiry_date", "registered_at", "updated_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    for column in ("program_id", "tier_number", "loyalty_points"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def run_pipeline(tmp_path, run_id: str, customers: pd.DataFrame, companies: pd.DataFrame, *,
+                 customer_keys: list[str] | None = None) -> pd.DataFrame:
+    """detect_changes -> build_batches -> the operator per chunk -> write_back; this run's results."""
+    from associate import tables, tasks, warehouse
+
+    validated = {
+        "customers": staging.write_frame(customers, staging.run_path(run_id, "valid", "customers.parquet")),
+        "companies": staging.write_frame(companies, staging.run_path(run_id, "valid", "companies.parquet")),
+    }
+    company_outcomes = staging.write_frame(staged.COMPANY_OUTCOMES.empty(),
+                                           staging.run_path(run_id, "outcomes", "companies.parquet"))
+    to_send = tasks.detect_changes(validated=validated, company_outcomes=company_outcomes,
+                                   warehouse_conn_id="warehouse_op", run_id=run_id,
+                                   customer_keys=customer_keys, dry_run=False)
+    chunks = tasks.build_batches(changes=to_send, run_id=run_id, batch_size=10)
+    outcomes = [AssociateCustomersOperator(task_id="associate", capillary_conn_id=CONN, warehouse_conn_id="warehouse_op",
+                                           **chunk).execute({"run_id": run_id}) for chunk in chunks]
+    tasks.write_back(run_id=run_id, warehouse_conn_id="warehouse_op", company_outcomes=company_outcomes,
+                     customer_outcomes=outcomes)
+    return warehouse.outputs.read_table("warehouse_op", tables.RESULTS_TABLE, run_id).set_index("entity_key")
+
+
+@pytest.fixture
+def sandbox_updates(sandbox):
+    """Skip where the sandbox has no ``PUT /v2/customers/bulk`` yet (it comes with the sandbox's own branch)."""
+    import requests
+    from sandbox_support import basic_header
+
+    answer = requests.put(f"{sandbox.url}/v2/customers/bulk?source=INSTORE", json=[], headers=basic_header(), timeout=10)
+    if answer.status_code == 405:
+        pytest.skip("this sandbox does not answer PUT /v2/customers/bulk yet")
+
+
+def bulk_calls(sandbox, method: str) -> int:
+    return sum(sandbox.stats()["requests"].get(f"{method} /v2/customers/bulk", {}).values())
+
+
+def test_changed_customers_are_updated_and_an_association_that_cannot_move_is_held_back(
+        hook, sandbox, sandbox_updates, company, tmp_path, monkeypatch):
+    from associate import warehouse
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
+    monkeypatch.setenv("ASSOCIATE_REPORTS_DIR", str(tmp_path / "reports"))
+    companies = companies_frame((company, "Fleet", None, None))
+    admin, driver, solo = unique_mobile(), unique_mobile(), unique_mobile()
+    rows = {
+        "admin": {"customer_key": "admin", "mobile": admin, "first_name": "Asha", "company_external_id": company,
+                  "role_code": "FA"},
+        "driver": {"customer_key": "driver", "mobile": driver, "first_name": "Ravi", "company_external_id": company,
+                   "role_code": "FC", "parent_customer_key": "admin"},
+        "solo": {"customer_key": "solo", "mobile": solo, "first_name": "Sam", "company_external_id": company,
+                 "role_code": "FA"},
+    }
+    posts, puts = bulk_calls(sandbox, "POST"), bulk_calls(sandbox, "PUT")
+    first = run_pipeline(tmp_path, "run-1", customers_frame(*rows.values()), companies)
+    assert set(first["status"]) == {"success"}, first[["status", "error_code", "error_message"]]
+    assert bulk_calls(sandbox, "PUT") == puts and bulk_calls(sandbox, "POST") > posts  # all new: registered
+
+    # The driver's name changes: an update (PUT). Solo's role changes: Capillary refuses that, held back.
+    rows["driver"]["first_name"] = "Ravindra"
+    rows["solo"]["role_code"] = "FC"
+    puts = bulk_calls(sandbox, "PUT")
+    second = run_pipeline(tmp_path, "run-2", customers_frame(*rows.values()), companies)
+    assert sorted(second.index) == ["driver", "solo"]
+    assert second.loc["driver", "status"] == "success", second.loc["driver", "error_message"]
+    assert bulk_calls(sandbox, "PUT") == puts + 1
+    assert hook.get_conn().customer_details("mobile", driver)["profiles"][0]["firstName"] == "Ravindra"
+    assert second.loc["solo", "status"] == "failed" and second.loc["solo", "error_code"] == 1627
+    assert second.loc["solo", "error_message"] == (
+        "role change FA -> FC is not allowed through this API: move the customer in Capillary first, "
+        "then send it with customer_keys")
+    assert hook.get_conn().customer_details("mobile", solo)["associationDetails"]["roleCode"] == "FA"
+    state = warehouse.read_sync_state("warehouse_op", "customer").set_index("entity_key")
+    assert state.loc["solo", "role_code"] == "FA" and state.loc["solo", "capillary_id"] == first.loc["solo", "capillary_id"]
+    assert state.loc["driver", ["hierarchy_code", "role_code", "company_external_id"]].tolist() == [
+        "code-association2", "FC", company]
+
+    # The next run holds it back again; a forced run sends it (PUT) and the API decides.
+    assert run_pipeline(tmp_path, "run-3", customers_frame(*rows.values()), companies).loc["solo", "error_code"] == 1627
+    forced = run_pipeline(tmp_path, "run-4", customers_frame(*rows.values()), companies, customer_keys=["solo"])
+    assert list(forced.index) == ["solo"] and forced.loc["solo", "error_code"] == 1627
+    assert bulk_calls(sandbox, "PUT") == puts + 2
+
+
+def test_a_registration_that_kept_other_details_is_sent_again_as_an_update(
+        hook, sandbox, sandbox_updates, company, tmp_path, monkeypatch):
+    from associate import staged as formats
+    from associate import warehouse
+    from associate.warehouse.dialect import connect
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
+    monkeypatch.setenv("ASSOCIATE_REPORTS_DIR", str(tmp_path / "reports"))
+    companies = companies_frame((company, "Fleet", None, None))
+    row = {"customer_key": "kept", "mobile": unique_mobile(), "first_name": "Old", "company_external_id": company,
+           "role_code": "FA"}
+    run_pipeline(tmp_path, "run-1", customers_frame(row), companies)
+    # The state is lost (a run killed after Capillary stored the customer): the next run registers again.
+    with connect("warehouse_op") as (conn, _):
+        conn.execute("DELETE FROM associate_sync_state WHERE entity_key = 'kept'")
+    row["first_name"] = "New"
+    again = run_pipeline(tmp_path, "run-2", customers_frame(row), companies)
+    assert again.loc["kept", "status"] == "warning"  # registered already, names kept: no duplicate
+    state = warehouse.read_sync_state("warehouse_op", "customer").set_index("entity_key")
+    assert state.loc["kept", "payload_hash"].startswith(formats.DETAILS_KEPT_PREFIX)
+    puts = bulk_calls(sandbox, "PUT")
+    third = run_pipeline(tmp_path, "run-3", customers_frame(row), companies)
+    assert third.loc["kept", "status"] == "success" and bulk_calls(sandbox, "PUT") == puts + 1
+    assert hook.get_conn().customer_details("mobile", row["mobile"])["profiles"][0]["firstName"] == "New"

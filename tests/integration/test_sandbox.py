@@ -11,6 +11,8 @@ from sandbox_support import (HIERARCHY, OAUTH, SandboxClient, basic_header, elem
                              new_mobile, profile)
 
 
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     db = tmp_path_factory.mktemp("sandbox") / "sandbox.db"
@@ -63,7 +65,7 @@ def test_oauth_token_grants_access_and_wrong_secret_is_401(sandbox):
 # --- bulk: registration, matching, validation -----------------------------------------------
 
 
-def test_resend_updates_the_same_customer_and_never_duplicates(sandbox, client):
+def test_registration_keeps_details_and_the_update_call_changes_them(sandbox, client):
     mobile = new_mobile()
     first = client.bulk(element(mobile, email=f"{new_key('e')}@example.com"))[0]
     BulkResultElement.model_validate(first)
@@ -73,13 +75,44 @@ def test_resend_updates_the_same_customer_and_never_duplicates(sandbox, client):
     again = element(mobile, firstName="Renamed")
     again["extendedFields"] = {"gender": "F"}
     second = client.bulk(again)[0]
-    assert second["entity"]["id"] == customer_id
+    # POST of a registered customer: no error, no duplicate, the stored customer as it was.
+    assert second["errors"] == [] and second["entity"]["id"] == customer_id
+    assert second["entity"]["profiles"][0]["firstName"] == "Test"
     assert second["entity"]["associationDetails"] is None
     assert sandbox.stats()["customers"] == customers_before
+
+    updated = client.put_bulk(again)[0]
+    assert updated["errors"] == [] and updated["entity"]["id"] == customer_id
+    assert updated["profiles"][0]["firstName"] == "Renamed"  # the reference's PUT form: fields at the top
     details = client.details("mobile", "+" + mobile)
     assert details["id"] == customer_id
     assert details["profiles"][0]["firstName"] == "Renamed"
     assert details["extendedFields"] == {"gender": "F"}
+    assert sandbox.stats()["customers"] == customers_before
+
+
+def test_update_call_needs_source_and_a_registered_customer(client):
+    response = client.put("/v2/customers/bulk", [element()])
+    assert response.status_code == 400 and response.json()["errors"][0]["code"] == Codes.INVALID_INPUT
+    unknown = new_mobile()
+    result = client.put_bulk(element(unknown), element(), source="WECHAT", account_id="WECHAT-CM",
+                             expect=(200, 500))
+    assert [error_codes(r) for r in result] == [[Codes.CUSTOMER_NOT_FOUND]] * 2
+    assert client.lookup("mobile", unknown) is None
+    # The query's source names the profile when the profile does not.
+    body = element()
+    del body["profiles"][0]["source"]
+    entity = client.bulk(body)[0]["entity"]
+    assert entity["profiles"][0]["source"] == "INSTORE"
+    del body["profiles"][0]["identifiers"][0]
+    body["profiles"][0]["identifiers"].append({"type": "mobile", "value": new_mobile()})
+    response = client.post("/v2/customers/bulk?source=WECHAT&accountId=WECHAT-CM", [body])
+    assert response.status_code == 200, response.text
+    assert {k: response.json()[0]["entity"]["profiles"][0][k] for k in ("source", "accountId")} == {
+        "source": "WECHAT", "accountId": "WECHAT-CM"}
+    parent = new_mobile()  # parent and child profiles too
+    client.bulk(element(role="FC", parent=parent))
+    assert client.details("mobile", parent)["profiles"][0]["source"] == "INSTORE"
 
 
 def test_identifier_of_another_customer_is_a_conflict_and_changes_nothing(client):
@@ -223,18 +256,77 @@ def test_association_rules_give_their_codes(client, company):
     client.company(foreign_company, hierarchy=other_hierarchy)
     unknown_parent = new_mobile()
     cases = [
-        (element(role="FA", hierarchy="no-such-hierarchy"), 91030),
-        (element(role="BOSS", company=company), 91031),
-        (element(role="FA", company="no-such-company"), 91032),
-        (element(role="FC", company=company, parent=gfa), 91033),
-        (element(role="FA", company=foreign_company), 91035),
-        (element(role="FC", company=company, parent=unknown_parent), 91036),
-        (element(fa, role="FA", company=company, parent=fa), 91037),
+        (element(role="FA", hierarchy="no-such-hierarchy"), 1616),
+        (element(role="BOSS", company=company), 1615),
+        (element(role="FA", company="no-such-company"), 1704),
+        (element(role="FC", company=company, parent=gfa), 1617),
+        (element(role="FA", company=foreign_company), 1616),
+        (element(role="GFA", company=company, parent=unknown_parent), 1625),  # GFA is no role's child
+        (element(fa, role="FA", company=company, parent=fa), 1608),
+        (element(sfa, role="SFA", company=company, parent=fc), 1608),
     ]
     for body, code in cases:
         assert error_codes(client.one(body)) == [code], body
     assert client.lookup("mobile", unknown_parent) is None  # a failed element registers nobody
     assert client.details("mobile", fa)["associationDetails"]["parentCustomerId"] == client.lookup("mobile", sfa)
+
+
+@pytest.mark.parametrize("update", [False, True], ids=["POST", "PUT"])
+def test_hierarchy_role_and_company_cannot_move(client, company, update):
+    other_hierarchy, other_company, same_hierarchy_company = new_key("h"), new_key("C"), new_key("C")
+    client.hierarchy(other_hierarchy, [{"code": "BOSS", "childRoleCode": "FA"}, {"code": "FA"}])
+    client.company(other_company, hierarchy=other_hierarchy)
+    client.company(same_hierarchy_company)
+    gfa, sfa, fa, fc = build_chain(client, company)
+    send = client.put_bulk if update else client.bulk
+    cases = [
+        (element(fa, role="FA", hierarchy=other_hierarchy, company=other_company), 1626),
+        (element(fa, role="SFA", company=company), 1627),
+        (element(fa, role="FA", company=same_hierarchy_company), 1628),
+    ]
+    for body, code in cases:
+        assert [error_codes(r) for r in send(body, expect=(200, 500))] == [[code]], body
+    stored = client.details("mobile", fa)["associationDetails"]
+    assert (stored["roleCode"], stored["fleetCompany"]["externalId"]) == ("FA", company)
+    # A child named by childCustomers cannot move either: it fails alone.
+    result = send(element(sfa, role="SFA", company=company, children=(fc,)))[0]
+    assert result["errors"] == [] and error_codes(result["childEntities"][0]) == [1627]
+    # The parent may change within the rules, and the same association again is no change.
+    other_sfa = new_mobile()
+    client.bulk(element(other_sfa, role="SFA", company=company, parent=gfa))
+    moved = send(element(fa, role="FA", company=company, parent=other_sfa))[0]
+    assert moved["errors"] == []
+    assert moved["entity"]["associationDetails"]["parentCustomerId"] == client.lookup("mobile", other_sfa)
+    assert send(element(fa, role="FA"))[0]["errors"] == []
+    assert client.details("mobile", fa)["associationDetails"]["fleetCompany"]["externalId"] == company
+
+
+def test_inactive_company_refuses_new_associations_1705(client):
+    key = new_key("C")
+    client.company(key)
+    member = new_mobile()
+    client.bulk(element(member, role="FA", company=key))
+    assert client.session.delete(client.url + "/v2/companies", params={"externalId": key}, timeout=30).ok
+    assert error_codes(client.one(element(role="FA", company=key))) == [1705]
+    assert error_codes(client.put_bulk(element(member, role="FA", company=key), expect=(200, 500))[0]) == [1705]
+
+
+def test_unregistered_parent_and_children_are_registered(client, company):
+    child, parent = new_mobile(), new_mobile()
+    result = client.bulk(element(child, role="FC", company=company, parent=parent))[0]
+    assert result["errors"] == []
+    stored_parent = client.details("mobile", parent)
+    # The parent takes the role whose children are FCs, and the child's company.
+    assert stored_parent["associationDetails"]["roleCode"] == "FA"
+    assert stored_parent["associationDetails"]["fleetCompany"]["externalId"] == company
+    assert result["entity"]["associationDetails"]["parentCustomerId"] == stored_parent["id"]
+    assert result["entity"]["associationDetails"]["parentRoleId"] == stored_parent["associationDetails"]["roleId"]
+    # An existing parent mapped in another hierarchy is not taken over.
+    elsewhere = new_key("h")
+    client.hierarchy(elsewhere, [{"code": "BOSS", "childRoleCode": "WORKER"}, {"code": "WORKER"}])
+    boss = new_mobile()
+    client.bulk(element(boss, role="BOSS", hierarchy=elsewhere))
+    assert error_codes(client.one(element(role="FC", company=company, parent=boss))) == [1625]
 
 
 def test_max_child_and_skip_levels(client):
@@ -244,10 +336,10 @@ def test_max_child_and_skip_levels(client):
     boss, kid1, kid2, kid3 = (new_mobile() for _ in range(4))
     client.bulk(element(boss, role="A", hierarchy=code))
     client.bulk(element(kid1, role="B", hierarchy=code, parent=boss), element(kid2, role="B", hierarchy=code, parent=boss))
-    assert error_codes(client.one(element(kid3, role="B", hierarchy=code, parent=boss))) == [91034]
+    assert error_codes(client.one(element(kid3, role="B", hierarchy=code, parent=boss))) == [1618]
     # A re-send of an existing child does not count against the limit.
     assert client.bulk(element(kid2, role="B", hierarchy=code, parent=boss))[0]["errors"] == []
-    assert error_codes(client.one(element(role="C", hierarchy=code, parent=boss))) == [91033]
+    assert error_codes(client.one(element(role="C", hierarchy=code, parent=boss))) == [1617]
 
     skipping = new_key("skip")
     client.hierarchy(skipping, [{"code": "A", "childRoleCode": "B"}, {"code": "B", "childRoleCode": "C"},
@@ -267,6 +359,8 @@ def test_child_customers_are_registered_and_fail_one_by_one(sandbox, client, com
     first, bad, last = result["childEntities"]
     assert error_codes(bad) == [Codes.INVALID_MOBILE] and bad["id"] is None
     fa_id = result["entity"]["id"]
+    assert [c["profiles"][0]["userId"] for c in result["entity"]["associationDetails"]["childCustomers"]] == [
+        first["id"], last["id"]]
     for child, mobile in ((first, kid1), (last, kid2)):
         assert child["associationDetails"]["childCustomer"] is True and child["associationDetails"]["new"] is True
         details = client.details("mobile", mobile)["associationDetails"]
@@ -278,8 +372,31 @@ def test_child_customers_are_registered_and_fail_one_by_one(sandbox, client, com
     assert sandbox.stats()["customers"] == customers
 
     wrong_role = client.bulk(element(role="FA", company=company, children=(new_mobile(),), child_role="SFA"))[0]
-    assert wrong_role["entity"]["id"] and error_codes(wrong_role["childEntities"][0]) == [91033]
+    assert wrong_role["entity"]["id"] and error_codes(wrong_role["childEntities"][0]) == [1617]
     assert wrong_role["childFailureCount"] == 1
+
+
+def test_cards_need_series_and_status_and_last_viewed_date_is_a_mobile_push_field(client):
+    card = {"type": "cardnumber", "value": new_key("card"), "seriesCode": "GOLD", "statusLabel": "ACTIVE"}
+    for missing in ("seriesCode", "statusLabel"):
+        body = element()
+        body["profiles"][0]["identifiers"].append({k: v for k, v in card.items() if k != missing})
+        assert error_codes(client.one(body)) == [Codes.INVALID_INPUT]
+    body = element()
+    body["profiles"][0]["identifiers"].append(dict(card, seriesCode=None, seriesId=19))
+    body["profiles"][0]["commChannels"] = [{"type": "mobilePush", "value": "fcm-token", "primary": True,
+                                            "verified": True, "meta": {"lastViewedDate": "2019-10-25"}}]
+    entity = client.bulk(body)[0]["entity"]
+    channel = entity["profiles"][0]["commChannels"][0]
+    assert channel["meta"] == {"residence": False, "office": False, "lastViewedDate": "2019-10-25"}
+    on_profile = element(lastViewedDate="2019-10-25")
+    on_email = element()
+    on_email["profiles"][0]["commChannels"] = [{"type": "email", "value": "a@example.com",
+                                                "meta": {"lastViewedDate": "2019-10-25"}}]
+    unlisted = dict(element(), customerType="FLEET")  # a field the reference does not list
+    for body in (on_profile, on_email, unlisted):
+        response = client.post("/v2/customers/bulk", [body])
+        assert response.status_code == 400 and response.json()["errors"][0]["code"] == Codes.INVALID_INPUT
 
 
 # --- lookups, companies, hierarchies ---------------------------------------------------------
@@ -347,13 +464,14 @@ def test_hierarchy_definitions(client):
 def test_stats_count_requests_and_stored_things(sandbox, client):
     before = sandbox.stats()
     client.bulk(element(role="FA", company=None))
-    client.get("/v2/companies", params={"externalId": "nope"})
+    status = str(client.get("/v2/companies", params={"externalId": "nope"}).status_code)
     after = sandbox.stats()
     assert after["customers"] == before["customers"] + 1
     assert after["associations"] == before["associations"] + 1
     bulk_key = "POST /v2/customers/bulk"
     assert after["requests"][bulk_key]["200"] == before["requests"][bulk_key]["200"] + 1
-    assert after["requests"]["GET /v2/companies"]["404"] == before["requests"]["GET /v2/companies"].get("404", 0) + 1
+    assert after["requests"]["GET /v2/companies"][status] == (
+        before["requests"].get("GET /v2/companies", {}).get(status, 0) + 1)
     assert after["elements"]["received"] == before["elements"]["received"] + 1
 
 

@@ -174,6 +174,20 @@ def test_user_sql_in_dialect_folder_overrides_generic(sqlite_conn, tmp_path):
     assert list(got.columns) == list(tables.COMPANY_COLUMNS)
 
 
+def test_an_optional_push_token_column_is_read_when_the_extract_returns_it(sqlite_conn, tmp_path):
+    companies, customers = sample_warehouse()
+    load_frames(sqlite_conn, companies, customers)
+    sql_dir = tmp_path / "sql"
+    (sql_dir / "sqlite").mkdir(parents=True)
+    columns = ", ".join(tables.CUSTOMER_COLUMNS)
+    (sql_dir / "sqlite" / "extract_customers.sql").write_text(
+        f"SELECT {columns}, CASE WHEN customer_key = 'a' THEN 'fcm-a' END AS push_token FROM customers")
+    got = warehouse.extract(sqlite_conn, "customers", mode="full", sql_dir=sql_dir).set_index("customer_key")
+    assert got.loc["a", tables.CUSTOMER_PUSH_TOKEN] == "fcm-a" and got.loc["b", tables.CUSTOMER_PUSH_TOKEN] is None
+    plain = warehouse.extract(sqlite_conn, "customers", mode="full")
+    assert tables.CUSTOMER_PUSH_TOKEN not in plain.columns  # the contract's extract: no token, no column
+
+
 def test_interval_edges_must_be_timestamps():
     with pytest.raises(ValueError, match="interval_start"):
         extraction.render_extract_sql("customers", "sqlite", mode="incremental",
@@ -300,6 +314,42 @@ def test_sync_state_upsert_inserts_updates_and_keeps_known_ids(conn_id):
     assert some.set_index("entity_key").loc["a", "capillary_id"] == 11
 
 
+OLD_STATE_COLUMNS = ("entity", "entity_key", "payload_hash", "capillary_id", "last_status", "last_run_id",
+                     "last_synced_at")
+
+
+def test_an_old_state_table_gets_the_association_columns_and_keeps_its_rows(conn_id):
+    # A state table made by a version before associations were kept, with one row in it.
+    with dialect.connect(conn_id) as (conn, name):
+        cur = conn.cursor()
+        cur.execute(dialect.create_table_sql(tables.STATE_TABLE, OLD_STATE_COLUMNS, outputs.OUTPUT_KINDS, name,
+                                             ("entity", "entity_key")))
+        mark = dialect.placeholder(conn)
+        cur.execute(f"INSERT INTO {tables.STATE_TABLE} VALUES ({', '.join([mark] * 7)})",
+                    ("customer", "old", "h0", 7, "success", "r0", "2025-01-01T00:00:00+00:00"))
+        cur.close()
+    # Read first (as detect_changes may, before any write): the columns are added on the way.
+    assert warehouse.read_sync_state(conn_id, "customer", keys=["old"])["capillary_id"].tolist() == [7]
+    warehouse.ensure_output_tables(conn_id)  # again: nothing left to add, no error
+    state = warehouse.read_sync_state(conn_id, "customer")
+    assert list(state.columns) == list(tables.OUTPUT_TABLES[tables.STATE_TABLE])
+    state = state.set_index("entity_key")
+    assert state.loc["old", "capillary_id"] == 7 and state.loc["old", "payload_hash"] == "h0"
+    assert state.loc["old", list(tables.STATE_ASSOCIATION)].isna().all()  # unknown: no association check
+
+    # A successful send stores the association; a failed one (null) keeps it.
+    sent = pd.DataFrame([{**_state("old", "h1", "success", 7, "r1"), "hierarchy_code": "H", "role_code": "FC",
+                          "company_external_id": "ACME"}])
+    warehouse.upsert_sync_state(conn_id, sent)
+    held = pd.DataFrame([{**_state("old", None, "failed", None, "r2"), "hierarchy_code": None,
+                          "role_code": None, "company_external_id": None}])
+    held["capillary_id"] = held["capillary_id"].astype("Int64")
+    warehouse.upsert_sync_state(conn_id, held)
+    state = warehouse.read_sync_state(conn_id, "customer", keys=["old"]).set_index("entity_key")
+    assert state.loc["old", ["hierarchy_code", "role_code", "company_external_id"]].tolist() == ["H", "FC", "ACME"]
+    assert state.loc["old", "last_status"] == "failed" and state.loc["old", "capillary_id"] == 7
+
+
 def test_sync_state_read_by_keys_covers_more_keys_than_one_query_takes(conn_id):
     warehouse.ensure_output_tables(conn_id)
     states = pd.DataFrame([_state(f"k{i:05d}", "h", "success", i, "r1") for i in range(1200)])
@@ -349,7 +399,12 @@ def test_generic_dialect_write_path_works_on_plain_dbapi(conn_id, monkeypatch):
     warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h1", "success", 1, "r1")]))
     warehouse.upsert_sync_state(conn_id, pd.DataFrame([_state("a", "h2", "warning", 1, "r2"),
                                                        _state("b", "h3", "success", 2, "r2")]))
+    failed = pd.DataFrame([{**_state("b", None, "failed", None, "r3"), "role_code": None}])
+    failed["capillary_id"] = failed["capillary_id"].astype("Int64")
+    warehouse.upsert_sync_state(conn_id, failed)  # a failed send keeps the known id, as on the other paths
     state = warehouse.read_sync_state(conn_id, "customer").set_index("entity_key")
+    assert state.loc["b", "capillary_id"] == 2 and state.loc["b", "last_status"] == "failed"
+    state.loc["b", "payload_hash"] = "h3"
     assert state.payload_hash.to_dict() == {"a": "h2", "b": "h3"}
     assert state.loc["a", "last_synced_at"] == pd.Timestamp("2026-01-01T00:00:00Z")
 

@@ -78,7 +78,7 @@ def test_every_field_maps_to_the_wire_form_and_validates():
             "fields": {"preferred_language": "hi"},
             "source": "MOBILE_APP", "accountId": "app-7",
             "createDate": "2021-02-02T20:05:06+00:00",
-            "associatedWith": "till.blr.01", "lastViewedDate": "2025-12-24",
+            "associatedWith": "till.blr.01",
         }],
         "loyaltyInfo": {"loyaltyType": "loyalty"},
         "loyaltyProgramEnrollments": [{
@@ -120,9 +120,34 @@ def test_minimal_customer_without_company_is_plain_registration():
     profile = wire["profiles"][0]
     assert profile["identifiers"] == [{"type": "externalId", "value": "X1"}]
     assert profile["commChannels"] == [] and "firstName" not in profile
-    assert "lastViewedDate" not in profile  # mobilePush-only field, not for an INSTORE profile
+    assert "lastViewedDate" not in profile  # never on the profile: it belongs to a mobilePush channel
     assert CustomerElement.model_validate(wire).to_api() == wire
     assert built.attrs["skipped"] == []
+
+
+def test_last_viewed_date_goes_in_the_mobile_push_channel_of_a_push_token():
+    with_token = valid_customers([{**DRIVER, "parent_customer_key": None}])
+    with_token[tables.CUSTOMER_PUSH_TOKEN] = ["fcm-token-1"]
+    profile = element_of(payload.build_elements(with_token, COMPANIES), "driver")["profiles"][0]
+    assert "lastViewedDate" not in profile
+    assert profile["commChannels"][-1] == {"type": "mobilePush", "value": "fcm-token-1", "primary": False,
+                                           "verified": False, "meta": {"lastViewedDate": "2025-12-24"}}
+    # Without a token (the contract has none) there is no channel to carry the date: not sent.
+    plain = element_of(payload.build_elements(valid_customers([{**DRIVER, "parent_customer_key": None}]),
+                                              COMPANIES), "driver")
+    assert "lastViewedDate" not in json.dumps(plain)
+    assert [c["type"] for c in plain["profiles"][0]["commChannels"]] == ["mobile", "email"]
+
+
+def test_elements_carry_association_source_and_account():
+    built = payload.build_elements(valid_customers([ADMIN, DRIVER, {"customer_key": "solo", "external_id": "X1",
+                                                                      "source": None}]), COMPANIES)
+    rows = built.set_index("entity_key")
+    assert list(built.columns) == list(staged.ELEMENTS.columns)
+    assert rows.loc["driver", ["hierarchy_code", "role_code", "company_external_id", "source", "account_id"]
+                    ].tolist() == ["code-association2", "FC", "ACME", "MOBILE_APP", "app-7"]
+    assert rows.loc["solo", "source"] == "INSTORE"  # the default profile source
+    assert pd.isna(rows.loc["solo", "hierarchy_code"]) and pd.isna(rows.loc["solo", "account_id"])
 
 
 def test_hash_is_sha256_of_the_canonical_payload_and_follows_the_parent():
@@ -254,6 +279,8 @@ def test_payload_processes_come_from_the_environment(monkeypatch):
 
 def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]:
     """Stage the elements as detect_changes does, then chunk them as build_batches does."""
+    if "method" not in elements.columns:
+        elements = elements.assign(change="new", method="POST")
     uri = staging.write_frame(elements, staging.run_path(run_id, "changes", "to_send.parquet"))
     return payload.write_chunks_from(uri, run_id=run_id, **options)
 
@@ -298,6 +325,37 @@ def test_chunk_count_is_capped_and_empty_frames_write_nothing(staging_dir):
     assert write_chunks(built.iloc[0:0], run_id="r3", batch_size=100, max_chunks=4) == []
 
 
+def test_a_batch_is_one_depth_method_source_and_account(staging_dir):
+    built = _tree_frame()
+    # Mix registrations and updates, two sources and two accounts within one depth.
+    built["method"] = ["PUT" if i % 2 else "POST" for i in range(len(built))]
+    built["source"] = ["MOBILE_APP" if i % 3 == 0 else "INSTORE" for i in range(len(built))]
+    built["account_id"] = [None if i % 4 else "acc-1" for i in range(len(built))]
+    built["change"] = "new"
+    uris = write_chunks(built, run_id="r-mixed", batch_size=2, max_chunks=1)
+    chunk = staging.read_frame(uris[0])
+    key = ["depth", "method", "source", "account_id"]
+    rows = chunk.merge(built[["entity_key", "depth"]], on="entity_key")
+    batches = rows.groupby("batch_no")
+    for _, batch in batches:
+        assert len(batch) <= 2
+        assert len(batch[key].astype(str).drop_duplicates()) == 1  # one call: one method and query
+    assert list(batches.groups) == list(range(len(batches)))
+    assert rows.sort_values("batch_no")["depth"].is_monotonic_increasing  # parents before children
+    # Every (depth, method, source, account) group is split only by the batch size.
+    groups = rows.groupby(key, dropna=False).size()
+    assert len(batches) == sum((n + 1) // 2 for n in groups)
+
+
+def test_number_batches_restarts_at_every_key_change():
+    from associate.chunking import number_batches
+
+    keys = pd.DataFrame({"depth": [0, 0, 0, 0, 1, 1], "method": ["POST", "POST", "POST", "PUT", "POST", "POST"],
+                         "source": "INSTORE", "account_id": [None] * 6})
+    assert number_batches(keys, 2).tolist() == [0, 0, 1, 2, 3, 3]
+    assert number_batches(keys["depth"], 3).tolist() == [0, 0, 0, 1, 2, 2]
+
+
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=30)
 
 
@@ -311,3 +369,61 @@ def test_any_script_in_names_and_fields_survives_and_validates(first, last, fiel
     assert (wire["profiles"][0]["firstName"], wire["profiles"][0]["lastName"]) == (first, last)
     assert wire["profiles"][0]["fields"] == fields
     assert CustomerElement.model_validate(wire).to_api() == wire
+
+
+class _FakeClient:
+    """Records each send_customers call; answers success, or details kept for names starting 'Kept'."""
+
+    class settings:  # noqa: N801 - what sending reads of ClientSettings
+        concurrency = 1
+
+    class stats:  # noqa: N801
+        @staticmethod
+        def snapshot():
+            return {"throttled": 0, "retries": 0}
+
+    def __init__(self):
+        self.calls = []
+
+    def send_customers(self, elements, *, update, source, account_id):
+        from associate.capillary.outcomes import BulkOutcome
+
+        self.calls.append((update, source, account_id, len(elements)))
+        outcomes = []
+        for n, element in enumerate(elements):
+            outcome = BulkOutcome(status="success", capillary_id=100 + n, attempts=1)
+            if element["profiles"][0].get("firstName", "").startswith("Kept"):
+                outcome.status, outcome.details_kept = "warning", True
+                outcome.warnings = [{"code": None, "message": "already registered in Capillary with other details"}]
+            outcomes.append(outcome)
+        return outcomes
+
+
+class _FakeHook:
+    def __init__(self, client):
+        self.client = client
+
+    def get_conn(self):
+        return self.client
+
+
+def test_each_batch_is_one_call_with_its_method_and_query(staging_dir):
+    from associate.sending import send_payload_chunk
+
+    rows = [{**ADMIN, "first_name": "Kept Asha"}, {**DRIVER, "parent_customer_key": None},
+            {"customer_key": "solo", "external_id": "X1"}]
+    built = payload.build_elements(valid_customers(rows), COMPANIES)
+    built["change"] = "new"
+    built["method"] = ["POST", "PUT", "PUT"]
+    uris = write_chunks(built, run_id="r-calls", batch_size=10, max_chunks=1)
+    client = _FakeClient()
+    out = staging.read_frame(send_payload_chunk(_FakeHook(client), uris[0], uris[0].replace("/payloads/", "/outcomes/"),
+                                                run_id="r-calls")).set_index("entity_key")
+    assert sorted(client.calls, key=str) == sorted([
+        (False, "INSTORE", "acc-1", 1), (True, "MOBILE_APP", "app-7", 1), (True, "INSTORE", None, 1)], key=str)
+    hashes = built.set_index("entity_key")["payload_hash"]
+    assert out.loc["admin", "payload_hash"] == staged.DETAILS_KEPT_PREFIX + hashes["admin"]  # re-sent as PUT next run
+    assert out.loc["driver", "payload_hash"] == hashes["driver"]
+    assert out.loc["driver", ["hierarchy_code", "role_code", "company_external_id"]].tolist() == [
+        "code-association2", "FC", "ACME"]
+    assert out.loc["solo", ["hierarchy_code", "role_code"]].isna().all()

@@ -72,3 +72,25 @@ def test_no_outcomes_give_empty_tables():
     results, warnings = reconcile.results_from_outcomes([], "run-1")
     assert results.empty and warnings.empty
     assert reconcile.state_from_outcomes(pd.DataFrame(), "run-1").empty
+
+
+def test_state_keeps_the_association_of_a_successful_send():
+    from associate import staged
+
+    sent = staged.outcome_frame([
+        staged.outcome_record("customer", "ok", "success", capillary_id=1, payload_hash="h",
+                              association={"hierarchy_code": "H", "role_code": "FC", "company_external_id": "ACME"}),
+        staged.outcome_record("customer", "no", "failed", error_code=1627, payload_hash="h",
+                              association={"hierarchy_code": "H", "role_code": "FA", "company_external_id": "ACME"}),
+    ])
+    state = reconcile.state_from_outcomes(sent, "run-1").set_index("entity_key")
+    assert state.loc["ok", ["hierarchy_code", "role_code", "company_external_id"]].tolist() == ["H", "FC", "ACME"]
+    # Null: the upsert keeps the association stored by the last successful send.
+    assert state.loc["no", ["hierarchy_code", "role_code", "company_external_id"]].isna().all()
+
+
+def test_held_back_outcomes_carry_their_code():
+    held = reconcile.not_sent_outcomes(["a"], ["role change FC -> FA is not allowed"], codes=[1627])
+    results, _ = reconcile.results_from_outcomes(held, "run-1")
+    assert results.loc[0, "error_code"] == 1627 and results.loc[0, "status"] == "failed"
+    assert results.loc[0, "error_message"].startswith("role change FC -> FA")

@@ -103,3 +103,23 @@ def test_html_escapes_what_it_shows(tmp_path):
     s = RunSummary(run_id="manual__<script>alert(1)</script>")
     text = open(s.to_html(tmp_path / "r.html"), encoding="utf-8").read()
     assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_held_back_associations_are_counted_and_listed_by_code():
+    from associate.reconcile import not_sent_outcomes
+
+    moved = not_sent_outcomes(["m1", "m2", "m3"], ["role change FC -> FA is not allowed"] * 3,
+                              codes=[1627, 1627, 1628], now=pd.Timestamp("2026-01-01", tz="UTC"))
+    # A forced send the API refused with 1627 is a failed send, not a held-back one.
+    refused = not_sent_outcomes(["m4"], ["fleet user role can't be changed"], codes=[1627],
+                                now=pd.Timestamp("2026-01-01", tz="UTC")).assign(payload_hash="h")
+    s = RunSummary.build(run_id="r", plan={"to_send": 5, "register": 3, "update": 2, "held_back": 3,
+                                           "association_blocked": 3},
+                         outcomes=[moved, refused])
+    assert (s.register, s.update, s.association_blocked) == (3, 2, 3)
+    assert s.association_blocked_by_code == {"1627": 2, "1628": 1}
+    assert s.failed_by_code == {"1627": 3, "1628": 1}
+    lines = s.to_text().splitlines()
+    assert any(line.split() == ["1627", "role", "change", "2"] for line in lines)
+    assert any(line.split() == ["to", "update", "(PUT)", "2"] for line in lines)
+    assert any("association cannot move" in line and line.split()[-1] == "3" for line in lines)

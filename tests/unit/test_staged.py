@@ -48,3 +48,20 @@ def test_typed_outcomes_keeps_extra_columns_after_the_format():
 def test_counts_for_a_log_line():
     assert staged.format_counts(["success", "failed", "success"]) == "1 failed, 2 success"
     assert staged.format_counts([]) == "nothing sent"
+
+
+def test_association_is_kept_for_a_successful_outcome_only():
+    element = {"associationDetails": {"hierarchyCode": "H", "roleCode": "FA", "fleetCompany": {"externalId": "ACME"}}}
+    association = staged.element_association(element)
+    assert association == {"hierarchy_code": "H", "role_code": "FA", "company_external_id": "ACME"}
+    assert staged.element_association({"profiles": []}) == {}
+    ok = staged.outcome_record("customer", "a", "success", capillary_id=1, association=association)
+    failed = staged.outcome_record("customer", "b", "failed", error_code=1627, association=association)
+    assert (ok["hierarchy_code"], ok["role_code"], ok["company_external_id"]) == ("H", "FA", "ACME")
+    assert (failed["hierarchy_code"], failed["role_code"], failed["company_external_id"]) == (None, None, None)
+
+
+def test_staged_formats_carry_method_and_query():
+    assert {"method", "source", "account_id"} <= set(staged.CHUNK.columns)
+    assert {"method", "change"} <= set(staged.TO_SEND.columns)
+    assert staged.BATCH_KEY == ("depth", "method", "source", "account_id")

@@ -128,3 +128,12 @@ def test_gate_raises_with_a_clear_reason_above_the_ratio(catalogue):
         check_gate(result, max_ratio=0.05)
 
 
+
+
+def test_an_optional_push_token_column_is_passed_through_to_the_valid_rows():
+    companies, customers = vc.catalogue_frames()
+    customers = customers.assign(push_token=[f"fcm-{i}" for i in range(len(customers))])
+    result = validation.validate(customers, companies, vc.hierarchies(), run_id="manual__push", now=vc.NOW)
+    token_of = dict(zip(customers["customer_key"], customers["push_token"]))
+    assert tables.CUSTOMER_PUSH_TOKEN in result.customers.columns
+    assert all(token_of[k] == t for k, t in zip(result.customers["customer_key"], result.customers["push_token"]))

@@ -6,25 +6,11 @@ import json
 import sqlite3
 from typing import Any
 
-from associate.models import AssociationDetails, CustomerElement, CustomerRef
-
+from .entities import customer_entity, failed_entry, ref_form, role_of
+from .models import AssociationDetails, Codes, CustomerElement, CustomerRef
 from .rules import (ConflictError, ElementError, accepted_extended_fields, check_registration_dates,
                     match_priority, normalize, refusal_key, resolve_identifiers)
-from .entities import customer_entity, role_of
 from .store import Store, dumps, now_iso
-
-
-class AssociationCodes:
-    """Element error codes the contract lacks for association failures (sandbox choice)."""
-
-    HIERARCHY_NOT_FOUND = 91030
-    ROLE_NOT_IN_HIERARCHY = 91031
-    COMPANY_NOT_FOUND = 91032
-    PARENT_ROLE_MISMATCH = 91033
-    MAX_CHILD_EXCEEDED = 91034
-    COMPANY_OTHER_HIERARCHY = 91035
-    PARENT_NOT_ASSOCIATED = 91036
-    HIERARCHY_CYCLE = 91037
 
 
 def _role_fits(hierarchy: dict, parent_role: dict, child_role_code: str) -> bool:
@@ -34,51 +20,145 @@ def _role_fits(hierarchy: dict, parent_role: dict, child_role_code: str) -> bool
     return bool(hierarchy.get("skipRoleAllowed")) and role_of(hierarchy, child_role_code) is not None
 
 
+def _parent_role_for(hierarchy: dict, child_role_code: str) -> dict | None:
+    """The role whose children take ``child_role_code``: the role a newly registered parent gets."""
+    return next((r for r in hierarchy["roles"] if r.get("childRoleCode") == child_role_code), None)
+
+
+def _check_fixed(row: sqlite3.Row, hierarchy: dict, role_code: str) -> None:
+    """Hierarchy and role of an associated customer cannot move (1626, 1627)."""
+    if row["hierarchy_id"] is not None and row["hierarchy_id"] != hierarchy["id"]:
+        raise ElementError(Codes.OTHER_HIERARCHY, "Customer is already mapped to a different hierarchy")
+    if row["role_code"] is not None and row["role_code"] != role_code:
+        raise ElementError(Codes.ROLE_FIXED, f"Customer fleet user role can't be changed "
+                                             f"({row['role_code']} -> {role_code})")
+
+
+def _check_company(row: sqlite3.Row, company_id: int | None) -> None:
+    """The company of an associated customer cannot move (1628)."""
+    if company_id is not None and row["company_id"] is not None and row["company_id"] != company_id:
+        raise ElementError(Codes.COMPANY_FIXED, "Customer fleet company can't be changed")
+
+
+def _check_cycle(store: Store, conn: sqlite3.Connection, parent_id: int, child_id: int) -> None:
+    """A customer cannot become its own ancestor (1608)."""
+    seen: set[int] = set()
+    current = store.customer(conn, parent_id)
+    while current is not None and current["id"] not in seen:
+        if current["id"] == child_id:
+            raise ElementError(Codes.CYCLIC_HIERARCHY, "Cyclic hierarchy is not supported")
+        seen.add(current["id"])
+        current = store.customer(conn, current["parent_id"]) if current["parent_id"] is not None else None
+
+
+def _hierarchy(store: Store, conn: sqlite3.Connection, code: str) -> dict:
+    """The active hierarchy with this code (1610 inactive, 1616 unknown)."""
+    hierarchy = store.hierarchy_by_code(conn, code)
+    if hierarchy is not None:
+        return hierarchy
+    if store.hierarchy_inactive(conn, code):
+        raise ElementError(Codes.HIERARCHY_NOT_ACTIVE, "Fleet hierarchy is not active")
+    raise ElementError(Codes.HIERARCHY_CODE_INVALID, f"Fleet hierarchy code invalid {code}")
+
+
+def _company(store: Store, conn: sqlite3.Connection, external_id: str, hierarchy: dict) -> int:
+    """The id of an active company of this hierarchy (1704 unknown, 1705 inactive)."""
+    company = store.company_by_external_id(conn, external_id)
+    if company is None:
+        raise ElementError(Codes.COMPANY_NOT_FOUND, f"Company does not exist with given ID/externalID {external_id}")
+    if not company["is_active"]:
+        raise ElementError(Codes.COMPANY_INACTIVE, "Fleet company is inactive")
+    if company["hierarchy_code"] != hierarchy["code"]:
+        # Assumption: the reference has no code for a company of another hierarchy.
+        raise ElementError(Codes.HIERARCHY_CODE_INVALID,
+                           f"Fleet hierarchy code invalid {hierarchy['code']}: company {external_id} belongs "
+                           f"to hierarchy {company['hierarchy_code']}")
+    return company["id"]
+
+
+def _check_room(store: Store, conn: sqlite3.Connection, parent_id: int, parent_role: dict, child_id: int) -> None:
+    """A parent has at most its role's maxChild children (1618); a re-sent child does not count twice."""
+    max_child = parent_role.get("maxChild")
+    if max_child is not None and store.child_count(conn, parent_id, excluding=child_id) >= max_child:
+        raise ElementError(Codes.TOO_MANY_CHILDREN,
+                           f"Total number of child for the role {parent_role['code']} can not exceed {max_child}")
+
+
 class CustomerService:
-    """The bulk call and the lookups, on top of the Store."""
+    """The bulk calls (POST registers, PUT updates) and the lookups, on top of the Store."""
 
     def __init__(self, store: Store):
         self.store = store
 
     # --- bulk -------------------------------------------------------------------------
 
-    def bulk(self, elements: list[CustomerElement], principal: str) -> list[dict]:
-        """Process a validated batch in one transaction; each element is atomic on its own."""
+    def bulk(self, elements: list[CustomerElement], principal: str, *, update: bool = False,
+             source: str | None = None, account_id: str | None = None) -> list[dict]:
+        """Process a validated batch in one transaction; each element is atomic on its own.
+
+        ``update`` is the PUT call: it changes details of registered customers only. ``source`` and
+        ``account_id`` (the query) are the source and account of profiles that name none.
+        """
+        for element in elements:
+            ad = element.associationDetails
+            refs = ([ad.parentCustomer] if ad and ad.parentCustomer else []) + (ad.childCustomers if ad else [])
+            for profile in element.profiles + [p for ref in refs for p in ref.profiles]:
+                profile.source = profile.source or source or "INSTORE"
+                profile.accountId = profile.accountId or account_id
         results = []
         with self.store.transaction() as conn:
             for element in elements:
                 try:
                     with self.store.transaction():
-                        results.append(self._element(conn, element, principal))
+                        results.append(self._element(conn, element, principal, update))
                 except ElementError as exc:
                     self._remember(conn, exc)
                     results.append({"entity": None, "childEntities": [], "childCount": 0, "childSuccessCount": 0,
                                     "childFailureCount": 0, "errors": [exc.as_message()], "warnings": []})
         return results
 
-    def _element(self, conn: sqlite3.Connection, element: CustomerElement, principal: str) -> dict:
+    def _element(self, conn: sqlite3.Connection, element: CustomerElement, principal: str, update: bool) -> dict:
         check_registration_dates(element.profiles)
         resolved = resolve_identifiers(element.profiles, element.loyaltyInfo.loyaltyType)
-        customer_id, is_new = self._upsert(conn, resolved.identifiers, element.profiles, principal,
-                                           loyalty_type=element.loyaltyInfo.loyaltyType,
-                                           extended_fields=accepted_extended_fields(element.extendedFields,
-                                                                                    resolved.warnings),
-                                           enrollments=[e.to_api() for e in element.loyaltyProgramEnrollments],
-                                           referral_code=element.referralCode, update_profile=True)
+        customer_id = self._match(conn, resolved.identifiers)
+        if update and customer_id is None:
+            raise ElementError(Codes.CUSTOMER_NOT_FOUND, "No customer found with the given identifiers")
+        is_new = customer_id is None
+        if is_new or update:
+            # Registration does not change a registered customer's details; the update call does.
+            customer_id = self._store_details(
+                conn, customer_id, resolved.identifiers, element.profiles, principal,
+                loyalty_type=element.loyaltyInfo.loyaltyType,
+                extended_fields=accepted_extended_fields(element.extendedFields, resolved.warnings),
+                enrollments=[e.to_api() for e in element.loyaltyProgramEnrollments],
+                referral_code=element.referralCode)
+        else:
+            # Details stay; identifiers the customer does not hold yet are added (as registering an
+            # identifier on another source adds it to the existing customer, per the reference).
+            self._add_identifiers(conn, customer_id, resolved.identifiers)
         children: list[dict] = []
         ad = element.associationDetails
-        child_role_code = None
+        child_role_code, parent_form = None, None
         if ad is not None:
             hierarchy, role = self._associate(conn, customer_id, ad, principal)
             child_role_code = ad.childRoleCode or role.get("childRoleCode")
             for ref in ad.childCustomers:
                 children.append(self._child(conn, customer_id, hierarchy, role, child_role_code, ref, principal))
+            if ad.parentCustomer is not None:
+                parent_form = ref_form(self.store, conn, self.store.customer(conn, customer_id)["parent_id"])
         entity = customer_entity(self.store, conn, customer_id, new=is_new, child=False, warnings=resolved.warnings,
-                             child_role_code=child_role_code)
+                                 child_role_code=child_role_code,
+                                 child_customers=[ref_form(self.store, conn, c["id"]) for c in children if c.get("id")]
+                                 if ad is not None and ad.childCustomers else None,
+                                 parent_customer=parent_form)
         failed = sum(1 for c in children if c.get("errors"))
-        return {"entity": entity, "childEntities": children, "childCount": len(children),
-                "childSuccessCount": len(children) - failed, "childFailureCount": failed,
-                "errors": [], "warnings": []}
+        result = {"entity": entity, "childEntities": children, "childCount": len(children),
+                  "childSuccessCount": len(children) - failed, "childFailureCount": failed,
+                  "errors": [], "warnings": []}
+        if update:
+            # The reference's PUT sample answers the customer's fields at the element's top level.
+            result = {**{k: v for k, v in entity.items() if k != "warnings"}, **result}
+        return result
 
     def _match(self, conn: sqlite3.Connection, identifiers: list[tuple[str, str, Any]]) -> int | None:
         """The stored customer these identifiers name; an identifier of another customer is an error."""
@@ -101,11 +181,11 @@ class CustomerService:
         if isinstance(exc, ConflictError):
             self.store.record_refusal(conn, exc.key, exc.id_type)
 
-    def _upsert(self, conn: sqlite3.Connection, identifiers: list[tuple[str, str, Any]], profiles: list,
-                principal: str, *, loyalty_type: str | None, extended_fields: dict, enrollments: list | None,
-                referral_code: str | None, update_profile: bool) -> tuple[int, bool]:
-        """Register the customer if no identifier is known, else update it; return (id, new)."""
-        customer_id = self._match(conn, identifiers)
+    def _store_details(self, conn: sqlite3.Connection, customer_id: int | None,
+                       identifiers: list[tuple[str, str, Any]], profiles: list, principal: str, *,
+                       loyalty_type: str | None, extended_fields: dict, enrollments: list | None,
+                       referral_code: str | None) -> int:
+        """Register a customer (``customer_id`` None) or update a registered one's details; its id."""
         stamp = now_iso()
         stored_profiles = [p.to_api() for p in profiles]
         for p in stored_profiles:
@@ -117,99 +197,85 @@ class CustomerService:
                 " created_at, modified_at, created_by, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (customer_id, loyalty_type or "loyalty", dumps(stored_profiles), dumps(enrollments or []),
                  dumps(extended_fields or {}), referral_code, stamp, stamp, principal, principal))
-            is_new = True
         else:
-            is_new = False
-            if update_profile:
-                row = self.store.customer(conn, customer_id)
-                merged_profiles = {p.get("source"): p for p in json.loads(row["profile"])}
-                merged_profiles.update({p.get("source"): p for p in stored_profiles})
-                fields = json.loads(row["extended_fields"])
-                fields.update(extended_fields or {})
-                conn.execute(
-                    "UPDATE customers SET loyalty_type=?, profile=?, enrollments=?, extended_fields=?,"
-                    " referral_code=COALESCE(?, referral_code), modified_at=?, modified_by=? WHERE id=?",
-                    (loyalty_type or row["loyalty_type"], dumps(list(merged_profiles.values())),
-                     dumps(enrollments) if enrollments else row["enrollments"], dumps(fields), referral_code,
-                     stamp, principal, customer_id))
-        if is_new or update_profile:
-            conn.executemany(
-                "INSERT OR IGNORE INTO identifiers(type, value, customer_id, extra) VALUES (?, ?, ?, ?)",
-                [(t, v, customer_id, dumps(extra) if extra else None) for t, v, extra in identifiers])
-        return customer_id, is_new
+            row = self.store.customer(conn, customer_id)
+            merged_profiles = {p.get("source"): p for p in json.loads(row["profile"])}
+            merged_profiles.update({p.get("source"): p for p in stored_profiles})
+            fields = json.loads(row["extended_fields"])
+            fields.update(extended_fields or {})
+            conn.execute(
+                "UPDATE customers SET loyalty_type=?, profile=?, enrollments=?, extended_fields=?,"
+                " referral_code=COALESCE(?, referral_code), modified_at=?, modified_by=? WHERE id=?",
+                (loyalty_type or row["loyalty_type"], dumps(list(merged_profiles.values())),
+                 dumps(enrollments) if enrollments else row["enrollments"], dumps(fields), referral_code,
+                 stamp, principal, customer_id))
+        self._add_identifiers(conn, customer_id, identifiers)
+        return customer_id
+
+    @staticmethod
+    def _add_identifiers(conn: sqlite3.Connection, customer_id: int, identifiers: list[tuple[str, str, Any]]) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO identifiers(type, value, customer_id, extra) VALUES (?, ?, ?, ?)",
+            [(t, v, customer_id, dumps(extra) if extra else None) for t, v, extra in identifiers])
 
     def _upsert_ref(self, conn: sqlite3.Connection, ref: CustomerRef, principal: str) -> tuple[int, bool, list]:
         """A parent or child given by its profiles: registered if missing, otherwise left as stored."""
         check_registration_dates(ref.profiles)
         resolved = resolve_identifiers(ref.profiles, "loyalty")
-        customer_id, is_new = self._upsert(conn, resolved.identifiers, ref.profiles, principal, loyalty_type=None,
-                                           extended_fields=accepted_extended_fields(ref.extendedFields,
-                                                                                    resolved.warnings),
-                                           enrollments=None,
-                                           referral_code=None, update_profile=False)
-        return customer_id, is_new, resolved.warnings
-
-    def _ancestors(self, conn: sqlite3.Connection, customer_id: int) -> set[int]:
-        seen: set[int] = set()
-        current = self.store.customer(conn, customer_id)
-        while current is not None and current["parent_id"] is not None and current["parent_id"] not in seen:
-            seen.add(current["parent_id"])
-            current = self.store.customer(conn, current["parent_id"])
-        return seen
+        customer_id = self._match(conn, resolved.identifiers)
+        if customer_id is not None:
+            return customer_id, False, resolved.warnings
+        customer_id = self._store_details(
+            conn, None, resolved.identifiers, ref.profiles, principal, loyalty_type=None,
+            extended_fields=accepted_extended_fields(ref.extendedFields, resolved.warnings), enrollments=None,
+            referral_code=None)
+        return customer_id, True, resolved.warnings
 
     def _associate(self, conn: sqlite3.Connection, customer_id: int, ad: AssociationDetails,
                    principal: str) -> tuple[dict, dict]:
         """Apply the main customer's associationDetails, checking every rule of the hierarchy."""
-        hierarchy = self.store.hierarchy_by_code(conn, ad.hierarchyCode)
-        if hierarchy is None:
-            raise ElementError(AssociationCodes.HIERARCHY_NOT_FOUND, f"Hierarchy {ad.hierarchyCode!r} not found")
+        hierarchy = _hierarchy(self.store, conn, ad.hierarchyCode)
         role = role_of(hierarchy, ad.roleCode)
         if role is None:
-            raise ElementError(AssociationCodes.ROLE_NOT_IN_HIERARCHY,
-                               f"Role {ad.roleCode!r} is not a role of hierarchy {ad.hierarchyCode!r}")
+            raise ElementError(Codes.ROLE_CODE_INVALID, f"Role Code {ad.roleCode} is invalid")
         row = self.store.customer(conn, customer_id)
-        same_place = row["hierarchy_id"] == hierarchy["id"]
-        company_id = row["company_id"] if same_place else None
-        if ad.fleetCompany is not None:
-            company = self.store.company_by_external_id(conn, ad.fleetCompany.externalId)
-            if company is None:
-                raise ElementError(AssociationCodes.COMPANY_NOT_FOUND,
-                                   f"Fleet company {ad.fleetCompany.externalId!r} not found")
-            if company["hierarchy_code"] != hierarchy["code"]:
-                raise ElementError(AssociationCodes.COMPANY_OTHER_HIERARCHY,
-                                   f"Fleet company {ad.fleetCompany.externalId!r} belongs to hierarchy "
-                                   f"{company['hierarchy_code']!r}, not {hierarchy['code']!r}")
-            company_id = company["id"]
-        parent_id = row["parent_id"] if same_place else None
+        _check_fixed(row, hierarchy, role["code"])
+        company_id = _company(self.store, conn, ad.fleetCompany.externalId, hierarchy) if ad.fleetCompany else None
+        _check_company(row, company_id)
+        company_id = company_id if company_id is not None else row["company_id"]
+        parent_id = row["parent_id"]
         if ad.parentCustomer is not None:
-            parent_id, parent_new, _ = self._upsert_ref(conn, ad.parentCustomer, principal)
-            if parent_id == customer_id or customer_id in self._ancestors(conn, parent_id):
-                raise ElementError(AssociationCodes.HIERARCHY_CYCLE, "A customer cannot be its own ancestor")
-            parent = self.store.customer(conn, parent_id)
-            parent_role = role_of(hierarchy, parent["role_code"]) if parent["hierarchy_id"] == hierarchy["id"] else None
-            if parent_new or parent_role is None:
-                raise ElementError(AssociationCodes.PARENT_NOT_ASSOCIATED,
-                                   f"Parent customer has no role in hierarchy {hierarchy['code']!r}")
-            if not _role_fits(hierarchy, parent_role, role["code"]):
-                raise ElementError(AssociationCodes.PARENT_ROLE_MISMATCH,
-                                   f"A parent with role {parent_role['code']!r} takes children of role "
-                                   f"{parent_role.get('childRoleCode')!r}, not {role['code']!r}")
-            self._check_room(conn, parent_id, parent_role, customer_id)
-        elif parent_id is not None:
-            # The stored parent stays only while the (possibly new) role still fits under it.
-            parent = self.store.customer(conn, parent_id)
-            parent_role = role_of(hierarchy, parent["role_code"]) if parent is not None else None
-            if parent_role is None or not _role_fits(hierarchy, parent_role, role["code"]):
-                parent_id = None
+            parent_id = self._parent(conn, customer_id, ad.parentCustomer, hierarchy, role, company_id, principal)
         conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=?, parent_id=? WHERE id=?",
                      (hierarchy["id"], role["code"], company_id, parent_id, customer_id))
         return hierarchy, role
 
-    def _check_room(self, conn: sqlite3.Connection, parent_id: int, parent_role: dict, child_id: int) -> None:
-        max_child = parent_role.get("maxChild")
-        if max_child is not None and self.store.child_count(conn, parent_id, excluding=child_id) >= max_child:
-            raise ElementError(AssociationCodes.MAX_CHILD_EXCEEDED,
-                               f"Parent already has the maximum of {max_child} children for role {parent_role['code']!r}")
+    def _parent(self, conn: sqlite3.Connection, child_id: int, ref: CustomerRef, hierarchy: dict, child_role: dict,
+                company_id: int | None, principal: str) -> int:
+        """The parent named by ``parentCustomer``: registered and mapped if it is not yet; its id."""
+        parent_id, _, _ = self._upsert_ref(conn, ref, principal)
+        _check_cycle(self.store, conn, parent_id, child_id)
+        parent = self.store.customer(conn, parent_id)
+        if parent["hierarchy_id"] is None:
+            # Register-if-missing: the parent takes the role above the child's, and the child's company.
+            parent_role = _parent_role_for(hierarchy, child_role["code"])
+            if parent_role is None:  # e.g. the top role: no role takes it as child, so no parent fits
+                raise ElementError(Codes.PARENT_NOT_MAPPED,
+                                   f"Fleet parent customer {parent_id} not mapped in the hierarchy: role "
+                                   f"{child_role['code']} is no role's child role")
+            conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=? WHERE id=?",
+                         (hierarchy["id"], parent_role["code"], company_id, parent_id))
+        else:
+            parent_role = role_of(hierarchy, parent["role_code"]) if parent["hierarchy_id"] == hierarchy["id"] else None
+            if parent_role is None:
+                raise ElementError(Codes.PARENT_NOT_MAPPED,
+                                   f"Fleet parent customer {parent_id} not mapped in the hierarchy")
+            if not _role_fits(hierarchy, parent_role, child_role["code"]):
+                raise ElementError(Codes.CHILD_ROLE_NOT_QUALIFIED,
+                                   f"Fleet role code {child_role['code']} doesn't qualify the hierarchy under "
+                                   f"a parent of role {parent_role['code']}")
+        _check_room(self.store, conn, parent_id, parent_role, child_id)
+        return parent_id
 
     def _child(self, conn: sqlite3.Connection, parent_id: int, hierarchy: dict, parent_role: dict,
                child_role_code: str | None, ref: CustomerRef, principal: str) -> dict:
@@ -217,27 +283,27 @@ class CustomerService:
         try:
             with self.store.transaction():
                 if child_role_code is None:
-                    raise ElementError(AssociationCodes.PARENT_ROLE_MISMATCH,
-                                       f"Role {parent_role['code']!r} takes no children")
+                    raise ElementError(Codes.CHILD_ROLE_NOT_QUALIFIED,
+                                       f"Role {parent_role['code']} takes no child customers")
                 if role_of(hierarchy, child_role_code) is None:
-                    raise ElementError(AssociationCodes.ROLE_NOT_IN_HIERARCHY,
-                                       f"Role {child_role_code!r} is not a role of hierarchy {hierarchy['code']!r}")
+                    raise ElementError(Codes.ROLE_CODE_INVALID, f"Role Code {child_role_code} is invalid")
                 if not _role_fits(hierarchy, parent_role, child_role_code):
-                    raise ElementError(AssociationCodes.PARENT_ROLE_MISMATCH,
-                                       f"A parent with role {parent_role['code']!r} takes children of role "
-                                       f"{parent_role.get('childRoleCode')!r}, not {child_role_code!r}")
+                    raise ElementError(Codes.CHILD_ROLE_NOT_QUALIFIED,
+                                       "Fleet role code for the child customers doesn't qualify the hierarchy")
                 child_id, is_new, warnings = self._upsert_ref(conn, ref, principal)
-                if child_id == parent_id or child_id in self._ancestors(conn, parent_id):
-                    raise ElementError(AssociationCodes.HIERARCHY_CYCLE, "A customer cannot be its own ancestor")
-                self._check_room(conn, parent_id, parent_role, child_id)
+                child = self.store.customer(conn, child_id)
+                _check_fixed(child, hierarchy, child_role_code)
                 company_id = self.store.customer(conn, parent_id)["company_id"]
+                _check_company(child, company_id)
+                _check_cycle(self.store, conn, parent_id, child_id)
+                _check_room(self.store, conn, parent_id, parent_role, child_id)
                 conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=?, parent_id=? WHERE id=?",
-                             (hierarchy["id"], child_role_code, company_id, parent_id, child_id))
+                             (hierarchy["id"], child_role_code, company_id or child["company_id"], parent_id,
+                              child_id))
                 return customer_entity(self.store, conn, child_id, new=is_new, child=True, warnings=warnings)
         except ElementError as exc:
             self._remember(conn, exc)
-            return {"id": None, "profiles": [p.to_api() for p in ref.profiles], "associationDetails": None,
-                    "extendedFields": ref.extendedFields, "warnings": [], "errors": [exc.as_message()]}
+            return failed_entry(ref, exc.as_message())
 
     # --- reading ----------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from associate.models import CompanyRequest, CustomerElement, HierarchyDefinition, TokenRequest
+from associate.models import CompanyRequest, HierarchyDefinition, TokenRequest
+
+from .models import CustomerElement
 
 REF = "#/components/schemas/{model}"
 
@@ -43,20 +45,29 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         "data": _nullable(_obj({"accessToken": STR, "ttlSeconds": INT}, ["accessToken", "ttlSeconds"])),
         "errors": _nullable(MESSAGES)}, ["data", "errors"]),
     "StoredIdentifier": _obj({"type": STR, "value": STR}, ["type", "value"]),
+    "Till": _obj({"id": INT, "code": STR, "description": STR, "name": STR, "type": STR, "adminType": STR,
+                  "isActive": BOOL, "isOuEnabled": BOOL, "timeZoneId": INT, "currencyId": INT, "languageId": INT},
+                 ["id", "code", "name", "type"]),
+    "StoredChannel": _obj({"type": STR, "value": STR, "primary": BOOL, "verified": BOOL, "meta": MAP,
+                           "attributes": MAP}, ["type", "value", "meta", "attributes"]),
     "StoredProfile": _obj({
         "firstName": STR, "lastName": STR, "source": STR, "accountId": STR, "userId": INT,
         "identifiers": {"type": "array", "items": _ref("StoredIdentifier")},
         "identifiersAll": {"type": "array", "items": _ref("StoredIdentifier")},
-        "commChannels": {"type": "array", "items": MAP}, "fields": MAP,
-        "attribution": _obj({"createDate": STR, "createdBy": _nullable(STR), "modifiedBy": _nullable(STR),
-                             "modifiedDate": STR}),
+        "commChannels": {"type": "array", "items": _ref("StoredChannel")}, "fields": MAP,
+        "attribution": _obj({"createDate": STR, "createdBy": _ref("Till"), "modifiedBy": _ref("Till"),
+                             "modifiedDate": STR}, ["createDate", "createdBy", "modifiedBy", "modifiedDate"]),
         "conflictingProfileList": {"type": "array"}, "autoUpdateTime": STR},
-        ["identifiers", "source", "userId", "attribution"]),
+        ["identifiers", "source", "userId", "accountId", "attribution", "commChannels", "fields",
+         "conflictingProfileList", "autoUpdateTime", "identifiersAll"]),
+    "StoredRef": _obj({"profiles": {"type": "array", "items": _ref("StoredProfile")}, "extendedFields": MAP},
+                      ["profiles", "extendedFields"]),
     "StoredAssociation": _obj({
         "hierarchyCode": STR, "hierarchyId": INT, "roleCode": STR, "roleId": _nullable(INT),
         "fleetCompany": _nullable(_obj({"externalId": STR, "companyId": INT}, ["externalId", "companyId"])),
         "parentCustomerId": _nullable(INT), "parentRoleId": _nullable(INT), "skipLevelAllowed": BOOL,
-        "new": BOOL, "childCustomer": BOOL, "childRoleCode": _nullable(STR)},
+        "new": BOOL, "childCustomer": BOOL, "childRoleCode": _nullable(STR),
+        "parentCustomer": _ref("StoredRef"), "childCustomers": {"type": "array", "items": _ref("StoredRef")}},
         ["hierarchyCode", "hierarchyId", "roleCode", "fleetCompany", "parentCustomerId", "skipLevelAllowed",
          "new", "childCustomer"]),
     "Customer": _obj({
@@ -65,7 +76,8 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         "loyaltyProgramEnrollments": {"type": "array", "items": MAP}, "segments": MAP,
         "referralCode": _nullable(STR), "associationDetails": _nullable(_ref("StoredAssociation")),
         "extendedFields": MAP, "warnings": MESSAGES},
-        ["id", "profiles", "loyaltyInfo", "associationDetails", "extendedFields", "warnings"]),
+        ["id", "profiles", "loyaltyInfo", "segments", "referralCode", "associationDetails", "extendedFields",
+         "warnings"]),
     "FailedChild": _obj({
         "id": {"type": "null"}, "profiles": {"type": "array", "items": MAP}, "associationDetails": {"type": "null"},
         "extendedFields": MAP, "warnings": MESSAGES, "errors": {"type": "array", "items": _ref("Message"),
@@ -77,9 +89,6 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         "childCount": INT, "childSuccessCount": INT, "childFailureCount": INT,
         "errors": MESSAGES, "warnings": MESSAGES},
         ["entity", "childEntities", "childCount", "childSuccessCount", "childFailureCount", "errors", "warnings"]),
-    "AllFailed": _obj({
-        "errors": {"type": "array", "items": _ref("Message"), "minItems": 1},
-        "response": {"type": "array", "items": _ref("BulkResult")}}, ["errors", "response"]),
     "Lookup": _obj({"entity": INT, "warnings": MESSAGES}, ["entity", "warnings"]),
     "Company": _obj({
         "companyId": INT, "externalId": STR, "name": STR, "hierarchyDefinitionCode": STR, "extendedFields": MAP,
@@ -128,7 +137,7 @@ def _json_content(schema: dict) -> dict:
 
 
 def _responses(ok: dict, *codes: int, ok_status: str = "200") -> dict:
-    texts = {400: "Invalid input (code 400), batch limit (1060) or a rule of the resource (9103x-9104x)",
+    texts = {400: "Invalid input (code 400), batch limit (1060) or a documented code of the resource",
              401: "Not authenticated", 404: "Not found", 429: "Rate limit exceeded; see Retry-After",
              500: "Internal error (fault injection)", 502: "Bad gateway (fault injection)",
              503: "Service unavailable (fault injection)"}
@@ -142,9 +151,12 @@ def _responses(ok: dict, *codes: int, ok_status: str = "200") -> dict:
 
 
 API_ERRORS = (401, 429, 500, 502, 503)
-IDENTIFIER_PARAMS = [
-    {"name": "source", "in": "query", "required": False, "schema": STR},
+SOURCE_PARAMS = [
+    {"name": "source", "in": "query", "required": False, "schema": {"type": "string", "minLength": 1}},
     {"name": "accountId", "in": "query", "required": False, "schema": STR},
+]
+IDENTIFIER_PARAMS = [
+    dict(SOURCE_PARAMS[0], required=True), SOURCE_PARAMS[1],
     {"name": "identifierName", "in": "query", "required": True,
      "schema": {"type": "string", "enum": ["mobile", "email", "externalId", "cardnumber", "wechat", "martjackId",
                                            "fbId", "tmall_uname", "cuid", "ali_uname", "jd_uname", "vip_uname",
@@ -158,10 +170,13 @@ COMPANY_KEY_PARAMS = [
 
 
 def _paths() -> dict:
-    bulk_responses = _responses({"type": "array", "items": _ref("BulkResult")}, 400, *API_ERRORS)
-    bulk_responses["500"] = {"description": "All requests failed (code 500, per-element results in `response`) "
-                                            "or an injected fault (no `response`)",
-                             **_json_content({"anyOf": [_ref("AllFailed"), _ref("Errors")]})}
+    results = {"type": "array", "items": _ref("BulkResult")}
+    bulk_responses = _responses(results, 400, *API_ERRORS)
+    bulk_responses["500"] = {"description": "All requests failed (--error-form 500: the per-element results; "
+                                            "500-bare: code 500 only) or an injected fault",
+                             **_json_content({"anyOf": [results, _ref("Errors")]})}
+    bulk_body = {"required": True, **_json_content({"type": "array", "items": _ref("CustomerElement"),
+                                                    "minItems": 1})}
     return {
         "/v3/oauth/token/generate": {"post": {
             "operationId": "generateToken", "summary": "Get an OAuth access token", "security": [],
@@ -171,11 +186,14 @@ def _paths() -> dict:
                           "401": {"description": "Wrong key or secret", **_json_content(_ref("TokenResponse"))},
                           **{str(c): {"description": "Injected fault", **_json_content(_ref("Errors"))}
                              for c in (500, 502, 503)}}}},
-        "/v2/customers/bulk": {"post": {
-            "operationId": "customersBulk", "summary": "Register and associate customers",
-            "requestBody": {"required": True, **_json_content(
-                {"type": "array", "items": _ref("CustomerElement"), "minItems": 1})},
-            "responses": bulk_responses}},
+        "/v2/customers/bulk": {
+            "post": {"operationId": "customersBulk", "summary": "Register and associate customers",
+                     "parameters": SOURCE_PARAMS, "requestBody": bulk_body, "responses": bulk_responses},
+            "put": {"operationId": "customersBulkUpdate",
+                    "summary": "Update registered customers' details and association (elements also carry "
+                               "the customer's fields at their top level)",
+                    "parameters": [dict(SOURCE_PARAMS[0], required=True), SOURCE_PARAMS[1]],
+                    "requestBody": bulk_body, "responses": bulk_responses}},
         "/v2/customers/lookup": {"get": {
             "operationId": "customerLookup", "summary": "The id of the customer holding an identifier",
             "parameters": IDENTIFIER_PARAMS, "responses": _responses(_ref("Lookup"), 400, 404, *API_ERRORS)}},

@@ -9,11 +9,12 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from associate.models import Codes, CustomerElement, IdentifierType, TokenRequest
+from associate.models import Codes, TokenRequest
 
 from .auth import AuthError, Authenticator
 from .config import SandboxConfig
 from .customers import CustomerService
+from .models import CustomerElement, IdentifierType
 from .openapi import openapi_document
 from .reply import Reply, all_failed_reply
 from .stats import Stats
@@ -444,7 +445,7 @@ class Api(GroupLoyaltyApi):
         document = openapi_document()
         return {
             "/v3/oauth/token/generate": {"POST": self.token},
-            "/v2/customers/bulk": {"POST": self.bulk},
+            "/v2/customers/bulk": {"POST": self.bulk, "PUT": self.bulk_update},
             "/v2/customers/lookup": {"GET": self.lookup},
             "/v2/customers/lookup/customerDetails": {"GET": self.customer_details},
             "/v2/companies": {"GET": self.get_company, "POST": self.create_company, "PUT": self.update_company,
@@ -470,7 +471,13 @@ class Api(GroupLoyaltyApi):
 
     # --- customers --------------------------------------------------------------------
 
-    def bulk(self, query, body, principal):
+    def bulk_update(self, query, body, principal):
+        """``PUT /v2/customers/bulk?source=``: update registered customers; ``source`` is mandatory."""
+        if not query.get("source"):
+            raise ApiError(400, Codes.INVALID_INPUT, "Invalid input: query parameter source is required")
+        return self.bulk(query, body, principal, update=True)
+
+    def bulk(self, query, body, principal, update: bool = False):
         """``POST /v2/customers/bulk``: validate the whole batch first, then process it."""
         data = _json(body)
         if not isinstance(data, list):
@@ -492,7 +499,8 @@ class Api(GroupLoyaltyApi):
                 problems.append(_describe(exc, f"element[{i}]"))
         if problems:
             raise ApiError(400, Codes.INVALID_INPUT, "Invalid input: " + " | ".join(problems[:10]))
-        results = self.customers.bulk(elements, principal)
+        results = self.customers.bulk(elements, principal, update=update, source=query.get("source") or None,
+                                      account_id=query.get("accountId") or None)
         failed = sum(1 for r in results if r["errors"])
         self.stats.bulk(len(results), len(results) - failed, failed)
         if failed == len(results):
@@ -500,6 +508,8 @@ class Api(GroupLoyaltyApi):
         return Reply(200, results)
 
     def _identifier(self, query) -> tuple[str, str]:
+        if not query.get("source"):
+            raise ApiError(400, Codes.INVALID_INPUT, "Query parameter source is required")
         name, value = query.get("identifierName"), query.get("identifierValue")
         if not name or not value:
             raise ApiError(400, Codes.INVALID_INPUT, "Query parameters identifierName and identifierValue are required")

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from associate.identifiers import is_valid_mobile, normalize_mobile
-from associate.models import Codes, Profile
+
+from .models import Codes, Identifier, Profile
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -94,10 +95,21 @@ class ResolvedIdentifiers:
     warnings: list[dict] = field(default_factory=list)
 
 
-def _card_extra(identifier) -> dict | None:
-    extra = {k: getattr(identifier, k) for k in ("seriesId", "seriesCode", "statusLabel", "cardExternalId",
-                                                  "extendedFields") if getattr(identifier, k) is not None}
+CARD_FIELDS = ("seriesId", "seriesCode", "statusLabel", "cardExternalId", "extendedFields", "customFields")
+
+
+def _card_extra(identifier: Identifier) -> dict | None:
+    extra = {k: getattr(identifier, k) for k in CARD_FIELDS if getattr(identifier, k) is not None}
     return extra or None
+
+
+def check_card(identifier: Identifier) -> None:
+    """A card needs its series (seriesId or seriesCode) and a statusLabel: the reference marks them required."""
+    if identifier.type != "cardnumber":
+        return
+    if (identifier.seriesId is None and not identifier.seriesCode) or not identifier.statusLabel:
+        raise ElementError(Codes.INVALID_INPUT, "Invalid input: a cardnumber identifier needs seriesId or "
+                                                "seriesCode, and statusLabel")
 
 
 def resolve_identifiers(profiles: list[Profile], loyalty_type: str) -> ResolvedIdentifiers:
@@ -107,6 +119,7 @@ def resolve_identifiers(profiles: list[Profile], loyalty_type: str) -> ResolvedI
     invalid: dict[str, int] = {}
     for profile in profiles:
         for ident in profile.identifiers:
+            check_card(ident)
             value = normalize(ident.type, ident.value)
             if not is_valid(ident.type, value):
                 invalid.setdefault(ident.type, 0)

@@ -128,6 +128,10 @@ class Store:
             self._hierarchy_cache[key] = self._hierarchy(row)
         return self._hierarchy_cache[key]
 
+    def hierarchy_inactive(self, conn: sqlite3.Connection, code: str) -> bool:
+        """Whether a definition with this code exists but is not active."""
+        return conn.execute("SELECT 1 FROM hierarchies WHERE code=? AND is_active=0", (code,)).fetchone() is not None
+
     def hierarchy_by_id(self, conn: sqlite3.Connection, hierarchy_id: int) -> dict | None:
         """The active definition with this id."""
         if not 0 < hierarchy_id <= MAX_SQLITE_INT:

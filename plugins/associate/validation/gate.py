@@ -160,6 +160,9 @@ def _valid_customers(original: pd.DataFrame, cust: pd.DataFrame, bad: np.ndarray
         cust.loc[keep, "last_viewed_date__ts"].notna(), None)
     for column in derive.CUSTOMER_INTS:
         out[column] = cust.loc[keep, f"{column}__num"].astype("Int64")
+    if tables.CUSTOMER_PUSH_TOKEN in original.columns:  # optional: passed through as given
+        token = original[tables.CUSTOMER_PUSH_TOKEN].astype(object).to_numpy()[np.asarray(keep, dtype=bool)]
+        out[tables.CUSTOMER_PUSH_TOKEN] = token
     out.index = original.index[keep]
     return out
 

@@ -92,6 +92,11 @@ def table_name(table: str) -> str:
     return ident(table)
 
 
+def column_type(column: str, kinds: dict[str, str], dialect: str) -> str:
+    """Return the SQL type of a column in a dialect; ``kinds`` maps columns to type kinds (default text)."""
+    return _TYPES[dialect][kinds.get(column, "text")]
+
+
 def create_table_sql(table: str, columns: Sequence[str], kinds: dict[str, str], dialect: str,
                      primary_key: Sequence[str] = ()) -> str:
     """Return ``CREATE TABLE IF NOT EXISTS`` of a table; ``kinds`` maps columns to type kinds (default text)."""

@@ -244,6 +244,10 @@ def _canonical_columns(entity: str, names: Sequence[str], columns: list[list[Any
             )
     if entity == "customers" and tables.CUSTOMER_CHILD_COUNT in position:
         data[tables.CUSTOMER_CHILD_COUNT] = _int_column(columns[position[tables.CUSTOMER_CHILD_COUNT]])
+    if entity == "customers" and tables.CUSTOMER_PUSH_TOKEN in position:
+        data[tables.CUSTOMER_PUSH_TOKEN] = pd.Series(
+            [v if v is None or type(v) is str else _text(v) for v in columns[position[tables.CUSTOMER_PUSH_TOKEN]]],
+            dtype=object)
     return pd.DataFrame(data, columns=list(data))
 
 

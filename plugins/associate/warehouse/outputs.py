@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from associate import tables
-from associate.warehouse.dialect import connect, create_table_sql, ident, placeholder, table_name
+from associate.warehouse.dialect import column_type, connect, create_table_sql, ident, placeholder, table_name
 from associate.warehouse.rows import copy_in, frame_rows, insert_rows
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,13 @@ KEYED_RUN_TABLES = (tables.RESULTS_TABLE, tables.WARNINGS_TABLE)
 
 
 def ensure_output_tables(conn_id: str) -> None:
-    """Create the four output tables (and their keys/indexes) if they are missing."""
+    """Create the four output tables (and their keys/indexes) if missing; add columns older versions lack."""
     with connect(conn_id) as (conn, dialect):
         cur = conn.cursor()
         for table, columns in tables.OUTPUT_TABLES.items():
             key = ("entity", "entity_key") if table == tables.STATE_TABLE else ()
             cur.execute(create_table_sql(table, columns, OUTPUT_KINDS, dialect, key))
+            _add_missing_columns(cur, dialect, table, columns)
             if "run_id" not in columns or dialect == "generic":
                 continue
             # Index names are per schema on PostgreSQL: prefix with the table name.
@@ -52,9 +53,34 @@ def ensure_output_tables(conn_id: str) -> None:
         cur.close()
 
 
+def _add_missing_columns(cur, dialect: str, table: str, columns: Sequence[str]) -> None:
+    """ALTER TABLE ADD COLUMN for every column a table made by an earlier version lacks."""
+    cur.execute(f"SELECT * FROM {table_name(table)} WHERE 1 = 0")
+    present = {d[0].lower() for d in cur.description}
+    for column in columns:
+        if column in present:
+            continue
+        sql_type = column_type(column, OUTPUT_KINDS, dialect)
+        if dialect == "postgres":
+            # Another task may add it at the same moment: IF NOT EXISTS keeps the transaction alive.
+            cur.execute(f"ALTER TABLE {table_name(table)} ADD COLUMN IF NOT EXISTS {ident(column)} {sql_type}")
+            continue
+        try:
+            cur.execute(f"ALTER TABLE {table_name(table)} ADD COLUMN {ident(column)} {sql_type}")
+        except Exception as exc:  # a concurrent task added it first (SQLite: "duplicate column name")
+            if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
+                raise
+        log.info("Added column %s to %s (made by an earlier version)", column, table)
+
+
 def _output_frame(table: str, df: pd.DataFrame, run_id: str | None) -> pd.DataFrame:
     columns = tables.OUTPUT_TABLES[table]
     df = df.copy()
+    if table == tables.STATE_TABLE:
+        # State rows of callers that know no association (companies, old outcomes): unknown.
+        for column in tables.STATE_ASSOCIATION:
+            if column not in df.columns:
+                df[column] = None
     if run_id is not None and "run_id" in columns:
         df["run_id"] = run_id
     missing = [c for c in columns if c not in df.columns]
@@ -119,6 +145,11 @@ def _replace_keys(conn, dialect: str, table: str, run_id: str, df: pd.DataFrame,
     insert_rows(conn, dialect, table, tables.OUTPUT_TABLES[table], frame_rows(df, tables.OUTPUT_TABLES[table]))
 
 
+# A null in these keeps the stored value: a failed send knows no new id, and moves no
+# association (the state keeps the association Capillary was last seen to hold).
+_KEPT_WHEN_NULL = ("capillary_id", *tables.STATE_ASSOCIATION)
+
+
 def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
     table = tables.STATE_TABLE
     columns = tables.OUTPUT_TABLES[table]
@@ -134,7 +165,7 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
     rows.sort()
     names = ", ".join(ident(c) for c in columns)
     updates = ", ".join(
-        f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c == "capillary_id" else f"{c} = excluded.{c}"
+        f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c in _KEPT_WHEN_NULL else f"{c} = excluded.{c}"
         for c in columns if c not in ("entity", "entity_key")
     )
     conflict = f"ON CONFLICT (entity, entity_key) DO UPDATE SET {updates}"
@@ -148,13 +179,39 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
         marks = ", ".join("?" * len(columns))
         cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
     else:
-        # Portable path: delete the keys, insert the rows (same transaction).
+        # Portable path: delete the keys, insert the rows (same transaction); nulls in the
+        # kept columns take the stored values first, as COALESCE does on the other paths.
         mark = placeholder(conn)
+        rows = _keep_stored(cur, mark, columns, rows)
         cur.executemany(f"DELETE FROM {table} WHERE entity = {mark} AND entity_key = {mark}",
                         [(r[0], r[1]) for r in rows])
         insert_rows(conn, dialect, table, columns, rows)
     cur.close()
     return len(rows)
+
+
+def _keep_stored(cur, mark: str, columns: Sequence[str], rows: list[tuple]) -> list[tuple]:
+    """Rows with their null kept columns (``_KEPT_WHEN_NULL``) filled from the stored state rows."""
+    kept = [columns.index(c) for c in _KEPT_WHEN_NULL]
+    needy = [r for r in rows if any(r[i] is None for i in kept)]
+    stored: dict[tuple, tuple] = {}
+    names = ", ".join(["entity", "entity_key", *_KEPT_WHEN_NULL])
+    for start in range(0, len(needy), STATE_KEYS_PER_QUERY):
+        part = needy[start:start + STATE_KEYS_PER_QUERY]
+        where = " OR ".join([f"(entity = {mark} AND entity_key = {mark})"] * len(part))
+        cur.execute(f"SELECT {names} FROM {tables.STATE_TABLE} WHERE {where}",
+                    [v for r in part for v in (r[0], r[1])])
+        stored.update({(row[0], row[1]): row[2:] for row in cur.fetchall()})
+    out = []
+    for row in rows:
+        old = stored.get((row[0], row[1]))
+        if old is not None:
+            row = list(row)
+            for i, value in zip(kept, old):
+                row[i] = value if row[i] is None else row[i]
+            row = tuple(row)
+        out.append(row)
+    return out
 
 
 STATE_KEYS_PER_QUERY = 500
@@ -204,10 +261,19 @@ def read_sync_state(conn_id: str, entity: str | None = None, *, keys: Sequence[s
                     )
                     rows.extend(cur.fetchall())
         except Exception as exc:
-            if "no such table" in str(exc) or "does not exist" in str(exc):
+            text = str(exc).lower()
+            if "column" in text and ("no such" in text or "does not exist" in text):
+                old_table = True  # made by an earlier version: add the columns, then read again
+            elif "no such table" in text or "does not exist" in text:
                 return _state_frame([])
-            raise
-        cur.close()
+            else:
+                raise
+        else:
+            old_table = False
+            cur.close()
+    if old_table:
+        ensure_output_tables(conn_id)
+        return read_sync_state(conn_id, entity, keys=keys)
     return _state_frame(rows)
 
 
