@@ -14,6 +14,7 @@ from airflow.sdk import BaseHook
 
 from associate.capillary.client import CapillaryClient
 from associate.capillary.settings import ClientSettings
+from associate.capillary.transport import CallStats
 
 
 class CapillaryHook(BaseHook):
@@ -54,6 +55,11 @@ class CapillaryHook(BaseHook):
         if self._client is None:
             self._client = CapillaryClient(self.settings)
         return self._client
+
+    @property
+    def stats(self) -> CallStats:
+        """The client's request, retry, 429, timeout and 5xx counters."""
+        return self.get_conn().stats
 
     def close(self) -> None:
         """Close the client's pooled connections."""

@@ -99,3 +99,15 @@ def test_a_poisoned_element_is_bisected_out_in_every_form(client):
     assert outcomes[2].error_code == 400 and outcomes[2].attempts == 3  # 4 -> 2 -> 1
     assert [client.lookup_customer("mobile", b["profiles"][0]["identifiers"][0]["value"]) for b in bodies[:2]] == [
         o.capillary_id for o in outcomes[:2]]
+
+
+def test_a_put_of_unknown_customers_registers_them_by_post(sandbox, client):
+    bodies = [element(), element()]
+    outcomes = client.send_customers(bodies, update=True, source="INSTORE")
+    if sandbox.form == "500-bare":
+        # Every element failed and the answer says not which code: 8015 cannot be seen, nothing is re-sent.
+        assert [(o.status, o.error_code, o.method) for o in outcomes] == [("failed", 500, "PUT")] * 2
+        return
+    assert [(o.status, o.method, o.attempts) for o in outcomes] == [("success", "POST", 2)] * 2, outcomes
+    assert [client.lookup_customer("mobile", b["profiles"][0]["identifiers"][0]["value"]) for b in bodies] == [
+        o.capillary_id for o in outcomes]

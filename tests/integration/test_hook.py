@@ -201,7 +201,7 @@ def test_hook_builds_one_client_and_tests_the_connection(sandbox, monkeypatch):
     client = hook.get_conn()
     assert hook.get_conn() is client and client.settings is hook.settings
     ok, message = hook.test_connection()
-    assert ok and message.startswith("Connected: ") and hook.get_conn().stats.requests == 1
+    assert ok and message.startswith("Connected: ") and hook.stats.requests == 1
     bad = set_connection(monkeypatch, "capillary_button_bad", sandbox.url, login=("store.server", "wrong"))
     ok, message = bad.test_connection()
     assert not ok and "Invalid till credentials" in message
@@ -349,7 +349,33 @@ def test_parent_with_children_maps_child_outcomes_in_order(client, fleet_company
     member = element(role="FC", company=fleet_company, parent_mobile=mobile_of(admin))
     stray = element(role="FC", company=f"NO-SUCH-{unique_mobile()}")
     ok, refused = client.send_customers([member, stray])
-    assert ok.status == "success" and refused.status == "failed"
+    assert ok.status == "success" and (refused.status, refused.error_code) == ("failed", 1704)
+
+
+def test_registration_keeps_details_an_update_changes_them_and_a_role_cannot_move(client, fleet_company):
+    body = element(role="FA", company=fleet_company)
+    registered, = client.send_customers([body])
+    assert registered.status == "success" and registered.method == "POST"
+
+    renamed = dict(body, profiles=[dict(body["profiles"][0], firstName="Asha Kumari")])
+    kept, = client.send_customers([renamed])
+    assert kept.details_kept and kept.status == "warning" and kept.capillary_id == registered.capillary_id
+    assert client.customer_details("mobile", mobile_of(body))["profiles"][0]["firstName"] == "Asha"
+
+    updated, = client.send_customers([renamed], update=True, source="INSTORE")
+    assert (updated.status, updated.method, updated.details_kept) == ("success", "PUT", False), updated
+    assert client.customer_details("mobile", mobile_of(body))["profiles"][0]["firstName"] == "Asha Kumari"
+
+    moved = dict(renamed, associationDetails=dict(renamed["associationDetails"], roleCode="FC"))
+    refused, = client.send_customers([moved], update=True)
+    assert (refused.status, refused.error_code) == ("failed", 1627)
+
+
+def test_an_unregistered_parent_is_registered_with_its_child(client, fleet_company):
+    parent = unique_mobile()
+    child, = client.send_customers([element(role="FC", company=fleet_company, parent_mobile=parent)])
+    assert child.status == "success", child
+    assert client.lookup_customer("mobile", parent) is not None
 
 
 # --- companies ---------------------------------------------------------------------------------

@@ -194,6 +194,12 @@ def test_a_bare_all_failed_500_is_bisected_to_single_elements(replay, client):
     assert len(replay.requests) == 5 and client.stats.server_errors == 0  # an answer, not an outage
 
 
+def test_a_500_internal_server_error_is_an_outage_and_retried(replay, client):
+    replay.answer((500, error(500, "Internal server error")), (200, sample("customers_bulk_post.response.json")))
+    outcome, = client.send_customers(sample("customers_bulk_post_child_with_parent.request.json"))
+    assert (outcome.status, outcome.attempts, client.stats.server_errors) == ("warning", 2, 1)
+
+
 @pytest.mark.parametrize("status", [200, 400, 404, 500])
 def test_a_500_with_per_element_results_maps_each_element_whatever_the_status(replay, client, status):
     elements = sample("customers_bulk_post_child_with_parent.request.json") * 2
@@ -280,6 +286,15 @@ def test_company_get_and_update_samples_give_an_update_without_warnings(replay, 
     assert replay.calls() == [("GET", "/v2/companies"), ("PUT", "/v2/companies")]
     assert replay.requests[1]["query"] == {"externalId": "Purple2345"}
     assert (outcome.action, outcome.company_id, outcome.warnings, outcome.status) == ("updated", 98, [], "success")
+
+
+def test_an_inactive_company_is_a_1705_warning(replay, client):
+    request = sample("companies_post_parent.request.json")
+    stored = dict(sample("companies_get.response.json"), isActive=False)  # the variant: a deleted company
+    request["extendedFields"] = stored["extendedFields"]
+    replay.answer((200, stored))
+    outcome, = client.ensure_companies([request])
+    assert (outcome.action, outcome.status, [w["code"] for w in outcome.warnings]) == ("unchanged", "warning", [1705])
 
 
 def test_company_get_sample_is_returned_as_answered(replay, client):

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
 
 
+INACTIVE_WARNING = {"code": Codes.COMPANY_INACTIVE,
+                    "message": "Fleet company is inactive in Capillary: customers cannot be associated with it"}
+
+
 def _parent_of(request: Mapping[str, Any]) -> str | None:
     return (request.get("parentCompany") or {}).get("externalId")
 
@@ -80,16 +84,18 @@ class CompanyEnsurer:
                     "a company's hierarchy cannot change"
                 )
                 return outcome
+            # A deleted company stays, inactive: every customer sent to it would be refused (1705).
+            inactive = [INACTIVE_WARNING] if existing.get("isActive") is False else []
             if existing.get("name") == request.get("name") and (existing.get("extendedFields") or {}) == (
                 request.get("extendedFields") or {}
             ):
-                outcome.action = UNCHANGED
+                outcome.action, outcome.warnings = UNCHANGED, inactive
                 return outcome
             # parentCompany cannot be changed by PUT in the contract, so it is not sent.
             update = {k: v for k, v in request.items() if k != "parentCompany"}
             updated = self._call(outcome, "PUT", params=by_id, json_body=update)
             outcome.action = UPDATED
-            outcome.warnings = messages((updated or {}).get("warnings"))
+            outcome.warnings = inactive + messages((updated or {}).get("warnings"))
             return outcome
         except CapillaryAuthError:
             raise
