@@ -89,6 +89,7 @@ def run_hook(url: str, elements: list[dict], args, workdir: Path) -> dict:
         "entity_key": [f"c{i}" for i in range(len(elements))],
         "payload": [json.dumps(e) for e in elements],
         "payload_hash": [hashlib.sha256(json.dumps(e).encode()).hexdigest() for e in elements],
+        "method": "POST", "source": "INSTORE", "account_id": None,  # new customers: registered
     })
     payload_uri = staging.write_frame(frame, staging.run_path("bench", "payloads", "chunk-000.parquet"))
     hook = CapillaryHook(capillary_conn_id=CONN_ID)

@@ -1,13 +1,13 @@
 """Pydantic models of the Capillary API as this project uses it.
 
 Field names are spelled exactly as the API spells them, so ``model_dump(by_alias=False)``
-is the wire format. The client (``associate.capillary``) and the sandbox
-(``associate.sandbox``) share these models and nothing else.
+is the wire format. The client reads answers leniently; the sandbox has strict models of
+its own (``associate.sandbox.models``), so a payload the real API would refuse fails there.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
@@ -148,6 +148,8 @@ class CommChannel(ApiModel):
     value: str = Field(min_length=1)
     primary: bool = False
     verified: bool = False
+    # The reference keeps a mobilePush channel's lastViewedDate here.
+    meta: dict[str, Any] | None = None
 
 
 class Profile(ApiModel):
@@ -162,7 +164,6 @@ class Profile(ApiModel):
     accountId: str | None = None
     createDate: CapDateTime | None = None
     associatedWith: str | None = None
-    lastViewedDate: date | None = None
 
 
 class CustomerRef(ApiModel):

@@ -186,3 +186,76 @@ class CustomerElement(Strict):
     extendedFields: dict[str, Any] = Field(default_factory=dict)
     referralCode: str | None = None
     associationDetails: AssociationDetails | None = None
+
+
+# --- companies, hierarchies, tokens --------------------------------------------------
+
+
+class CompanyKey(BaseModel):
+    """``parentCompany``: a company named by its external id."""
+
+    model_config = ConfigDict(extra="ignore")
+    externalId: str
+
+
+class CompanyBody(BaseModel):
+    """Body of ``POST /v2/companies`` (Add Company: name, externalId, hierarchyDefinitionCode mandatory)."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+    externalId: str
+    hierarchyDefinitionCode: str = Field(min_length=1)
+    extendedFields: dict[str, Any] | None = None
+    parentCompany: CompanyKey | None = None
+
+
+class CompanyUpdate(BaseModel):
+    """Body of ``PUT /v2/companies`` (Update Company Details: every field optional)."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = Field(default=None, min_length=1)
+    externalId: str | None = None
+    hierarchyDefinitionCode: str | None = None
+    extendedFields: dict[str, Any] | None = None
+    parentCompany: CompanyKey | None = None
+    isActive: bool | None = None
+
+
+class RolePermission(BaseModel):
+    """A permission of a role: ``{permissionCode, permissionValue}``."""
+
+    model_config = ConfigDict(extra="ignore")
+    permissionCode: str
+    permissionValue: bool
+
+
+class RoleBody(BaseModel):
+    """A role of ``POST /v2/fleetHierarchy``; its code is checked by rule (1603), not by type."""
+
+    model_config = ConfigDict(extra="ignore")
+    code: str | None = None
+    childRoleCode: str | None = None
+    maxChild: int | None = None
+    pointsAggregationRole: bool = False
+    permissions: list[RolePermission] = Field(default_factory=list)
+
+
+class HierarchyBody(BaseModel):
+    """Body of ``POST /v2/fleetHierarchy`` (Create Fleet Hierarchy: only ``code`` is mandatory)."""
+
+    model_config = ConfigDict(extra="ignore")
+    code: str | None = None
+    name: str | None = None
+    description: str | None = None
+    roles: list[RoleBody] = Field(default_factory=list)
+    default: bool = False
+    autoGroupCreationEnabled: bool = False
+    hierarchyCreationStrict: bool = False
+    skipRoleAllowed: bool = False
+
+
+class TokenRequest(BaseModel):
+    """Body of ``POST /v3/oauth/token/generate``."""
+
+    key: str = Field(min_length=1)
+    secret: str = Field(min_length=1)

@@ -8,9 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from associate.models import CompanyRequest, HierarchyDefinition, TokenRequest
 
-from .models import CustomerElement
+from .models import CompanyBody, CustomerElement, HierarchyBody, TokenRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -121,9 +120,9 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
 
 
 def _request_schemas() -> dict[str, dict]:
-    """Request bodies straight from the shared pydantic models, so the document cannot drift."""
+    """Request bodies straight from the sandbox's pydantic models, so the document cannot drift."""
     schemas: dict[str, dict] = {}
-    models: list[type[BaseModel]] = [CustomerElement, CompanyRequest, HierarchyDefinition, TokenRequest]
+    models: list[type[BaseModel]] = [CustomerElement, CompanyBody, HierarchyBody, TokenRequest]
     for model in models:
         schema = model.model_json_schema(ref_template=REF, mode="validation")
         for name, definition in schema.pop("$defs", {}).items():
@@ -204,7 +203,7 @@ def _paths() -> dict:
             "get": {"operationId": "getCompany", "summary": "A company by externalId or id",
                     "parameters": COMPANY_KEY_PARAMS, "responses": _responses(_ref("Company"), 400, 404, *API_ERRORS)},
             "post": {"operationId": "createCompany", "summary": "Create a fleet company",
-                     "requestBody": {"required": True, **_json_content(_ref("CompanyRequest"))},
+                     "requestBody": {"required": True, **_json_content(_ref("CompanyBody"))},
                      "responses": _responses(_ref("Company"), 400, *API_ERRORS)},
             "put": {"operationId": "updateCompany", "summary": "Update name / extended fields of a company",
                     "parameters": [{"name": "externalId", "in": "query", "required": True, "schema": STR}],
@@ -215,7 +214,7 @@ def _paths() -> dict:
                     "parameters": [{"name": "id", "in": "query", "required": True, "schema": INT}],
                     "responses": _responses(_ref("StoredHierarchy"), 400, 404, *API_ERRORS)},
             "post": {"operationId": "createHierarchy", "summary": "Create a hierarchy definition",
-                     "requestBody": {"required": True, **_json_content(_ref("HierarchyDefinition"))},
+                     "requestBody": {"required": True, **_json_content(_ref("HierarchyBody"))},
                      "responses": _responses(_ref("CreatedId"), 400, *API_ERRORS)}},
         "/v2/fleetHierarchy/all": {"get": {
             "operationId": "allHierarchies", "summary": "Every active hierarchy definition",
