@@ -30,9 +30,16 @@ sends only the customers whose payload changed (or failed last time) to
 `POST /v2/customers/bulk`, and writes every outcome and warning back to
 `associate_sync_results`, `associate_warnings` and `associate_sync_state`.
 
-* **Scheduled / backfill runs** read the rows changed in their data interval (and what
-  those rows depend on). **Manual runs** (empty interval) read everything; change
-  detection still sends only what changed.
+* **Scheduled and backfill runs** read the rows changed in their data interval, one UTC
+  day (and what those rows depend on).
+* **Every manual run** (the UI form, the REST API with or without a logical date,
+  `airflow dags trigger`, `airflow dags test`) means the same: in `incremental` mode it
+  covers the latest complete UTC day before its logical date, or before its start when it
+  has no logical date, like the scheduled run of that day. `mode = full` reads every row,
+  whatever the interval. Either way change detection sends only what changed.
+* The DAG starts paused: run it first with `airflow dags test` (dry run, then
+  `mode = full`), then unpause it. Backfills: `airflow backfill create ...
+  --max-active-runs 1` (one day at a time).
 * `dry_run` does everything but the sends and writes a payload preview.
 * `customer_keys` re-sends exactly these customers.
 * The run fails before any API call when more than `max_quarantine_ratio` of the rows
@@ -46,8 +53,9 @@ Reports: the `report` task's log and the HTML file it names, next to the Data Do
     dag_id="associate_customers",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
+    catchup=False,  # unpausing starts only the latest complete day; older days are backfills
+    max_active_runs=1,  # not for backfills: `airflow backfill create` has its own (--max-active-runs 1)
+    is_paused_upon_creation=True,  # nothing is sent before a dry run and a full sync (README)
     doc_md=DOC_MD,
     tags=["capillary", "crm", "reverse-etl"],
     render_template_as_native_obj=True,
@@ -76,12 +84,12 @@ Reports: the `report` task's log and the HTML file it names, next to the Data Do
     },
 )
 def associate_customers():
-    extracted = task(tasks.extract, task_id="extract")(
+    # The interval is read from the context in Python (tasks.run_interval): a run triggered
+    # without a logical date has no data_interval_start to template.
+    extracted = task(tasks.extract_run, task_id="extract")(
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         run_id="{{ run_id }}",
         mode="{{ params.mode }}",
-        interval_start="{{ data_interval_start }}",
-        interval_end="{{ data_interval_end }}",
         customer_keys="{{ params.customer_keys }}",
     )
     validated = task(tasks.validate, task_id="validate", pool=WAREHOUSE_POOL, outlets=[QUARANTINE_ASSET])(

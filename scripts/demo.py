@@ -71,7 +71,7 @@ def summary_from_log(log: Path) -> str:
     if start is None:
         return ""
     out = []
-    for line in lines[start + 1:]:
+    for line in lines[start:]:  # from the "Run summary" table's title
         if "HTML report" in line or "[info" in line or "[warn" in line:
             break
         out.append(re.sub(r"\s+\[associate\.\w+\] loc=\S+$", "", line))

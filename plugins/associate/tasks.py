@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,58 @@ def reports_dir(run_id: str) -> Path:
     path = config.reports_dir() / safe_name(run_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def run_interval(context: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    """The data interval a run covers, from its task context; never undefined.
+
+    A run with a logical date (scheduled, backfill, UI form, ``airflow dags test``) has
+    Airflow's data interval. A run triggered without one (REST ``"logical_date": null``,
+    ``airflow dags trigger`` without ``--logical-date``) has none: it gets the interval
+    Airflow gives a manual run, the latest complete one before the run's start
+    (``dag_run.run_after``, or now), as the DAG's timetable infers it (for ``@daily`` in
+    UTC: the latest complete UTC day).
+    """
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        return _utc(start), _utc(end)
+    dag_run = context.get("dag_run")
+    run_after = _utc(getattr(dag_run, "run_after", None) or datetime.now(timezone.utc))
+    timetable = getattr(context.get("dag"), "timetable", None)
+    infer = getattr(timetable, "infer_manual_data_interval", None)
+    if infer is not None:
+        interval = infer(run_after=run_after)
+        if interval is not None:
+            return _utc(interval.start), _utc(interval.end)
+    end = run_after.replace(hour=0, minute=0, second=0, microsecond=0)
+    return end - timedelta(days=1), end
+
+
+def _utc(value: datetime) -> datetime:
+    import pendulum
+
+    return pendulum.instance(value).in_timezone("UTC")
+
+
+def extract_run(
+    *,
+    warehouse_conn_id: str,
+    run_id: str,
+    mode: str,
+    customer_keys: list[str] | None = None,
+    sql_dir: str | None = None,
+) -> dict[str, Any]:
+    """The DAG's ``extract`` task: :func:`extract` over the run's interval (:func:`run_interval`).
+
+    The interval comes from the task context in Python, not from templates: a run without
+    a logical date has no ``data_interval_start`` to render.
+    """
+    from airflow.sdk import get_current_context
+
+    interval_start, interval_end = run_interval(get_current_context())
+    return extract(warehouse_conn_id=warehouse_conn_id, run_id=run_id, mode=mode,
+                   interval_start=interval_start, interval_end=interval_end,
+                   customer_keys=customer_keys, sql_dir=sql_dir)
 
 
 def extract(
@@ -349,8 +403,20 @@ def _run_outcomes(run_id: str, company_outcomes: str, customer_outcomes: list[st
     held = staging.run_path(run_id, "outcomes", "held_back.parquet")
     if held.exists():
         frames.append(staging.read_frame(held))
-    frames += [staging.read_frame(uri) for uri in (customer_outcomes or []) if uri]
+    frames += [staging.read_frame(uri) for uri in _all_values(customer_outcomes) if uri]
     return frames
+
+
+def _all_values(values: Any) -> list:
+    """Every value of a mapped task's output, read in one request.
+
+    Airflow hands a downstream task a lazy sequence; iterating it asks for one item past
+    the end, which the task SDK logs as ``[error] XCom not found``. A slice is one read
+    and asks for nothing that is not there. (A ``post`` mapped over no chunk has none.)
+    """
+    if values is None or not len(values):
+        return []
+    return list(values[:])
 
 
 def report(
@@ -375,7 +441,8 @@ def report(
         outcomes=outcome_frames,
         data_docs=validated.get("data_docs"),
     )
-    log.info("Run summary\n%s", summary.to_text())
+    # to_text() opens with the run's id and its first table is titled "Run summary".
+    log.info("%s", summary.to_text())
     path = reports_dir(run_id) / "report.html"
     summary.to_html(path)
     log.info("HTML report: %s", path)

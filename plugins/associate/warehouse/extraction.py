@@ -61,7 +61,11 @@ def _iso_utc(value: Any, name: str) -> str | None:
 
 
 def effective_mode(mode: str, interval_start: Any, interval_end: Any) -> str:
-    """The mode an extract really runs: a manual run (empty interval) is a full run."""
+    """The mode an extract really runs: without a (non-empty) interval, a full one.
+
+    The DAG's runs always have an interval (``associate.tasks.run_interval``, also for a
+    run without a logical date); this covers callers outside Airflow.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "incremental":
