@@ -108,6 +108,12 @@ def customer_details(sandbox, row) -> dict | None:
     return resp.json() if resp.status_code == 200 else None
 
 
+def assert_quiet_log(run) -> None:
+    """No false error in a run's task logs, and the summary logged once."""
+    assert "XCom not found" not in run.log, [l for l in run.log.splitlines() if "XCom not found" in l][:2]
+    assert run.log.count("Run summary") == 1, run.log.count("Run summary")
+
+
 def sqlite_rows(path: Path, sql: str, *args) -> list[tuple]:
     with sqlite3.connect(path) as db:
         return db.execute(sql, args).fetchall()
@@ -119,6 +125,7 @@ def test_sqlite_run_sends_valid_rows_quarantines_bad_ones_and_rerun_sends_nothin
     env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
     first = run_dag(env, conf=FULL)
     assert first.returncode == 0 and first.state == "success", first.log[-5000:]
+    assert_quiet_log(first)
 
     results = sqlite_rows(
         sqlite_warehouse,
@@ -166,6 +173,7 @@ def test_sqlite_run_sends_valid_rows_quarantines_bad_ones_and_rerun_sends_nothin
     before = bulk_requests(sandbox)
     second = run_dag(env, conf=FULL)
     assert second.returncode == 0 and second.state == "success", second.log[-5000:]
+    assert_quiet_log(second)  # nothing to send: `post` is mapped over no chunk
     assert bulk_requests(sandbox) == before, "the re-run sent customers although nothing changed"
     assert sqlite_rows(
         sqlite_warehouse,
