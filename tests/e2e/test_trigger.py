@@ -1,0 +1,125 @@
+"""A manual run without a logical date on a real deployment: api-server + scheduler, LocalExecutor.
+
+``airflow dags test`` always gives its run a logical date; `airflow dags trigger` without
+``--logical-date`` (like REST ``"logical_date": null``) creates a run with none and no data
+interval, which only a scheduler runs. Such a run failed in ``extract`` (UndefinedError).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import time
+
+import pendulum
+import pytest
+import requests
+
+from dag_support import AIRFLOW, DAG_ID, ROOT, TILL, airflow_env, migrate
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def airflow(env, *args: str, timeout: int = 180) -> str:
+    proc = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"airflow {' '.join(args)}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
+    from associate.sandbox.launcher import SandboxProcess
+    from bench.generate import generate_warehouse, load_sqlite
+
+    warehouse = tmp_path / "warehouse.db"
+    load_sqlite(warehouse, *generate_warehouse(40, seed=5, bad_ratio=0.0))
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    with SandboxProcess(tmp_path / "sandbox.db", credentials=[TILL]) as sandbox:
+        env = airflow_env(
+            home, {"conn_type": "sqlite", "host": str(warehouse)}, sandbox.url,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM="2",
+            # Only the triggered run: no scheduled run when the DAG is unpaused.
+            AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+            AIRFLOW__API__PORT=str(port),
+            AIRFLOW__API__WORKERS="1",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+            AIRFLOW__API_AUTH__JWT_SECRET="associate-test-secret",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        )
+        migrate(env)
+        airflow(env, "pools", "set", "capillary_api", "2", "API")
+        airflow(env, "pools", "set", "warehouse_writer", "1", "writer")
+        airflow(env, "dags", "reserialize")
+        logs = {name: (home / f"{name}.log").open("w") for name in ("api-server", "scheduler")}
+        procs = [subprocess.Popen([AIRFLOW, name], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True) for name, out in logs.items()]
+        try:
+            airflow(env, "dags", "unpause", DAG_ID)
+            airflow(env, "dags", "trigger", DAG_ID, "-c", json.dumps({"mode": "full"}))
+            cli_run = wait_for_run(home, procs)
+            base = f"http://127.0.0.1:{port}"
+            token = requests.get(f"{base}/auth/token", timeout=30).json()["access_token"]
+            resp = requests.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}},
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            assert resp.status_code == 200, resp.text
+            rest_run = wait_for_run(home, procs, resp.json()["dag_run_id"])
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            for out in logs.values():
+                out.close()
+
+    for (run_id, state, run_after), requested in ((cli_run, "full"), (rest_run, "incremental")):
+        extract_log = task_log(home, run_id, "extract")
+        assert state == "success", f"run {run_id}: {state}\n" + extract_log + tail_logs(home)
+        assert "UndefinedError" not in extract_log
+        # The interval of a run without a logical date: the latest complete UTC day before its start.
+        end = pendulum.parse(run_after).in_timezone("UTC").start_of("day")
+        assert f"(requested {requested}) for interval [{end.subtract(days=1)}, {end})" in extract_log, extract_log[-3000:]
+    assert "Extracting in full mode (requested full)" in task_log(home, cli_run[0], "extract")
+    with sqlite3.connect(warehouse) as db:
+        (sent,) = db.execute("SELECT count(*) FROM associate_sync_results WHERE run_id = ? AND status "
+                             "IN ('success', 'warning')", (cli_run[0],)).fetchone()
+    assert sent >= 30
+
+
+def wait_for_run(home, procs, run_id: str | None = None, timeout: int = 300) -> tuple[str, str, str]:
+    """(run_id, state, run_after) of a run without a logical date, once it finished."""
+    started = time.time()
+    while time.time() - started < timeout:
+        with sqlite3.connect(home / "airflow.db") as db:
+            rows = db.execute("SELECT run_id, state, logical_date, run_after FROM dag_run WHERE dag_id = ? "
+                              "ORDER BY run_after", (DAG_ID,)).fetchall()
+        row = next((r for r in rows if run_id is None or r[0] == run_id), None)
+        if row:
+            assert row[2] is None, "the run has a logical date: nothing to test"
+            if row[1] in ("success", "failed"):
+                return row[0], row[1], row[3]
+        assert all(p.poll() is None for p in procs), tail_logs(home)
+        time.sleep(3)
+    raise AssertionError(f"no finished run after {timeout} s\n" + tail_logs(home))
+
+
+def task_log(home, run_id, task_id) -> str:
+    files = sorted((home / "logs").rglob(f"task_id={task_id}/*.log")) if run_id else []
+    return "\n".join(f.read_text(errors="replace")[-4000:] for f in files)
+
+
+def tail_logs(home) -> str:
+    return "\n".join(f"--- {name}\n" + (home / f"{name}.log").read_text(errors="replace")[-3000:]
+                     for name in ("api-server", "scheduler"))
