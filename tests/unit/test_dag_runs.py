@@ -141,3 +141,15 @@ def test_readme_and_doc_md_say_the_same_about_manual_runs_and_backfills(dag):
     for phrase in ("latest complete UTC day", "--max-active-runs 1", "reads every row", "starts paused"):
         assert phrase in readme and phrase in doc, phrase
     assert "reads everything" not in doc  # the old doc_md meaning of a manual run
+
+
+def test_a_backfill_runs_ten_days_at_once_unless_told_why_readme_names_the_flag():
+    # What README's "--max-active-runs 1" is for: `airflow backfill create` without it gives
+    # the backfill its own limit of 10 concurrent runs (the scheduler checks that limit,
+    # not the DAG's max_active_runs, for backfill runs). Should Airflow change this, so may README.
+    from airflow.cli.cli_config import ARG_MAX_ACTIVE_RUNS
+    from airflow.models.backfill import Backfill
+
+    assert ARG_MAX_ACTIVE_RUNS.flags == ("--max-active-runs",)
+    assert "default" not in ARG_MAX_ACTIVE_RUNS.kwargs
+    assert Backfill.__table__.c.max_active_runs.default.arg == 10
