@@ -1,4 +1,5 @@
-"""A manual run without a logical date on a real deployment: api-server + scheduler, LocalExecutor.
+"""Runs on a real deployment (api-server + scheduler, LocalExecutor): manual runs without a
+logical date, and README's backfill (``--max-active-runs 1``).
 
 ``airflow dags test`` always gives its run a logical date; `airflow dags trigger` without
 ``--logical-date`` (like REST ``"logical_date": null``) creates a run with none and no data
@@ -20,6 +21,9 @@ import requests
 from dag_support import AIRFLOW, DAG_ID, ROOT, TILL, airflow_env, migrate
 
 pytestmark = pytest.mark.slow
+
+
+BACKFILL_DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 
 
 def free_port() -> int:
@@ -73,6 +77,18 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
             assert resp.status_code == 200, resp.text
             rest_run = wait_for_run(home, procs, resp.json()["dag_run_id"])
+            # README's backfill: three days, each with two changed customers, one day at a time.
+            keys = [k for (k,) in sqlite3.connect(warehouse).execute(
+                "SELECT entity_key FROM associate_sync_state WHERE entity = 'customer' AND last_status = 'success' "
+                "ORDER BY entity_key LIMIT 6")]
+            with sqlite3.connect(warehouse) as db:
+                for i, day in enumerate(BACKFILL_DAYS):
+                    for key in keys[2 * i: 2 * i + 2]:
+                        db.execute("UPDATE customers SET first_name = first_name || ' B', updated_at = ? "
+                                   "WHERE customer_key = ?", (f"{day}T12:00:00+00:00", key))
+            airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_DAYS[0],
+                    "--to-date", BACKFILL_DAYS[-1], "--max-active-runs", "1")
+            backfill_runs = wait_for_backfill(home, procs, len(BACKFILL_DAYS))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -96,6 +112,32 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
         (sent,) = db.execute("SELECT count(*) FROM associate_sync_results WHERE run_id = ? AND status "
                              "IN ('success', 'warning')", (cli_run[0],)).fetchone()
     assert sent >= 30
+
+    # The backfill ran its days in order, never two at once, each sending that day's changes.
+    assert [r[1] for r in backfill_runs] == ["success"] * len(BACKFILL_DAYS), backfill_runs
+    assert [r[2][:10] for r in backfill_runs] == BACKFILL_DAYS
+    for earlier, later in zip(backfill_runs, backfill_runs[1:]):
+        assert earlier[4] <= later[3], f"runs overlapped: {earlier} {later}"
+    for i, (run_id, *_rest) in enumerate(backfill_runs):
+        with sqlite3.connect(warehouse) as db:
+            sent = {k for (k,) in db.execute("SELECT entity_key FROM associate_sync_results WHERE run_id = ? "
+                                             "AND entity = 'customer'", (run_id,))}
+        assert sent == set(keys[2 * i: 2 * i + 2]), f"{BACKFILL_DAYS[i]}: sent {sorted(sent)}"
+
+
+def wait_for_backfill(home, procs, count: int, timeout: int = 400) -> list[tuple]:
+    """(run_id, state, data_interval_start, start_date, end_date) of the backfill's runs, in interval order."""
+    started = time.time()
+    while time.time() - started < timeout:
+        with sqlite3.connect(home / "airflow.db") as db:
+            rows = db.execute("SELECT run_id, state, data_interval_start, start_date, end_date FROM dag_run "
+                              "WHERE dag_id = ? AND run_type = 'backfill' ORDER BY data_interval_start",
+                              (DAG_ID,)).fetchall()
+        if len(rows) == count and all(r[1] in ("success", "failed") for r in rows):
+            return rows
+        assert all(p.poll() is None for p in procs), tail_logs(home)
+        time.sleep(3)
+    raise AssertionError(f"the backfill did not finish in {timeout} s: {rows}\n" + tail_logs(home))
 
 
 def wait_for_run(home, procs, run_id: str | None = None, timeout: int = 300) -> tuple[str, str, str]:
