@@ -1,5 +1,5 @@
-"""Runs on a real deployment (api-server + scheduler, LocalExecutor): manual runs without a
-logical date, and README's backfill (``--max-active-runs 1``).
+"""Runs on a real deployment (api-server + scheduler, LocalExecutor, PostgreSQL metadata DB):
+manual runs without a logical date, and README's backfill (``--max-active-runs 1``).
 
 ``airflow dags test`` always gives its run a logical date; `airflow dags trigger` without
 ``--logical-date`` (like REST ``"logical_date": null``) creates a run with none and no data
@@ -38,7 +38,16 @@ def airflow(env, *args: str, timeout: int = 180) -> str:
     return proc.stdout
 
 
-def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
+def metadata_rows(metadata_url: str, query: str, params: tuple) -> list[tuple]:
+    """Rows of the Airflow metadata DB, timestamps as ISO-8601 UTC text."""
+    import psycopg2
+
+    with psycopg2.connect(metadata_url, options="-c timezone=UTC") as db, db.cursor() as cur:
+        cur.execute(query, params)
+        return [tuple(v.isoformat() if hasattr(v, "isoformat") else v for v in row) for row in cur.fetchall()]
+
+
+def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path, pg_url):
     from associate.sandbox.launcher import SandboxProcess
     from bench.generate import generate_warehouse, load_sqlite
 
@@ -51,6 +60,9 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
         env = airflow_env(
             home, {"conn_type": "sqlite", "host": str(warehouse)}, sandbox.url,
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            # PostgreSQL, as a deployment would: on SQLite the CLI's writes meet "database is locked"
+            # while the scheduler works.
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_url.replace("postgresql://", "postgresql+psycopg2://", 1),
             AIRFLOW__CORE__PARALLELISM="2",
             # Only the triggered run: no scheduled run when the DAG is unpaused.
             AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
@@ -70,13 +82,13 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
         try:
             airflow(env, "dags", "unpause", DAG_ID)
             airflow(env, "dags", "trigger", DAG_ID, "-c", json.dumps({"mode": "full"}))
-            cli_run = wait_for_run(home, procs)
+            cli_run = wait_for_run(home, pg_url, procs)
             base = f"http://127.0.0.1:{port}"
             token = requests.get(f"{base}/auth/token", timeout=30).json()["access_token"]
             resp = requests.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}},
                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
             assert resp.status_code == 200, resp.text
-            rest_run = wait_for_run(home, procs, resp.json()["dag_run_id"])
+            rest_run = wait_for_run(home, pg_url, procs, resp.json()["dag_run_id"])
             # README's backfill: three days, each with two changed customers, one day at a time.
             keys = [k for (k,) in sqlite3.connect(warehouse).execute(
                 "SELECT entity_key FROM associate_sync_state WHERE entity = 'customer' AND last_status = 'success' "
@@ -88,7 +100,7 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
                                    "WHERE customer_key = ?", (f"{day}T12:00:00+00:00", key))
             airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_DAYS[0],
                     "--to-date", BACKFILL_DAYS[-1], "--max-active-runs", "1")
-            backfill_runs = wait_for_backfill(home, procs, len(BACKFILL_DAYS))
+            backfill_runs = wait_for_backfill(home, pg_url, procs, len(BACKFILL_DAYS))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -125,14 +137,13 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path):
         assert sent == set(keys[2 * i: 2 * i + 2]), f"{BACKFILL_DAYS[i]}: sent {sorted(sent)}"
 
 
-def wait_for_backfill(home, procs, count: int, timeout: int = 400) -> list[tuple]:
+def wait_for_backfill(home, metadata_url: str, procs, count: int, timeout: int = 400) -> list[tuple]:
     """(run_id, state, data_interval_start, start_date, end_date) of the backfill's runs, in interval order."""
     started = time.time()
     while time.time() - started < timeout:
-        with sqlite3.connect(home / "airflow.db") as db:
-            rows = db.execute("SELECT run_id, state, data_interval_start, start_date, end_date FROM dag_run "
-                              "WHERE dag_id = ? AND run_type = 'backfill' ORDER BY data_interval_start",
-                              (DAG_ID,)).fetchall()
+        rows = metadata_rows(metadata_url, "SELECT run_id, state, data_interval_start, start_date, end_date "
+                             "FROM dag_run WHERE dag_id = %s AND run_type = 'backfill' ORDER BY data_interval_start",
+                             (DAG_ID,))
         if len(rows) == count and all(r[1] in ("success", "failed") for r in rows):
             return rows
         assert all(p.poll() is None for p in procs), tail_logs(home)
@@ -140,13 +151,13 @@ def wait_for_backfill(home, procs, count: int, timeout: int = 400) -> list[tuple
     raise AssertionError(f"the backfill did not finish in {timeout} s: {rows}\n" + tail_logs(home))
 
 
-def wait_for_run(home, procs, run_id: str | None = None, timeout: int = 300) -> tuple[str, str, str]:
+def wait_for_run(home, metadata_url: str, procs, run_id: str | None = None,
+                 timeout: int = 300) -> tuple[str, str, str]:
     """(run_id, state, run_after) of a run without a logical date, once it finished."""
     started = time.time()
     while time.time() - started < timeout:
-        with sqlite3.connect(home / "airflow.db") as db:
-            rows = db.execute("SELECT run_id, state, logical_date, run_after FROM dag_run WHERE dag_id = ? "
-                              "ORDER BY run_after", (DAG_ID,)).fetchall()
+        rows = metadata_rows(metadata_url, "SELECT run_id, state, logical_date, run_after FROM dag_run "
+                             "WHERE dag_id = %s ORDER BY run_after", (DAG_ID,))
         row = next((r for r in rows if run_id is None or r[0] == run_id), None)
         if row:
             assert row[2] is None, "the run has a logical date: nothing to test"
