@@ -153,3 +153,13 @@ class SandboxClient:
 def error_codes(result: dict) -> list[int]:
     """The error codes of one bulk result (element or child)."""
     return [e["code"] for e in result.get("errors") or []]
+
+
+def sandbox_in_form(form: str, tmp_path_factory):
+    """Run a sandbox answering errors in ``form`` (``--error-form``) for a module fixture; ``.form`` names it."""
+    from associate.sandbox.launcher import SandboxProcess
+
+    db = tmp_path_factory.mktemp(f"form-{form}") / "sandbox.db"
+    with SandboxProcess(db, error_form=form) as running:
+        running.form = form
+        yield running

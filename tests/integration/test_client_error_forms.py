@@ -9,22 +9,18 @@ import pytest
 from associate.capillary.client import CapillaryClient
 from associate.capillary.ratelimit import reset_registry
 from associate.capillary.settings import ClientSettings
-from associate.sandbox.launcher import SandboxProcess
-from sandbox_support import HIERARCHY, TILL, element, new_key
+from associate.sandbox.config import ERROR_FORMS
+from sandbox_support import HIERARCHY, TILL, element, new_key, sandbox_in_form
 
-FORMS = ("documented", "400", "404", "200", "500", "500-bare")
 # A seed whose first fault draws at ratio 0.5 are: none, commit500, none, none (random.Random(37)):
 # the company's GET is answered, its POST is stored but the answer lost, the retried POST and the
 # GET after it are answered.
 LOST_POST_SEED = 37
 
 
-@pytest.fixture(scope="module", params=FORMS)
+@pytest.fixture(scope="module", params=ERROR_FORMS)
 def sandbox(request, tmp_path_factory):
-    db = tmp_path_factory.mktemp(f"client-form-{request.param}") / "sandbox.db"
-    with SandboxProcess(db, error_form=request.param) as running:
-        running.form = request.param
-        yield running
+    yield from sandbox_in_form(request.param, tmp_path_factory)
 
 
 @pytest.fixture

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from associate.sandbox.launcher import SandboxProcess
-from sandbox_support import HIERARCHY, SandboxClient, element, error_codes, new_key
+from associate.sandbox.config import ERROR_FORMS
+from sandbox_support import HIERARCHY, SandboxClient, element, error_codes, new_key, sandbox_in_form
 
-FORMS = ("documented", "400", "404", "200", "500", "500-bare")
 # (documented status, status in each other form) of a single-resource error.
 SINGLE_STATUS = {"400": 400, "404": 404, "200": 200, "500": 500, "500-bare": 500}
 
 
-@pytest.fixture(scope="module", params=FORMS)
+@pytest.fixture(scope="module", params=ERROR_FORMS)
 def sandbox(request, tmp_path_factory):
-    db = tmp_path_factory.mktemp(f"form-{request.param}") / "sandbox.db"
-    with SandboxProcess(db, error_form=request.param) as running:
-        running.form = request.param
-        yield running
+    yield from sandbox_in_form(request.param, tmp_path_factory)
 
 
 @pytest.fixture
