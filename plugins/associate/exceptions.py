@@ -58,3 +58,11 @@ class CapillaryAuthError(CapillaryError, PermanentError):
     def __init__(self, message: str, *, status: int | None = None, code: int | None = None):
         super().__init__(f"{message}. Check the Capillary connection's till login and password (or OAuth key "
                          f"and secret) and that this till may call the API", status=status, code=code)
+
+
+class CapillaryThrottled(AssociateError):
+    """Capillary kept answering 429 beyond the task's bound on throttle waits (``max_throttle_wait``).
+
+    Not a ``CapillaryError`` and not permanent: no customer is failed for it; the task's own
+    Airflow retry resumes after the last batch whose outcome was staged.
+    """

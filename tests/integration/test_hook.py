@@ -136,22 +136,26 @@ def fleet_company(sandbox):
     return external_id
 
 
-@pytest.fixture(scope="module")
-def throttled(tmp_path_factory):
-    """A sandbox allowing 2 requests a minute, primed with one request at the start of the module.
+BURST_RPM = 4
 
-    Its Retry-After counts from that first request, so by the time the throttling test runs
-    (last in this module) the wait it asks for is short.
+
+@pytest.fixture(scope="module")
+def burst(tmp_path_factory):
+    """A sandbox allowing 4 requests a minute, its whole budget spent at the start of the module.
+
+    The burst test (last) then waits only the rest of that minute.
     """
-    with start_sandbox(tmp_path_factory, "throttled", rate_limit_rpm=2) as process:
+    with start_sandbox(tmp_path_factory, "burst", rate_limit_rpm=BURST_RPM) as process:
         with pytest.MonkeyPatch.context() as mp:
-            assert set_connection(mp, "capillary_prime", process.url).get_conn().get_hierarchies()
+            client = set_connection(mp, "capillary_prime_burst", process.url, rate_limit_rpm=60000).get_conn()
+            for _ in range(BURST_RPM):
+                assert client.get_hierarchies()
         yield process
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _prime_throttled(throttled):
-    """Start the throttled sandbox's minute before every other test of this module."""
+def _prime_burst(burst):
+    """Start the burst sandbox's minute before every other test of this module."""
 
 
 # --- connection and auth ------------------------------------------------------------------------
@@ -448,14 +452,23 @@ def test_logs_carry_no_secrets_and_no_raw_mobiles_or_emails(sandbox, monkeypatch
         assert secret not in text
 
 
-# --- rate limit (last: the throttled sandbox's minute started with the module) ---------------------
+# --- rate limit (last: the burst sandbox's minute started with the module) ---------------------------
 
 
-def test_429_honours_retry_after_and_then_succeeds(throttled, monkeypatch):
-    # The client is told 6000 rpm while the server allows 2: the server's 429 must rule.
-    client = set_connection(monkeypatch, "capillary_throttled", throttled.url, **FAST_RETRIES).get_conn()
-    for _ in range(2):
-        assert client.get_hierarchies()
-    assert client.stats.throttled == 1
-    # While Retry-After ran, nobody knocked again: the server saw exactly one 429.
-    assert throttled.stats()["rateLimited"] == 1
+def test_a_burst_over_the_budget_waits_and_stores_every_customer(burst, monkeypatch, caplog):
+    # The client believes in 60000 rpm and may not retry at all: the server's 429 must rule,
+    # and only waiting (Retry-After, not a retry) can save the burst.
+    extras = {**FAST_RETRIES, "max_retries": 0, "batch_size": 2}
+    client = set_connection(monkeypatch, "capillary_burst", burst.url, **extras).get_conn()
+    bodies = [element() for _ in range(2 * BURST_RPM)]
+    with caplog.at_level(logging.WARNING, logger="associate.capillary.transport"):
+        outcomes = client.send_customers(bodies)
+    assert [o.status for o in outcomes] == ["success"] * len(bodies), [(o.error_code, o.error_message) for o in outcomes]
+    assert len({o.capillary_id for o in outcomes}) == len(bodies)
+    assert client.stats.throttled >= 1 and client.stats.retries == 0
+    stats = burst.stats()
+    # While Retry-After ran, nobody knocked again: every 429 the server gave was one the client waited out.
+    assert stats["rateLimited"] == client.stats.throttled
+    assert stats["elements"]["succeeded"] == len(bodies) and stats["elements"]["failed"] == 0
+    waits = [r.getMessage() for r in caplog.records if "HTTP 429; waiting" in r.getMessage()]
+    assert waits and "of at most 900 s" in waits[0]

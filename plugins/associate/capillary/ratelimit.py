@@ -11,8 +11,11 @@ concurrency; that is the DAG's business.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+
+from associate.exceptions import CapillaryThrottled
 
 # Requests are spaced at this fraction of the budget: a sliding window on the server
 # and clock jitter between client and server must never see one request too many.
@@ -72,6 +75,48 @@ class RateLimiter:
             until = self._clock() + max(0.0, seconds)
             self._paused_until = max(self._paused_until, until)
             self._tat = max(self._tat, self._paused_until)
+
+
+# The server counts requests in a sliding window of this many seconds.
+WINDOW_SECONDS = 60.0
+# Jitter added to a 429's wait: a little after Retry-After, a few seconds after a whole window.
+RETRY_AFTER_JITTER = 0.25
+WINDOW_JITTER = 5.0
+
+
+class ThrottleWaits:
+    """The waits after 429s of one task: past the server's window, within a bounded total.
+
+    A 429 is a reason to wait, never to fail a customer. With ``Retry-After`` the wait is
+    that plus up to 0.25 s of jitter; without it, a whole window (60 s) plus up to 5 s of
+    jitter, so every request the server counted before the 429 has left its window. The
+    waits of one task add up; a wait that would take the total past ``bound`` seconds
+    raises ``CapillaryThrottled`` instead (the task's Airflow retry resumes later).
+    """
+
+    def __init__(self, bound: float, *, jitter=random.uniform):
+        self.bound = float(bound)
+        self.waited = 0.0
+        self.count = 0
+        self._jitter = jitter
+        self._lock = threading.Lock()
+
+    def next_wait(self, retry_after: float | None) -> float:
+        """Return the seconds to wait after a 429 (and count them), or raise past the bound."""
+        if retry_after is None:
+            wait = WINDOW_SECONDS + self._jitter(0, WINDOW_JITTER)
+        else:
+            wait = max(0.0, retry_after) + self._jitter(0, RETRY_AFTER_JITTER)
+        with self._lock:
+            if self.waited + wait > self.bound:
+                raise CapillaryThrottled(
+                    f"Capillary still answers 429 after {self.count} throttle waits ({self.waited:.0f} s in all); "
+                    f"waiting {wait:.0f} s more would pass the bound of {self.bound:.0f} s (extra max_throttle_wait). "
+                    f"The task's retry resumes after the last recorded batch"
+                )
+            self.waited += wait
+            self.count += 1
+        return wait
 
 
 _registry: dict[tuple[str, str], RateLimiter] = {}

@@ -81,6 +81,9 @@ class ClientSettings:
     max_retries: int = _extra(6)
     backoff_base: float = _extra(1.0)
     backoff_max: float = _extra(60.0)
+    # Seconds a task may wait in all after 429s (they do not count as retries); past it the
+    # task fails for Airflow to retry it, and no customer is failed with 429.
+    max_throttle_wait: float = _extra(900.0)
     # Only an explicit false turns TLS verification off.
     verify: bool = True
     attribution_entity_type: str | None = None

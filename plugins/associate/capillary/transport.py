@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from associate.capillary import endpoints
 from associate.capillary.outcomes import CallResult, carries_answer
-from associate.capillary.ratelimit import RateLimiter, limiter_for
+from associate.capillary.ratelimit import RateLimiter, ThrottleWaits, limiter_for
 from associate.capillary.settings import ClientSettings, basic_authorization
 from associate.exceptions import CapillaryAuthError, CapillaryError
 from associate.masking import PiiMaskingFilter
@@ -138,6 +138,8 @@ class Transport:
     def __init__(self, settings: ClientSettings):
         self.settings = settings
         self.stats = CallStats()
+        # One bound on 429 waits for the transport's life: one task (a hook per task).
+        self.throttle = ThrottleWaits(settings.max_throttle_wait)
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
 
@@ -229,7 +231,8 @@ class Transport:
         authenticated: bool = True,
     ) -> CallResult:
         """Send one call with retries; return the last response (or transport failure) and the attempts."""
-        # Retried: 429 (after Retry-After), 5xx, timeouts, dropped connections; an OAuth 401
+        # Waited out, not counted as retries: 429 (``ThrottleWaits``; past its bound
+        # ``CapillaryThrottled`` is raised). Retried: 5xx, timeouts, dropped connections; an OAuth 401
         # once after a new token. Other 4xx are contract errors for the caller to interpret, and
         # so is a 5xx that carries Capillary's answer (``carries_answer``: a documented code).
         # Every call here is safe to repeat: bulk sends match customers by identifier, the
@@ -246,7 +249,6 @@ class Transport:
             headers = self._auth_headers() if authenticated else {}
             attempts += 1
             self.stats.sent()
-            delay: float | None = None
             try:
                 # verify goes with every request: requests lets REQUESTS_CA_BUNDLE override a
                 # session-level verify=False (psf/requests#3829), never a per-request one.
@@ -272,12 +274,17 @@ class Transport:
                     log.info("%s %s: 401 with an OAuth token; generating a new one", method, path)
                     continue
                 if status == 429:
+                    # A reason to wait, not a retry: past the server's window, within the task's bound.
                     self.stats.add(throttled=1)
-                    delay = retry_after(response)
-                    delay = self._backoff(retries) if delay is None else delay + random.uniform(0, 0.25)
+                    asked = response.headers.get("Retry-After")
+                    response.close()
+                    delay = self.throttle.next_wait(retry_after(response))  # raises past the bound
                     self.limiter.pause(delay)  # every thread sharing the budget holds off
-                    failure = f"HTTP 429 rate limited (Retry-After {response.headers.get('Retry-After')})"
-                elif status >= 500 and not carries_answer(response):
+                    log.warning("%s %s: HTTP 429; waiting %.1f s (Retry-After %s); waited %.0f s of at most %.0f s "
+                                "after 429s in this task", method, path, delay, asked, self.throttle.waited,
+                                self.throttle.bound)
+                    continue
+                if status >= 500 and not carries_answer(response):
                     self.stats.add(server_errors=1)
                     failure = f"HTTP {status} from Capillary"
                 else:
@@ -285,13 +292,11 @@ class Transport:
             if retries >= settings.max_retries:
                 log.warning("%s %s: giving up after %d attempts: %s", method, path, attempts, failure)
                 return CallResult(response, attempts, failure)
-            if delay is None:
-                delay = self._backoff(retries)
+            delay = self._backoff(retries)
             retries += 1
             self.stats.add(retries=1)
             log.info("%s %s: %s; retry %d/%d in %.2f s", method, path, failure, retries, settings.max_retries, delay)
-            if response is None or response.status_code != 429:
-                time.sleep(delay)
+            time.sleep(delay)
             if response is not None:
                 response.close()
 
