@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from associate import staged
 from associate.tables import (
     CODE_COMPANY_CHANGE, CODE_HIERARCHY_CHANGE, CODE_ROLE_CHANGE, ENTITY_COMPANY, ENTITY_CUSTOMER, STATUS_FAILED,
     STATUS_SUCCESS, STATUS_WARNING,
@@ -94,7 +95,7 @@ class RunSummary:
         summary.warning = int(status.get(STATUS_WARNING, 0))
         summary.failed = int(status.get(STATUS_FAILED, 0))
         failed = customers[customers["status"] == STATUS_FAILED]
-        summary.failed_by_code = _by_code(failed["error_code"])
+        summary.failed_by_code = _by_code(failed["error_code"], failed["error_message"])
         moved = failed[failed["error_code"].isin(ASSOCIATION_CODES) & failed["payload_hash"].isna()]
         summary.association_blocked_by_code = _by_code(moved["error_code"])
         codes: Counter[str] = Counter()
@@ -197,8 +198,12 @@ def _frames(outcomes: Any) -> list[pd.DataFrame]:
     return [staging.read_frame(o) if isinstance(o, str) else o for o in outcomes]
 
 
-def _by_code(codes: pd.Series) -> dict[str, int]:
-    labels = codes.astype(object).map(lambda v: NO_CODE if v is None or v != v else str(int(v)))
+def _by_code(codes: pd.Series, messages: pd.Series | None = None) -> dict[str, int]:
+    labels = codes.astype(object).map(lambda v: NO_CODE if pd.isna(v) else str(int(v)))
+    if messages is not None:
+        # Held back because the parent failed: no code, counted under their own label.
+        parent_failed = (labels == NO_CODE) & messages.astype(str).str.startswith(staged.PARENT_FAILED_PREFIX)
+        labels = labels.where(~parent_failed, staged.PARENT_FAILED_LABEL)
     return {str(k): int(v) for k, v in sorted(labels.value_counts().items())}
 
 

@@ -66,13 +66,21 @@ def send_payload_chunk(
     client = hook.get_conn()
     progress = _Progress(total=len(batches), done=len(done), client=client)
     fresh: dict[int, pd.DataFrame] = {}
+    # Customers that failed in this chunk, by identifier: their children are held back.
+    failed = _FailedParents()
+    for no, group in batches:
+        if no in done:
+            failed.add(group, staging.read_frame(part_uri(outcome_uri, no)))
     with ThreadPoolExecutor(max_workers=client.settings.concurrency, thread_name_prefix="capillary") as pool:
         for wave in _independent_waves(pending):
             # Batches of one wave share no customer, so they may travel side by side;
-            # their outcomes are recorded in batch order.
-            futures = [(no, pool.submit(_send_batch, client, group)) for no, group in wave]
-            for no, future in futures:
+            # their outcomes are recorded in batch order. A parent is in an earlier wave
+            # than its children, so its outcome is known when theirs are sent.
+            futures = [(no, group, pool.submit(_send_batch, client, group, failed.held_back(group)))
+                       for no, group in wave]
+            for no, group, future in futures:
                 outcome = fresh[no] = future.result()
+                failed.add(group, outcome)
                 staging.write_frame(outcome, part_uri(outcome_uri, no))
                 if warehouse_conn_id:
                     _record_batch(warehouse_conn_id, run_id, outcome)
@@ -117,22 +125,71 @@ class _Progress:
         )
 
 
+def _profile_identifiers(customer: Any) -> set[tuple[str, str]]:
+    """Return the (type, value) identifiers of a customer object's profiles."""
+    found: set[tuple[str, str]] = set()
+    if isinstance(customer, dict):
+        for profile in customer.get("profiles") or []:
+            for ident in (profile or {}).get("identifiers") or []:
+                found.add((str(ident.get("type")), str(ident.get("value"))))
+    return found
+
+
+def _details(element: Any) -> dict:
+    details = element.get("associationDetails") if isinstance(element, dict) else None
+    return details if isinstance(details, dict) else {}
+
+
 def _identifiers(element: Any) -> set[tuple[str, str]]:
     """Return every (type, value) identifier an element touches: its own, its parent's, its children's."""
-    found: set[tuple[str, str]] = set()
-
-    def profiles(customer: Any) -> None:
-        for profile in (customer or {}).get("profiles") or []:
-            for ident in profile.get("identifiers") or []:
-                found.add((str(ident.get("type")), str(ident.get("value"))))
-
-    if isinstance(element, dict):
-        profiles(element)
-        details = element.get("associationDetails") or {}
-        profiles(details.get("parentCustomer"))
-        for child in details.get("childCustomers") or []:
-            profiles(child)
+    found = _profile_identifiers(element)
+    details = _details(element)
+    found |= _profile_identifiers(details.get("parentCustomer"))
+    for child in details.get("childCustomers") or []:
+        found |= _profile_identifiers(child)
     return found
+
+
+class _FailedParents:
+    """The customers that failed in this chunk, by identifier, and the children to hold back for them.
+
+    A child whose parent failed can only fail (the parent is missing or has no role), so it
+    is not sent: it gets a failed outcome without a code, and the next run sends it after
+    its parent (a failed state is retried; batches go in depth order). Its own children are
+    then held back in turn. Keys are warehouse keys, never identifiers.
+    """
+
+    def __init__(self):
+        self._key_of: dict[tuple[str, str], str] = {}
+
+    def add(self, group: pd.DataFrame, outcome: pd.DataFrame) -> None:
+        """Remember the customers of one batch's outcome that failed (payloads from its group)."""
+        failed_keys = set(outcome.loc[outcome["status"] == STATUS_FAILED, "entity_key"].astype(str))
+        if not failed_keys:
+            return
+        for key, payload in zip(group["entity_key"].astype(str), group["payload"]):
+            if key in failed_keys:
+                for identifier in _profile_identifiers(_parsed(payload)):
+                    self._key_of.setdefault(identifier, key)
+
+    def held_back(self, group: pd.DataFrame) -> dict[str, str]:
+        """Return {child key: failed parent key} for the elements of a batch whose parent failed."""
+        if not self._key_of:
+            return {}
+        held = {}
+        for key, payload in zip(group["entity_key"].astype(str), group["payload"]):
+            parent = _profile_identifiers(_details(_parsed(payload)).get("parentCustomer"))
+            parent_key = next((self._key_of[i] for i in sorted(parent) if i in self._key_of), None)
+            if parent_key is not None:
+                held[key] = parent_key
+        return held
+
+
+def _parsed(payload: Any) -> Any:
+    try:
+        return json.loads(payload)
+    except (TypeError, ValueError):
+        return None
 
 
 def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
@@ -176,16 +233,23 @@ def batch_call(group: pd.DataFrame) -> tuple[bool, str, str | None]:
     return first("method") == METHOD_UPDATE, first("source") or DEFAULT_SOURCE, first("account_id")
 
 
-def _send_batch(client: CapillaryClient, group: pd.DataFrame) -> pd.DataFrame:
-    """Send one batch; return one outcome row per element, in order."""
+def _send_batch(client: CapillaryClient, group: pd.DataFrame, held_back: dict[str, str] | None = None) -> pd.DataFrame:
+    """Send one batch; return one outcome row per element, in order.
+
+    ``held_back`` ({child key: parent key}) names elements not sent because their parent failed.
+    """
     import pandas as pd
 
     from associate.capillary.outcomes import BulkOutcome
 
+    held_back = held_back or {}
     rows = list(group[["entity_key", "payload", "payload_hash"]].itertuples(index=False))
     update, source, account_id = batch_call(group)
     elements, sendable, results, associations = [], [], {}, {}
     for position, row in enumerate(rows):
+        if str(row.entity_key) in held_back:
+            results[position] = BulkOutcome(error_message=staged.parent_failed_message(held_back[str(row.entity_key)]))
+            continue
         try:
             element = json.loads(row.payload)
             if not isinstance(element, dict):

@@ -78,6 +78,10 @@ BATCH_KEY = ("depth", "method", "source", "account_id")
 # payload_hash prefix of a customer POST found registered with other details (details kept):
 # it never equals a real hash, so the next run sends the customer again, as an update.
 DETAILS_KEPT_PREFIX = "details-kept:"
+# error_message of a customer not sent because its parent failed earlier in the run (no code):
+# the report counts these under PARENT_FAILED_LABEL.
+PARENT_FAILED_PREFIX = "not sent: parent "
+PARENT_FAILED_LABEL = "not sent: parent failed in this run"
 COMPANY_OUTCOMES = StagedFormat("company outcomes", {**OUTCOMES.dtypes, "action": "object"})
 
 ELEMENT_COLUMNS = ELEMENTS.columns
@@ -133,6 +137,11 @@ def outcome_record(entity: str, entity_key: str, status: str, *, capillary_id: i
         "role_code": association.get("role_code"),
         "company_external_id": association.get("company_external_id"),
     }
+
+
+def parent_failed_message(parent_key: str) -> str:
+    """The outcome message of a customer held back because its parent (a warehouse key) failed."""
+    return f"{PARENT_FAILED_PREFIX}{parent_key} failed in this run; it will be sent after its parent"
 
 
 def element_association(element: Mapping[str, Any]) -> dict[str, Any]:

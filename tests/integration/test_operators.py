@@ -142,6 +142,39 @@ def test_a_retried_task_skips_batches_already_recorded(hook, sandbox, company, t
     assert first.loc["admin", "synced_at"] == second.loc["admin", "synced_at"]  # not re-sent
 
 
+def test_children_of_a_parent_that_failed_are_held_back_not_sent(hook, sandbox, company, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    admin = element(role="FA", company=company)
+    bad_parent = element(role="FA", company=company, loyaltyInfo="x")  # the sandbox refuses it (400)
+    member = element(role="FC", company=company, parent_mobile=mobile_of(admin))
+    orphan = element(role="FC", company=company, parent_mobile=mobile_of(bad_parent))
+    grandchild = element(role="FC", company=company, parent_mobile=mobile_of(orphan))
+    payload_uri = write_chunk(tmp_path, [
+        (0, "admin", admin), (0, "bad-parent", bad_parent),
+        (1, "member", member), (1, "orphan", orphan),
+        (2, "grandchild", grandchild),
+    ])
+    before = sum(sandbox.stats()["requests"]["POST /v2/customers/bulk"].values())
+    out = run_operator(payload_uri, "file://" + str(tmp_path / "outcomes" / "held.parquet"))
+    sent = sum(sandbox.stats()["requests"]["POST /v2/customers/bulk"].values()) - before
+
+    assert out.loc["bad-parent", "status"] == "failed" and out.loc["bad-parent", "error_code"] == 400
+    assert out.loc["member", "status"] == "success"
+    for key, parent in (("orphan", "bad-parent"), ("grandchild", "orphan")):
+        assert out.loc[key, "status"] == "failed" and pd.isna(out.loc[key, "error_code"])
+        assert out.loc[key, "error_message"] == (
+            f"not sent: parent {parent} failed in this run; it will be sent after its parent")
+        assert out.loc[key, "attempts"] == 0 and pd.isna(out.loc[key, "capillary_id"])
+    # Batch 0: [admin bad] refused, [admin] ok, [bad] refused; batch 1: [member] alone; batch 2: nothing.
+    assert sent == 4
+    client = hook.get_conn()
+    assert client.lookup_customer("mobile", mobile_of(orphan)) is None
+    assert client.lookup_customer("mobile", mobile_of(grandchild)) is None
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Batch ")]
+    assert [p.split(":")[1].split(";")[0].strip() for p in progress] == [
+        "2 customers, 1 failed", "2 customers, 1 failed", "1 customers, 1 failed"]
+
+
 def test_independent_batches_travel_side_by_side_and_stay_in_order(hook, tmp_path):
     bodies = [element() for _ in range(9)]
     rows = [(i // 3, f"c{i}", body) for i, body in enumerate(bodies)]

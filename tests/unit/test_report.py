@@ -123,3 +123,15 @@ def test_held_back_associations_are_counted_and_listed_by_code():
     assert any(line.split() == ["1627", "role", "change", "2"] for line in lines)
     assert any(line.split() == ["to", "update", "(PUT)", "2"] for line in lines)
     assert any("association cannot move" in line and line.split()[-1] == "3" for line in lines)
+
+
+def test_children_held_back_for_a_failed_parent_are_failures_under_their_own_label():
+    from associate import staged
+
+    rows = [staged.outcome_record("customer", key, "failed", error_message=message,
+                                  synced_at=pd.Timestamp("2026-01-01", tz="UTC"), payload_hash="h")
+            for key, message in [("p", "bad"), ("c1", staged.parent_failed_message("p")),
+                                 ("c2", staged.parent_failed_message("c1"))]]
+    s = RunSummary.build(run_id="r", outcomes=[staged.outcome_frame(rows)])
+    assert s.failed == 3
+    assert s.failed_by_code == {"no code": 1, staged.PARENT_FAILED_LABEL: 2}
