@@ -455,12 +455,27 @@ def test_logs_carry_no_secrets_and_no_raw_mobiles_or_emails(sandbox, monkeypatch
 # --- rate limit (last: the burst sandbox's minute started with the module) ---------------------------
 
 
+def test_a_429_wait_past_the_bound_raises_for_the_task_to_retry(burst, monkeypatch):
+    # The burst sandbox's budget is spent: its Retry-After is longer than this task may wait.
+    from associate.exceptions import CapillaryThrottled
+
+    client = set_connection(monkeypatch, "capillary_bound", burst.url, **FAST_RETRIES, max_throttle_wait=1).get_conn()
+    before = burst.stats()
+    started = time.monotonic()
+    with pytest.raises(CapillaryThrottled, match="bound of 1 s"):
+        client.send_customers([element()])
+    assert time.monotonic() - started < 5  # no wait, and no customer recorded as failed: an exception
+    after = burst.stats()
+    assert after["rateLimited"] - before["rateLimited"] == 1 and after["elements"] == before["elements"]
+
+
 def test_a_burst_over_the_budget_waits_and_stores_every_customer(burst, monkeypatch, caplog):
     # The client believes in 60000 rpm and may not retry at all: the server's 429 must rule,
     # and only waiting (Retry-After, not a retry) can save the burst.
     extras = {**FAST_RETRIES, "max_retries": 0, "batch_size": 2}
     client = set_connection(monkeypatch, "capillary_burst", burst.url, **extras).get_conn()
     bodies = [element() for _ in range(2 * BURST_RPM)]
+    before = burst.stats()
     with caplog.at_level(logging.WARNING, logger="associate.capillary.transport"):
         outcomes = client.send_customers(bodies)
     assert [o.status for o in outcomes] == ["success"] * len(bodies), [(o.error_code, o.error_message) for o in outcomes]
@@ -468,7 +483,8 @@ def test_a_burst_over_the_budget_waits_and_stores_every_customer(burst, monkeypa
     assert client.stats.throttled >= 1 and client.stats.retries == 0
     stats = burst.stats()
     # While Retry-After ran, nobody knocked again: every 429 the server gave was one the client waited out.
-    assert stats["rateLimited"] == client.stats.throttled
-    assert stats["elements"]["succeeded"] == len(bodies) and stats["elements"]["failed"] == 0
+    assert stats["rateLimited"] - before["rateLimited"] == client.stats.throttled
+    assert stats["elements"]["succeeded"] - before["elements"]["succeeded"] == len(bodies)
+    assert stats["elements"]["failed"] == before["elements"]["failed"]
     waits = [r.getMessage() for r in caplog.records if "HTTP 429; waiting" in r.getMessage()]
     assert waits and "of at most 900 s" in waits[0]
