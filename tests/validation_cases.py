@@ -322,3 +322,16 @@ def quarantined(result) -> dict[tuple[str, str], set[str]]:
         key = re.sub(r"\(row \d+\)", MISSING_KEY, row.entity_key)
         out.setdefault((row.entity, key), set()).add(row.check)
     return out
+
+
+def validated_customers(rows: list[dict]) -> pd.DataFrame:
+    """Customer rows as validation hands them over (``tables.CUSTOMER_COLUMNS``): timestamps
+    tz-aware UTC, nullable integers, defaults for loyalty type, source and registration date."""
+    full = [{**{c: None for c in tables.CUSTOMER_COLUMNS}, "loyalty_type": "loyalty", "source": "INSTORE",
+             "registered_at": "2020-05-01T10:00:00Z", **row} for row in rows]
+    frame = pd.DataFrame(full, columns=list(tables.CUSTOMER_COLUMNS)).astype(object)
+    for column in ("tier_expiry_date", "points_expiry_date", "registered_at", "updated_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    for column in ("program_id", "tier_number", "loyalty_points"):
+        frame[column] = frame[column].astype("Int64")
+    return frame

@@ -13,6 +13,7 @@ from associate.company_requests import ensure_companies_from_frame
 from associate.operators import AssociateCustomersOperator
 from associate.sending import part_uri
 from test_hook import FAST_RETRIES, element, mobile_of, set_connection, start_sandbox, unique_mobile
+from validation_cases import validated_customers
 
 CONN = "capillary_op"
 
@@ -227,20 +228,6 @@ def test_ensure_companies_of_nothing_needs_no_connection():
     assert out.empty and list(out.columns) == list(staged.COMPANY_OUTCOMES.columns)
 
 
-def customers_frame(*rows: dict) -> pd.DataFrame:
-    """A validated customers frame (tables.CUSTOMER_COLUMNS): UTC timestamps, defaults for the rest."""
-    from associate import tables
-
-    full = [{**{c: None for c in tables.CUSTOMER_COLUMNS}, "loyalty_type": "loyalty", "source": "INSTORE",
-             "registered_at": "2024-05-01T10:00:00Z", **row} for row in rows]
-    frame = pd.DataFrame(full, columns=list(tables.CUSTOMER_COLUMNS)).astype(object)
-    for column in ("tier_expiry_date", "points_expiry_date", "registered_at", "updated_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    for column in ("program_id", "tier_number", "loyalty_points"):
-        frame[column] = frame[column].astype("Int64")
-    return frame
-
-
 def run_pipeline(tmp_path, run_id: str, customers: pd.DataFrame, companies: pd.DataFrame, *,
                  customer_keys: list[str] | None = None) -> pd.DataFrame:
     """detect_changes -> build_batches -> the operator per chunk -> write_back; this run's results."""
@@ -295,7 +282,7 @@ def test_changed_customers_are_updated_and_an_association_that_cannot_move_is_he
                  "role_code": "FA"},
     }
     posts, puts = bulk_calls(sandbox, "POST"), bulk_calls(sandbox, "PUT")
-    first = run_pipeline(tmp_path, "run-1", customers_frame(*rows.values()), companies)
+    first = run_pipeline(tmp_path, "run-1", validated_customers(list(rows.values())), companies)
     assert set(first["status"]) == {"success"}, first[["status", "error_code", "error_message"]]
     assert bulk_calls(sandbox, "PUT") == puts and bulk_calls(sandbox, "POST") > posts  # all new: registered
 
@@ -303,7 +290,7 @@ def test_changed_customers_are_updated_and_an_association_that_cannot_move_is_he
     rows["driver"]["first_name"] = "Ravindra"
     rows["solo"]["role_code"] = "FC"
     puts = bulk_calls(sandbox, "PUT")
-    second = run_pipeline(tmp_path, "run-2", customers_frame(*rows.values()), companies)
+    second = run_pipeline(tmp_path, "run-2", validated_customers(list(rows.values())), companies)
     assert sorted(second.index) == ["driver", "solo"]
     assert second.loc["driver", "status"] == "success", second.loc["driver", "error_message"]
     assert bulk_calls(sandbox, "PUT") == puts + 1
@@ -319,8 +306,9 @@ def test_changed_customers_are_updated_and_an_association_that_cannot_move_is_he
         "code-association2", "FC", company]
 
     # The next run holds it back again; a forced run sends it (PUT) and the API decides.
-    assert run_pipeline(tmp_path, "run-3", customers_frame(*rows.values()), companies).loc["solo", "error_code"] == 1627
-    forced = run_pipeline(tmp_path, "run-4", customers_frame(*rows.values()), companies, customer_keys=["solo"])
+    customers = validated_customers(list(rows.values()))
+    assert run_pipeline(tmp_path, "run-3", customers, companies).loc["solo", "error_code"] == 1627
+    forced = run_pipeline(tmp_path, "run-4", customers, companies, customer_keys=["solo"])
     assert list(forced.index) == ["solo"] and forced.loc["solo", "error_code"] == 1627
     assert bulk_calls(sandbox, "PUT") == puts + 2
 
@@ -336,16 +324,16 @@ def test_a_registration_that_kept_other_details_is_sent_again_as_an_update(
     companies = companies_frame((company, "Fleet", None, None))
     row = {"customer_key": "kept", "mobile": unique_mobile(), "first_name": "Old", "company_external_id": company,
            "role_code": "FA"}
-    run_pipeline(tmp_path, "run-1", customers_frame(row), companies)
+    run_pipeline(tmp_path, "run-1", validated_customers([row]), companies)
     # The state is lost (a run killed after Capillary stored the customer): the next run registers again.
     with connect("warehouse_op") as (conn, _):
         conn.execute("DELETE FROM associate_sync_state WHERE entity_key = 'kept'")
     row["first_name"] = "New"
-    again = run_pipeline(tmp_path, "run-2", customers_frame(row), companies)
+    again = run_pipeline(tmp_path, "run-2", validated_customers([row]), companies)
     assert again.loc["kept", "status"] == "warning"  # registered already, names kept: no duplicate
     state = warehouse.read_sync_state("warehouse_op", "customer").set_index("entity_key")
     assert state.loc["kept", "payload_hash"].startswith(formats.DETAILS_KEPT_PREFIX)
     puts = bulk_calls(sandbox, "PUT")
-    third = run_pipeline(tmp_path, "run-3", customers_frame(row), companies)
+    third = run_pipeline(tmp_path, "run-3", validated_customers([row]), companies)
     assert third.loc["kept", "status"] == "success" and bulk_calls(sandbox, "PUT") == puts + 1
     assert hook.get_conn().customer_details("mobile", row["mobile"])["profiles"][0]["firstName"] == "New"

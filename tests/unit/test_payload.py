@@ -13,22 +13,7 @@ from hypothesis import strategies as st
 
 from associate import payload, payload_workers, staged, staging, tables
 from associate.models import CustomerElement
-
-
-def valid_customers(rows: list[dict]) -> pd.DataFrame:
-    """A frame as validation hands it over: timestamps tz-aware UTC, last_viewed_date a date."""
-    full = []
-    for row in rows:
-        base = {c: None for c in tables.CUSTOMER_COLUMNS}
-        base.update(loyalty_type="loyalty", source="INSTORE", registered_at="2020-05-01T10:00:00Z")
-        base.update(row)
-        full.append(base)
-    frame = pd.DataFrame(full, columns=list(tables.CUSTOMER_COLUMNS)).astype(object)
-    for column in ("tier_expiry_date", "points_expiry_date", "registered_at", "updated_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    for column in ("program_id", "tier_number", "loyalty_points"):
-        frame[column] = frame[column].astype("Int64")
-    return frame
+from validation_cases import validated_customers
 
 
 COMPANIES = pd.DataFrame([
@@ -60,7 +45,7 @@ def element_of(frame: pd.DataFrame, key: str) -> dict:
 
 
 def test_every_field_maps_to_the_wire_form_and_validates():
-    built = payload.build_elements(valid_customers([ADMIN, DRIVER]), COMPANIES)
+    built = payload.build_elements(validated_customers([ADMIN, DRIVER]), COMPANIES)
     wire = element_of(built, "driver")
     assert wire == {
         "profiles": [{
@@ -112,7 +97,7 @@ def test_every_field_maps_to_the_wire_form_and_validates():
 def test_minimal_customer_without_company_is_plain_registration():
     row = {"customer_key": "solo", "external_id": "X1", "loyalty_type": "non_loyalty",
            "last_viewed_date": date(2025, 1, 1), "source": "INSTORE"}
-    built = payload.build_elements(valid_customers([row]), COMPANIES)
+    built = payload.build_elements(validated_customers([row]), COMPANIES)
     wire = element_of(built, "solo")
     assert "associationDetails" not in wire
     assert wire["loyaltyProgramEnrollments"] == []
@@ -126,21 +111,21 @@ def test_minimal_customer_without_company_is_plain_registration():
 
 
 def test_last_viewed_date_goes_in_the_mobile_push_channel_of_a_push_token():
-    with_token = valid_customers([{**DRIVER, "parent_customer_key": None}])
+    with_token = validated_customers([{**DRIVER, "parent_customer_key": None}])
     with_token[tables.CUSTOMER_PUSH_TOKEN] = ["fcm-token-1"]
     profile = element_of(payload.build_elements(with_token, COMPANIES), "driver")["profiles"][0]
     assert "lastViewedDate" not in profile
     assert profile["commChannels"][-1] == {"type": "mobilePush", "value": "fcm-token-1", "primary": False,
                                            "verified": False, "meta": {"lastViewedDate": "2025-12-24"}}
     # Without a token (the contract has none) there is no channel to carry the date: not sent.
-    plain = element_of(payload.build_elements(valid_customers([{**DRIVER, "parent_customer_key": None}]),
+    plain = element_of(payload.build_elements(validated_customers([{**DRIVER, "parent_customer_key": None}]),
                                               COMPANIES), "driver")
     assert "lastViewedDate" not in json.dumps(plain)
     assert [c["type"] for c in plain["profiles"][0]["commChannels"]] == ["mobile", "email"]
 
 
 def test_elements_carry_association_source_and_account():
-    built = payload.build_elements(valid_customers([ADMIN, DRIVER, {"customer_key": "solo", "external_id": "X1",
+    built = payload.build_elements(validated_customers([ADMIN, DRIVER, {"customer_key": "solo", "external_id": "X1",
                                                                       "source": None}]), COMPANIES)
     rows = built.set_index("entity_key")
     assert list(built.columns) == list(staged.ELEMENTS.columns)
@@ -151,19 +136,19 @@ def test_elements_carry_association_source_and_account():
 
 
 def test_hash_is_sha256_of_the_canonical_payload_and_follows_the_parent():
-    first = payload.build_elements(valid_customers([ADMIN, DRIVER]), COMPANIES).set_index("entity_key")
-    again = payload.build_elements(valid_customers([DRIVER, ADMIN]), COMPANIES).set_index("entity_key")
+    first = payload.build_elements(validated_customers([ADMIN, DRIVER]), COMPANIES).set_index("entity_key")
+    again = payload.build_elements(validated_customers([DRIVER, ADMIN]), COMPANIES).set_index("entity_key")
     for key in ("admin", "driver"):
         text = first.loc[key, "payload"]
         assert first.loc[key, "payload_hash"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
         assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert again.loc[key, "payload_hash"] == first.loc[key, "payload_hash"]
     # The parent's new mobile changes the child's payload (it embeds the parent's identifiers).
-    moved = payload.build_elements(valid_customers([{**ADMIN, "mobile": "919800000001"}, DRIVER]),
+    moved = payload.build_elements(validated_customers([{**ADMIN, "mobile": "919800000001"}, DRIVER]),
                                    COMPANIES).set_index("entity_key")
     assert moved.loc["driver", "payload_hash"] != first.loc["driver", "payload_hash"]
     # Mobile spelled differently (as validation accepts it) normalises to the same payload.
-    spaced = payload.build_elements(valid_customers([{**ADMIN, "mobile": "919876544424"}, DRIVER]),
+    spaced = payload.build_elements(validated_customers([{**ADMIN, "mobile": "919876544424"}, DRIVER]),
                                     COMPANIES).set_index("entity_key")
     assert spaced.loc["admin", "payload_hash"] == first.loc["admin", "payload_hash"]
 
@@ -176,7 +161,7 @@ def test_a_mobile_validation_refuses_is_never_sent_in_another_form():
             {**ADMIN, "customer_key": "kid", "mobile": "919800000009", "email": "k@x.io", "external_id": "K",
              "role_code": "FC", "parent_customer_key": "spaced"},
             {**ADMIN, "customer_key": "blank", "mobile": "  ", "email": "b@x.io", "external_id": "B"}]
-    built = payload.build_elements(valid_customers(rows), COMPANIES)
+    built = payload.build_elements(validated_customers(rows), COMPANIES)
     reasons = dict(built.attrs["skipped"])
     assert set(reasons) == {"spaced", "kid"}
     assert "E.164" in reasons["spaced"] and "parent spaced" in reasons["kid"]
@@ -201,7 +186,7 @@ def test_depth_and_rows_that_cannot_be_built():
         {"customer_key": "badjson", "email": "b@x.io", "extended_fields": "[1, 2]"},
         {"customer_key": "brokenjson", "email": "c@x.io", "custom_fields": '{"a": '},
     ]
-    built = payload.build_elements(valid_customers(rows), COMPANIES)
+    built = payload.build_elements(validated_customers(rows), COMPANIES)
     assert dict(zip(built.entity_key, built.depth)) == {"r": 0, "m": 1, "l": 2}
     reasons = dict(built.attrs["skipped"])
     assert set(reasons) == {"orphan", "x", "y", "nocompany", "badjson", "brokenjson"}
@@ -228,7 +213,7 @@ def _tree_frame():
                  {"customer_key": f"{company}1", "email": f"{company}1@x.io", "company_external_id": company,
                   "role_code": "FC", "parent_customer_key": f"{company}0"}]
     companies = pd.concat([COMPANIES, pd.DataFrame([{**COMPANIES.iloc[1].to_dict(), "company_external_id": "GAMMA"}])])
-    return payload.build_elements(valid_customers(rows), companies)
+    return payload.build_elements(validated_customers(rows), companies)
 
 
 def test_slices_build_what_the_whole_frame_builds():
@@ -241,7 +226,7 @@ def test_slices_build_what_the_whole_frame_builds():
     rows += [{"customer_key": "a0", "external_id": "EXT-0", "company_external_id": "ACME", "role_code": "GFA"},
              {"customer_key": "orphan", "email": "o@x.io", "company_external_id": "ACME", "role_code": "FC",
               "parent_customer_key": "gone"}]
-    customers = valid_customers(rows)
+    customers = validated_customers(rows)
     whole = payload.build_elements(customers, COMPANIES)
     # In this process, and in forked workers (slices come back in row order either way).
     for processes, slices in ((1, 4), (3, 6)):  # with 3 workers: 6 equal slices, 2 per worker
@@ -264,7 +249,7 @@ def test_a_process_that_may_not_fork_builds_the_slices_itself(monkeypatch, caplo
     monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
     rows = [{"customer_key": f"c{i}", "email": f"c{i}@x.io"} for i in range(5)]
     with caplog.at_level("INFO", logger="associate.payload_workers"):
-        parts = list(payload.iter_elements(valid_customers(rows), COMPANIES, slice_rows=2, processes=2))
+        parts = list(payload.iter_elements(validated_customers(rows), COMPANIES, slice_rows=2, processes=2))
     assert [list(part.entity_key) for part in parts] == [["c0", "c1"], ["c2", "c3"], ["c4"]]
     assert "in this process" in caplog.text
 
@@ -364,7 +349,7 @@ names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), m
 def test_any_script_in_names_and_fields_survives_and_validates(first, last, fields):
     row = {**DRIVER, "parent_customer_key": None, "first_name": first, "last_name": last,
            "custom_fields": json.dumps(fields, ensure_ascii=False)}
-    built = payload.build_elements(valid_customers([row]), COMPANIES)
+    built = payload.build_elements(validated_customers([row]), COMPANIES)
     wire = element_of(built, "driver")
     assert (wire["profiles"][0]["firstName"], wire["profiles"][0]["lastName"]) == (first, last)
     assert wire["profiles"][0]["fields"] == fields
@@ -412,7 +397,7 @@ def test_each_batch_is_one_call_with_its_method_and_query(staging_dir):
 
     rows = [{**ADMIN, "first_name": "Kept Asha"}, {**DRIVER, "parent_customer_key": None},
             {"customer_key": "solo", "external_id": "X1"}]
-    built = payload.build_elements(valid_customers(rows), COMPANIES)
+    built = payload.build_elements(validated_customers(rows), COMPANIES)
     built["change"] = "new"
     built["method"] = ["POST", "PUT", "PUT"]
     uris = write_chunks(built, run_id="r-calls", batch_size=10, max_chunks=1)
