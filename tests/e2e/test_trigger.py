@@ -1,5 +1,6 @@
 """Runs on a real deployment (api-server + scheduler, LocalExecutor, PostgreSQL metadata DB):
-manual runs without a logical date, and README's backfill (``--max-active-runs 1``).
+manual runs without a logical date, and a backfill whose days Airflow starts at once
+(no ``--max-active-runs``) yet send one after the other through the DAG's run gate.
 
 ``airflow dags test`` always gives its run a logical date; `airflow dags trigger` without
 ``--logical-date`` (like REST ``"logical_date": null``) creates a run with none and no data
@@ -98,8 +99,9 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path, pg_url):
                     for key in keys[2 * i: 2 * i + 2]:
                         db.execute("UPDATE customers SET first_name = first_name || ' B', updated_at = ? "
                                    "WHERE customer_key = ?", (f"{day}T12:00:00+00:00", key))
+            # No --max-active-runs: Airflow starts the three days at once, the DAG's gate orders them.
             airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_DAYS[0],
-                    "--to-date", BACKFILL_DAYS[-1], "--max-active-runs", "1")
+                    "--to-date", BACKFILL_DAYS[-1])
             backfill_runs = wait_for_backfill(home, pg_url, procs, len(BACKFILL_DAYS))
         finally:
             for proc in procs:
@@ -125,16 +127,30 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path, pg_url):
                              "IN ('success', 'warning')", (cli_run[0],)).fetchone()
     assert sent >= 30
 
-    # The backfill ran its days in order, never two at once, each sending that day's changes.
+    # The backfill's days ran at once, yet passed the gate in order, never two past it at once,
+    # each sending that day's changes.
     assert [r[1] for r in backfill_runs] == ["success"] * len(BACKFILL_DAYS), backfill_runs
     assert [r[2][:10] for r in backfill_runs] == BACKFILL_DAYS
-    for earlier, later in zip(backfill_runs, backfill_runs[1:]):
-        assert earlier[4] <= later[3], f"runs overlapped: {earlier} {later}"
+    spans = [task_span(pg_url, run_id) for run_id, *_ in backfill_runs]
+    assert any(later[3] < earlier[4] for earlier, later in zip(backfill_runs, backfill_runs[1:])), \
+        f"the days did not start at once: nothing was left for the gate to order {backfill_runs}"
+    for earlier, later in zip(spans, spans[1:]):
+        assert earlier[1] <= later[0], f"runs overlapped past the gate: {earlier} {later}"
     for i, (run_id, *_rest) in enumerate(backfill_runs):
         with sqlite3.connect(warehouse) as db:
             sent = {k for (k,) in db.execute("SELECT entity_key FROM associate_sync_results WHERE run_id = ? "
                                              "AND entity = 'customer'", (run_id,))}
         assert sent == set(keys[2 * i: 2 * i + 2]), f"{BACKFILL_DAYS[i]}: sent {sorted(sent)}"
+
+
+def task_span(metadata_url: str, run_id: str) -> tuple[str, str]:
+    """When a run's first task after the gate started and its last task ended."""
+    rows = dict(metadata_rows(metadata_url, "SELECT task_id, min(start_date) FROM task_instance WHERE dag_id = %s "
+                              "AND run_id = %s AND task_id IN ('extract', 'report') GROUP BY task_id",
+                              (DAG_ID, run_id)))
+    (ended,) = metadata_rows(metadata_url, "SELECT max(end_date) FROM task_instance WHERE dag_id = %s "
+                             "AND run_id = %s", (DAG_ID, run_id))[0]
+    return rows["extract"], ended
 
 
 def wait_for_backfill(home, metadata_url: str, procs, count: int, timeout: int = 400) -> list[tuple]:
