@@ -6,7 +6,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from associate import tasks
+from associate import alerts, tasks
 from associate.operators import AssociateCustomersOperator
 from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE, STATE_TABLE, WARNINGS_TABLE
 
@@ -37,13 +37,18 @@ sends only the customers whose payload changed (or failed last time) to
   covers the latest complete UTC day before its logical date, or before its start when it
   has no logical date, like the scheduled run of that day. `mode = full` reads every row,
   whatever the interval. Either way change detection sends only what changed.
+* One run at a time: the first task, `wait_for_earlier_runs`, holds a run while another
+  run of this DAG is past it, runs with a logical date in date order. Backfills (`airflow
+  backfill create`) therefore send one day at a time, in order, even next to scheduled runs.
 * The DAG starts paused: run it first with `airflow dags test` (dry run, then
-  `mode = full`), then unpause it. Backfills: `airflow backfill create ...
-  --max-active-runs 1` (one day at a time).
+  `mode = full`), then unpause it.
 * `dry_run` does everything but the sends and writes a payload preview.
 * `customer_keys` re-sends exactly these customers.
 * The run fails before any API call when more than `max_quarantine_ratio` of the rows
-  are rejected (a broken load).
+  are rejected (a broken load), and after the write-back and the report (task
+  `check_failures`) when more than `max_failed_ratio` of the customers it tried to send failed.
+* Alerts: with `[associate] alert_to` set, every task that fails for good mails its
+  recipients through the SMTP connection `smtp_default` (run, task, counts, log link).
 
 Reports: the `report` task's log and the HTML file it names, next to the Data Docs.
 """
@@ -54,12 +59,16 @@ Reports: the `report` task's log and the HTML file it names, next to the Data Do
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,  # unpausing starts only the latest complete day; older days are backfills
-    max_active_runs=1,  # not for backfills: `airflow backfill create` has its own (--max-active-runs 1)
+    max_active_runs=1,  # not for backfills (they have their own): wait_for_earlier_runs orders those
     is_paused_upon_creation=True,  # nothing is sent before a dry run and a full sync (README)
     doc_md=DOC_MD,
     tags=["capillary", "crm", "reverse-etl"],
     render_template_as_native_obj=True,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    default_args={
+        "retries": 2, "retry_delay": pendulum.duration(minutes=1),
+        # A mail per task that fails for good, when [associate] alert_to names recipients.
+        "on_failure_callback": alerts.failure_notifiers(),
+    },
     params={
         "mode": Param(
             "incremental", type="string", enum=["incremental", "full"],
@@ -77,8 +86,14 @@ Reports: the `report` task's log and the HTML file it names, next to the Data Do
             0.2, type="number", minimum=0, maximum=1, title="Max quarantine ratio",
             description="Fail the run before any API call when more than this share of rows is rejected.",
         ),
+        "max_failed_ratio": Param(
+            0.1, type="number", minimum=0, maximum=1, title="Max failed ratio",
+            description="Fail the run (after write-back and report, so the alert fires) when more than this "
+                        "share of the customers it tried to send failed.",
+        ),
+        # Optional: a type that allows null is what the trigger form shows as not required.
         "customer_keys": Param(
-            [], type="array", items={"type": "string"}, title="Customer keys",
+            None, type=["null", "array"], items={"type": "string"}, title="Customer keys",
             description="Re-send exactly these customers (warehouse customer_key), changed or not.",
         ),
     },
@@ -86,6 +101,12 @@ Reports: the `report` task's log and the HTML file it names, next to the Data Do
 def associate_customers():
     # The interval is read from the context in Python (tasks.run_interval): a run triggered
     # without a logical date has no data_interval_start to template.
+    # One run past this gate at a time, in logical-date order (backfills included): two runs
+    # never send the same customers at once. A waiting run holds no worker slot.
+    gate = task.sensor(
+        tasks.wait_for_earlier_runs, task_id="wait_for_earlier_runs",
+        mode="reschedule", poke_interval=30, timeout=pendulum.duration(hours=12).total_seconds(),
+    )()
     extracted = task(tasks.extract_run, task_id="extract")(
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         run_id="{{ run_id }}",
@@ -142,7 +163,14 @@ def associate_customers():
         company_outcomes=company_outcomes,
         customer_outcomes=customer_outcomes,
     )
-    written >> summary
+    gate >> extracted
+    checked = task(tasks.check_failures, task_id="check_failures", retries=0)(
+        run_id="{{ run_id }}",
+        customer_outcomes=customer_outcomes,
+        max_failed_ratio="{{ params.max_failed_ratio }}",
+        report_path=summary,
+    )
+    written >> summary >> checked
 
 
 associate_customers()

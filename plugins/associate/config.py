@@ -21,6 +21,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "sql_dir": ("the extract SQL files", "<dags_folder>/sql"),
     "expectations_dir": ("the Great Expectations suites (JSON)", "<dags_folder>/expectations"),
     "payload_processes": ("processes that build payloads", "usable CPUs, at most 4"),
+    "alert_to": ("comma-separated recipients of failure alerts (none: no mail)", "(none)"),
+    "alert_smtp_conn_id": ("the Airflow SMTP connection alerts go through (its extra from_email is the sender)",
+                           "smtp_default"),
 }
 
 # The DAG file's folder in this repository: the default when Airflow names no dags folder.

@@ -64,6 +64,15 @@ def _utc(value: datetime) -> datetime:
     return pendulum.instance(value).in_timezone("UTC")
 
 
+def wait_for_earlier_runs() -> bool:
+    """The DAG's gate: True when no other run of the DAG is past it (``run_order``)."""
+    from airflow.sdk import get_current_context
+
+    from associate import run_order
+
+    return run_order.wait_for_earlier_runs(get_current_context())
+
+
 def extract_run(
     *,
     warehouse_conn_id: str,
@@ -447,3 +456,44 @@ def report(
     summary.to_html(path)
     log.info("HTML report: %s", path)
     return str(path)
+
+
+def check_failures(
+    *,
+    run_id: str,
+    customer_outcomes: list[str] | None,
+    max_failed_ratio: float,
+    report_path: str | None = None,
+) -> dict[str, Any]:
+    """Fail the run (after write-back and report) when too many customers failed; the alert says so.
+
+    The ratio is over the customers the run tried to send (the ``post`` outcomes): a child
+    held back because its parent failed counts as failed, since it did not sync either.
+    """
+    import pandas as pd
+
+    from associate import staged, staging
+    from associate.exceptions import PermanentError
+    from associate.tables import STATUS_FAILED
+
+    frames = [staging.read_frame(uri) for uri in _all_values(customer_outcomes) if uri]
+    outcomes = pd.concat(frames, ignore_index=True) if frames else staged.OUTCOMES.empty()
+    customers = outcomes.loc[outcomes["entity"] == ENTITY_CUSTOMER]
+    failed_rows = customers.loc[customers["status"] == STATUS_FAILED]
+    total, failed = len(customers), len(failed_rows)
+    held = int(failed_rows["error_message"].fillna("").str.startswith(staged.PARENT_FAILED_PREFIX).sum())
+    ratio = failed / total if total else 0.0
+    limit = float(max_failed_ratio)
+    counts = {"customers": total, "failed": failed, "held_back_parent_failed": held,
+              "failed_ratio": round(ratio, 4), "max_failed_ratio": limit}
+    summary = (f"{failed} of {total} customers the run tried to send failed ({100 * ratio:.1f} %; "
+               f"{held} of them held back because their parent failed)")
+    log.info("Failures: %s; the run fails above %.1f %%", summary, 100 * limit)
+    if ratio > limit:
+        raise PermanentError(
+            f"Run {run_id}: {summary}, more than max_failed_ratio {100 * limit:.1f} %. Every outcome is "
+            f"written back (associate_sync_results, run_id = {run_id!r}); the report lists the failed "
+            f"customers and what to do: {report_path or 'see the report task'}. Fix the causes; the next "
+            "run re-sends them."
+        )
+    return counts

@@ -129,8 +129,11 @@ def test_safe_first_deployment_attributes(dag):
     assert dag.max_active_runs == 1
     assert dag.catchup is False
     assert not any(task.depends_on_past for task in dag.tasks)  # a failed day never blocks the next
-    for text in (dag.doc_md,):
-        assert "--max-active-runs 1" in text and "latest complete UTC day" in text
+    # Every task comes after the run gate: two runs never send at once (backfills included).
+    gate = dag.get_task("wait_for_earlier_runs")
+    assert gate.mode == "reschedule" and not gate.upstream_task_ids
+    assert gate.get_flat_relative_ids(upstream=False) == set(dag.task_ids) - {gate.task_id}
+    assert "latest complete UTC day" in dag.doc_md
 
 
 def test_readme_and_doc_md_say_the_same_about_manual_runs_and_backfills(dag):
@@ -138,18 +141,32 @@ def test_readme_and_doc_md_say_the_same_about_manual_runs_and_backfills(dag):
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     doc = " ".join(dag.doc_md.split())
-    for phrase in ("latest complete UTC day", "--max-active-runs 1", "reads every row", "starts paused"):
+    for phrase in ("latest complete UTC day", "wait_for_earlier_runs", "reads every row", "starts paused"):
         assert phrase in readme and phrase in doc, phrase
     assert "reads everything" not in doc  # the old doc_md meaning of a manual run
 
 
-def test_a_backfill_runs_ten_days_at_once_unless_told_why_readme_names_the_flag():
-    # What README's "--max-active-runs 1" is for: `airflow backfill create` without it gives
+def test_a_backfill_starts_ten_days_at_once_unless_told_so_the_dag_orders_them():
+    # Why the DAG has its own run gate: `airflow backfill create` without --max-active-runs gives
     # the backfill its own limit of 10 concurrent runs (the scheduler checks that limit,
-    # not the DAG's max_active_runs, for backfill runs). Should Airflow change this, so may README.
+    # not the DAG's max_active_runs, for backfill runs).
     from airflow.cli.cli_config import ARG_MAX_ACTIVE_RUNS
     from airflow.models.backfill import Backfill
 
     assert ARG_MAX_ACTIVE_RUNS.flags == ("--max-active-runs",)
     assert "default" not in ARG_MAX_ACTIVE_RUNS.kwargs
     assert Backfill.__table__.c.max_active_runs.default.arg == 10
+
+
+def test_the_trigger_form_requires_no_optional_param(dag):
+    # Airflow's trigger form marks a Param required unless its type allows null; every
+    # Param has a title and a description, and a required one has a default to start from.
+    optional = {"customer_keys"}
+    for name, param in dag.params.items():
+        schema = param.schema
+        assert schema.get("title") and param.description, name
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if name in optional:
+            assert "null" in types and param.value is None, name
+        else:
+            assert "null" not in types and param.value is not None, name
