@@ -181,3 +181,19 @@ def test_error_form_flag_is_checked_and_passed_by_the_launcher(tmp_path):
         sandbox.restart(error_form="200")
         missing = SandboxClient(sandbox.url).get("/v2/companies", params={"externalId": "nobody"})
         assert missing.status_code == 200 and missing.json()["errors"][0]["code"] != 200
+
+
+def test_stats_measure_the_busiest_minute_and_each_endpoints_span():
+    from associate.sandbox.stats import Stats
+
+    stats = Stats()
+    for offset in (0.0, 10.0, 59.0, 61.0, 62.0, 130.0):
+        stats.times.append(1000.0 + offset)
+    stats.request("POST /v3/oauth/token/generate", 200)  # outside the budget: no time kept
+    stats.request("POST /v2/customers/bulk", 200)
+    snapshot = stats.snapshot()
+    # The requests at 10, 59, 61 and 62 s lie within one minute; 0 and 130 s do not.
+    assert snapshot["busiestWindow"] == {"seconds": 60.0, "requests": 4, "start": 1010.0}
+    assert set(snapshot["spans"]) == {"POST /v3/oauth/token/generate", "POST /v2/customers/bulk"}
+    span = snapshot["spans"]["POST /v2/customers/bulk"]
+    assert span["first"] == span["last"] > 1000.0

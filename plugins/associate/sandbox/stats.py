@@ -10,9 +10,16 @@ import time
 class Stats:
     """Requests by endpoint and status, injected faults, 429s and bulk elements (since start)."""
 
+    # The busiest window is measured over the last this many requests (bounded memory).
+    KEPT_TIMES = 500_000
+    WINDOW_SECONDS = 60.0
+
     def __init__(self):
         self._lock = threading.Lock()
         self.started = time.time()
+        # When each request was answered: the client's sustained rate and busiest minute.
+        self.times: collections.deque[float] = collections.deque(maxlen=self.KEPT_TIMES)
+        self.spans: dict[str, list[float]] = {}
         self.requests: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.faults: collections.Counter = collections.Counter()
         self.elements: collections.Counter = collections.Counter()
@@ -20,8 +27,13 @@ class Stats:
 
     def request(self, endpoint: str, status: int | str) -> None:
         """Count one request replied to (or dropped)."""
+        now = time.time()
         with self._lock:
             self.requests[endpoint][str(status)] += 1
+            if "/oauth/" not in endpoint:  # token calls are outside the API budget
+                self.times.append(now)
+            span = self.spans.setdefault(endpoint, [now, now])
+            span[1] = now
 
     def fault(self, kind: str) -> None:
         """Count one injected fault."""
@@ -53,4 +65,17 @@ class Stats:
                 "rateLimited": rate_limited,
                 "elements": {k: self.elements.get(k, 0) for k in ("received", "succeeded", "failed")},
                 "tokensIssued": self.tokens_issued,
+                "busiestWindow": self._busiest_window(),
+                "spans": {endpoint: {"first": round(first, 3), "last": round(last, 3)}
+                          for endpoint, (first, last) in sorted(self.spans.items())},
             }
+
+    def _busiest_window(self) -> dict:
+        """The most requests in any WINDOW_SECONDS (token calls aside), and when that window began."""
+        times, best, start, left = list(self.times), 0, None, 0
+        for right, now in enumerate(times):
+            while now - times[left] >= self.WINDOW_SECONDS:
+                left += 1
+            if right - left + 1 > best:
+                best, start = right - left + 1, times[left]
+        return {"seconds": self.WINDOW_SECONDS, "requests": best, "start": round(start, 3) if start else None}
