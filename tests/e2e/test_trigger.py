@@ -48,6 +48,8 @@ def metadata_rows(metadata_url: str, query: str, params: tuple) -> list[tuple]:
         return [tuple(v.isoformat() if hasattr(v, "isoformat") else v for v in row) for row in cur.fetchall()]
 
 
+# Generous bounds: on a loaded machine one run takes minutes (they are bounds, not timings).
+@pytest.mark.timeout(1800)
 def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path, pg_url):
     from associate.sandbox.launcher import SandboxProcess
     from bench.generate import generate_warehouse, load_sqlite
@@ -153,7 +155,7 @@ def task_span(metadata_url: str, run_id: str) -> tuple[str, str]:
     return rows["extract"], ended
 
 
-def wait_for_backfill(home, metadata_url: str, procs, count: int, timeout: int = 400) -> list[tuple]:
+def wait_for_backfill(home, metadata_url: str, procs, count: int, timeout: int = 900) -> list[tuple]:
     """(run_id, state, data_interval_start, start_date, end_date) of the backfill's runs, in interval order."""
     started = time.time()
     while time.time() - started < timeout:
@@ -168,7 +170,7 @@ def wait_for_backfill(home, metadata_url: str, procs, count: int, timeout: int =
 
 
 def wait_for_run(home, metadata_url: str, procs, run_id: str | None = None,
-                 timeout: int = 300) -> tuple[str, str, str]:
+                 timeout: int = 600) -> tuple[str, str, str]:
     """(run_id, state, run_after) of a run without a logical date, once it finished."""
     started = time.time()
     while time.time() - started < timeout:
