@@ -17,7 +17,10 @@ SECTION = "associate"
 SETTINGS: dict[str, tuple[str, str]] = {
     "staging_base": ("staged Parquet between tasks; any ObjectStoragePath URL (s3://, gs://, file://)",
                      "file://$AIRFLOW_HOME/associate/staging"),
-    "reports_dir": ("run reports, Data Docs and the dry-run preview", "$AIRFLOW_HOME/associate/reports"),
+    "reports_dir": ("run reports, Data Docs and the dry-run preview, as the worker writes them",
+                    "$AIRFLOW_HOME/associate/reports"),
+    "reports_base": ("where reports are published for the UI: an ObjectStoragePath URL every worker and "
+                     "the api-server reach (s3://, gs://, file://)", "file://<reports_dir>"),
     "sql_dir": ("the extract SQL files", "<dags_folder>/sql"),
     "expectations_dir": ("the Great Expectations suites (JSON)", "<dags_folder>/expectations"),
     "payload_processes": ("processes that build payloads", "usable CPUs, at most 4"),
@@ -73,6 +76,11 @@ def reports_dir() -> Path:
     """The local folder of run reports."""
     configured = get("reports_dir")
     return Path(configured).expanduser().resolve() if configured else airflow_home() / "associate" / "reports"
+
+
+def reports_base() -> str:
+    """The URL under which reports are published for the UI (the local reports folder by default)."""
+    return get("reports_base") or "file://" + str(reports_dir())
 
 
 def _shipped_dir(name: str, folder: str) -> Path:

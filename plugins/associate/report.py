@@ -170,7 +170,7 @@ class RunSummary:
         if self.mode:
             parts.append(f"<p>Extract mode: {esc(self.mode)}</p>")
         if self.data_docs:
-            parts.append(f'<p>Validation details: <a href="{esc(_href(self.data_docs))}">Data Docs</a></p>')
+            parts.append(f'<p>Validation details: <a href="{esc(_href(self.data_docs, path.parent))}">Data Docs</a></p>')
         for title, header, rows in self.sections():
             parts.append(f"<h2>{esc(title)}</h2>")
             if not rows:
@@ -207,10 +207,14 @@ def _by_code(codes: pd.Series, messages: pd.Series | None = None) -> dict[str, i
     return {str(k): int(v) for k, v in sorted(labels.value_counts().items())}
 
 
-def _href(target: str) -> str:
+def _href(target: str, page_dir: Path | None = None) -> str:
+    """A link from the report page: relative inside the run's folder (it opens where the page is served)."""
     if "://" in target:
         return target
-    return Path(target).resolve().as_uri()
+    resolved = Path(target).resolve()
+    if page_dir is not None and resolved.is_relative_to(page_dir.resolve()):
+        return resolved.relative_to(page_dir.resolve()).as_posix()
+    return resolved.as_uri()
 
 
 def _text_table(title: str, header: list[str], rows: list[tuple]) -> str:

@@ -33,6 +33,32 @@ def reports_dir(run_id: str) -> Path:
     return path
 
 
+def publish_reports(run_id: str) -> str | None:
+    """Copy a run's local reports under ``reports_base`` when that is elsewhere; return the run's URL there.
+
+    The api-server serves reports from ``reports_base`` (``associate.report_views``); by
+    default that is the local reports folder itself and nothing is copied.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    from associate.staging import safe_name
+
+    local = reports_dir(run_id)
+    base = config.reports_base()
+    if base.rstrip("/") == "file://" + str(config.reports_dir()):
+        return None
+    target = ObjectStoragePath(base) / safe_name(run_id)
+    copied = 0
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            destination = target.joinpath(*path.relative_to(local).parts)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(path.read_bytes())
+            copied += 1
+    log.info("Published %d report files to %s", copied, target)
+    return str(target)
+
+
 def run_interval(context: Mapping[str, Any]) -> tuple[datetime, datetime]:
     """The data interval a run covers, from its task context; never undefined.
 
@@ -170,6 +196,7 @@ def validate(
     log.info("Quality gate summary:\n%s", validation.format_summary(result))
     if result.data_docs:
         log.info("Data Docs: %s", result.data_docs)
+        publish_reports(run_id)  # before the gate decides: a failed gate's Data Docs open too
 
     # The quarantine is written before the gate decides, so a failed run still tells
     # the data steward which rows were wrong.
@@ -437,7 +464,7 @@ def report(
     customer_outcomes: list[str] | None,
 ) -> str:
     """Log the run summary as tables and write it as HTML next to the Data Docs."""
-    from associate import staging
+    from associate import report_views, staging
     from associate.report import RunSummary
 
     plan = staging.read_json(staging.run_path(run_id, "plan.json"))
@@ -455,6 +482,11 @@ def report(
     path = reports_dir(run_id) / "report.html"
     summary.to_html(path)
     log.info("HTML report: %s", path)
+    published = publish_reports(run_id)
+    if published:
+        log.info("Published for the UI: %s", published)
+    log.info("In the Airflow UI: the run's \"Report\" tab (plugin associate_reports), or %s",
+             f"{report_views.PREFIX}/reports/{dag_id}/{run_id}/{report_views.REPORT_FILE}")
     return str(path)
 
 
