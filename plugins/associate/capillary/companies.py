@@ -249,9 +249,8 @@ class _Progress:
             self._log("")
 
     def level_done(self, depth: int) -> None:
-        """Log the end of one depth."""
-        if self.done != self.logged_at:
-            self._log(f" (depth {depth} done)")
+        """Log the end of one depth (the next depth's companies start now)."""
+        self._log(f" (depth {depth} done)")
 
     def _log(self, suffix: str) -> None:
         self.logged_at = self.done
