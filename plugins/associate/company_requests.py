@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from associate import staged
@@ -49,8 +50,12 @@ def company_request_hash(request: dict[str, Any] | None) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFrame) -> pd.DataFrame:
-    """Ensure every company of a (validated) companies frame exists; return company outcome rows."""
+def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFrame,
+                                known_ids: Mapping[str, int | None] | None = None) -> pd.DataFrame:
+    """Ensure every company of a (validated) companies frame exists; return company outcome rows.
+
+    ``known_ids`` ({external id: Capillary id}) names the companies the sync state says were created.
+    """
     import pandas as pd
 
     from associate.capillary.outcomes import FAILED, CompanyOutcome
@@ -68,7 +73,7 @@ def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFr
             requests_by_key[key] = company_request(row)
         except ValueError as exc:
             outcomes.append((CompanyOutcome(key, FAILED, error_message=f"company not sent: {exc}"), None))
-    for outcome in hook.get_conn().ensure_companies(requests_by_key.values()):
+    for outcome in hook.get_conn().ensure_companies(requests_by_key.values(), known_ids=known_ids):
         outcomes.append((outcome, company_request_hash(requests_by_key.get(outcome.external_id))))
     frame = staged.outcome_frame(
         staged.outcome_record(

@@ -239,14 +239,20 @@ def ensure_companies(
         for row in companies.to_dict("records")
     ]
     companies = companies.loc[changed]
-    log.info("Companies: %d new or changed, %d unchanged", len(companies), len(changed) - len(companies))
+    # A company the state holds a Capillary id for was created: it is updated (PUT), the
+    # others created (POST); one call each, a GET only when an answer is ambiguous.
+    known = state.loc[state["capillary_id"].notna()]
+    known_ids = {str(key): int(capillary_id) for key, capillary_id in zip(known["entity_key"], known["capillary_id"])}
+    log.info("Companies: %d new or changed (%d to create, %d to update), %d unchanged", len(companies),
+             sum(str(key) not in known_ids for key in companies["company_external_id"]),
+             sum(str(key) in known_ids for key in companies["company_external_id"]), len(changed) - len(companies))
     uri = staging.run_path(run_id, "outcomes", "companies.parquet")
     if dry_run:
         log.info("Dry run: %d companies would be checked and created or updated", len(companies))
         companies = companies.iloc[0:0]
     hook = CapillaryHook(capillary_conn_id=capillary_conn_id) if len(companies) else None
     try:
-        return staging.write_frame(ensure_companies_from_frame(hook, companies), uri)
+        return staging.write_frame(ensure_companies_from_frame(hook, companies, known_ids), uri)
     finally:
         if hook is not None:
             hook.close()

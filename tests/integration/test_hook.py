@@ -396,12 +396,14 @@ def test_companies_are_created_parents_first_then_kept_or_updated(client):
     assert [o.action for o in again] == ["unchanged", "unchanged"]
     assert [o.company_id for o in again] == [first[1].company_id, first[0].company_id]
 
-    changed = client.ensure_companies([company_request(holding, name="Acme Holding", region="south")])
+    # The sync state knows the companies now: a change is one PUT.
+    state = {o.external_id: o.company_id for o in first}
+    changed = client.ensure_companies([company_request(holding, name="Acme Holding", region="south")], known_ids=state)
     assert changed[0].action == "updated"
     assert client.get_company(holding)["extendedFields"] == {"region": "south"}
 
     moved = dict(company_request(holding, name="Acme Holding", region="south"), hierarchyDefinitionCode="other")
-    failed, = client.ensure_companies([moved])
+    failed, = client.ensure_companies([moved], known_ids=state)
     assert failed.action == "failed" and "cannot change" in failed.error_message
 
 

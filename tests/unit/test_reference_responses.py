@@ -254,47 +254,55 @@ def test_an_unknown_customer_is_none_by_code_whatever_the_status(replay, client,
 # --- companies ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [200, 400, 404, 500])
-def test_company_missing_1704_is_created_and_the_add_sample_empty_warning_is_none(replay, client, status):
+def test_a_new_company_is_one_post_and_the_add_sample_empty_warning_is_none(replay, client):
     request = sample("companies_post_parent.request.json")
-    replay.answer((status, error(1704, "Company does not exist with given ID/externalID Purple2345")),
-                  (200, sample("companies_post.response.json")))
+    replay.answer((200, sample("companies_post.response.json")))
     outcome, = client.ensure_companies([request])
-    assert replay.calls() == [("GET", "/v2/companies"), ("POST", "/v2/companies")]
-    assert replay.requests[0]["query"] == {"externalId": "Purple2345"} and replay.requests[1]["body"] == request
+    assert replay.calls() == [("POST", "/v2/companies")] and replay.requests[0]["body"] == request
     # The sample answers "warnings": [{}]: no warning row.
     assert (outcome.action, outcome.company_id, outcome.warnings, outcome.status) == ("created", 98, [], "success")
 
 
 @pytest.mark.parametrize("status", [200, 400, 404, 500])
-def test_company_exists_1702_after_a_lost_answer_is_reconciled(replay, client, status):
+def test_company_exists_1702_is_settled_by_a_get(replay, client, status):
     request = sample("companies_post_parent.request.json")
     stored = sample("companies_get.response.json")
     request["extendedFields"] = stored["extendedFields"]  # the variant: what the sample GET answers
-    replay.answer((status, error(1704, "Company does not exist with given ID/externalID Purple2345")),
-                  (status, error(1702, "Company externalID Purple2345 already exists.")),
-                  (200, stored))
+    replay.answer((status, error(1702, "Company externalID Purple2345 already exists.")), (200, stored))
     outcome, = client.ensure_companies([request])
-    assert replay.calls() == [("GET", "/v2/companies"), ("POST", "/v2/companies"), ("GET", "/v2/companies")]
+    assert replay.calls() == [("POST", "/v2/companies"), ("GET", "/v2/companies")]
     assert (outcome.action, outcome.company_id, outcome.error_code) == ("unchanged", 98, None)
 
 
-def test_company_get_and_update_samples_give_an_update_without_warnings(replay, client):
-    request = sample("companies_post_parent.request.json")  # its extendedFields differ from the stored ones
-    replay.answer((200, sample("companies_get.response.json")), (200, sample("companies_put.response.json")))
-    outcome, = client.ensure_companies([request])
-    assert replay.calls() == [("GET", "/v2/companies"), ("PUT", "/v2/companies")]
-    assert replay.requests[1]["query"] == {"externalId": "Purple2345"}
+def test_a_known_company_is_one_put_and_the_update_sample_gives_no_warning(replay, client):
+    request = sample("companies_post_parent.request.json")
+    replay.answer((200, sample("companies_put.response.json")))
+    outcome, = client.ensure_companies([request], known_ids={"Purple2345": 98})
+    assert replay.calls() == [("PUT", "/v2/companies")]
+    assert replay.requests[0]["query"] == {"externalId": "Purple2345"} and "parentCompany" not in replay.requests[0]["body"]
     assert (outcome.action, outcome.company_id, outcome.warnings, outcome.status) == ("updated", 98, [], "success")
 
 
-def test_an_inactive_company_is_a_1705_warning(replay, client):
+@pytest.mark.parametrize("status", [200, 400, 404, 500])
+def test_a_known_company_answered_1704_is_created_by_post(replay, client, status):
+    request = sample("companies_post_parent.request.json")
+    replay.answer((status, error(1704, "Company does not exist with given ID/externalID Purple2345")),
+                  (200, sample("companies_post.response.json")))
+    outcome, = client.ensure_companies([request], known_ids={"Purple2345": 7})
+    assert replay.calls() == [("PUT", "/v2/companies"), ("POST", "/v2/companies")]
+    assert (outcome.action, outcome.company_id) == ("created", 98)
+
+
+def test_an_inactive_company_is_a_1705_warning_when_fetched_and_fails_its_update(replay, client):
     request = sample("companies_post_parent.request.json")
     stored = dict(sample("companies_get.response.json"), isActive=False)  # the variant: a deleted company
     request["extendedFields"] = stored["extendedFields"]
-    replay.answer((200, stored))
+    replay.answer((400, error(1702, "Company externalID Purple2345 already exists.")), (200, stored))
     outcome, = client.ensure_companies([request])
     assert (outcome.action, outcome.status, [w["code"] for w in outcome.warnings]) == ("unchanged", "warning", [1705])
+    replay.answer((400, error(1705, "Fleet company is inactive.")))
+    outcome, = client.ensure_companies([request], known_ids={"Purple2345": 98})
+    assert (outcome.action, outcome.error_code) == ("failed", 1705) and "inactive" in outcome.error_message
 
 
 def test_company_get_sample_is_returned_as_answered(replay, client):
@@ -306,17 +314,27 @@ def test_company_get_sample_is_returned_as_answered(replay, client):
 @pytest.mark.parametrize("status", [200, 400, 404, 500])
 def test_parent_company_missing_1703_fails_the_company_with_its_code(replay, client, status):
     request = sample("companies_post_child.request.json")
-    replay.answer((status, error(1704, "Company does not exist with given ID/externalID 917902000000")),
-                  (status, error(1703, "Parent company externalID 917904511111 does not exist.")))
+    replay.answer((status, error(1703, "Parent company externalID 917904511111 does not exist.")))
     outcome, = client.ensure_companies([request])
     assert (outcome.action, outcome.error_code, outcome.status) == ("failed", 1703, "failed")
     assert "Parent company externalID" in outcome.error_message
 
 
-def test_a_company_in_another_hierarchy_fails_with_1711(replay, client):
+@pytest.mark.parametrize("status", [200, 400, 404, 500])
+def test_a_known_company_in_another_hierarchy_fails_with_1711_from_the_put(replay, client, status):
     request = dict(sample("companies_post_parent.request.json"), hierarchyDefinitionCode="code-tst1111")
-    replay.answer((200, sample("companies_get.response.json")))
+    replay.answer((status, error(1711, "Fleet hierarchy update is not allowed.")))
+    outcome, = client.ensure_companies([request], known_ids={"Purple2345": 98})
+    assert replay.calls() == [("PUT", "/v2/companies")]
+    assert (outcome.action, outcome.error_code) == ("failed", 1711) and "cannot change" in outcome.error_message
+
+
+def test_an_unknown_company_in_another_hierarchy_fails_with_1711_from_the_get(replay, client):
+    request = dict(sample("companies_post_parent.request.json"), hierarchyDefinitionCode="code-tst1111")
+    replay.answer((400, error(1702, "Company externalID Purple2345 already exists.")),
+                  (200, sample("companies_get.response.json")))
     outcome, = client.ensure_companies([request])
+    assert replay.calls() == [("POST", "/v2/companies"), ("GET", "/v2/companies")]
     assert (outcome.action, outcome.error_code) == ("failed", 1711) and "cannot change" in outcome.error_message
 
 

@@ -88,6 +88,12 @@ class CapillaryClient:
         """Register customer elements in order (``send_customers`` with ``update=False``)."""
         return self.send_customers(elements, source=source, account_id=account_id)
 
-    def ensure_companies(self, companies: Iterable[Mapping[str, Any]]) -> list[CompanyOutcome]:
-        """Create or update fleet companies, holding companies first; return one outcome per company."""
-        return self.companies.ensure(companies)
+    def ensure_companies(self, companies: Iterable[Mapping[str, Any]], *,
+                         known_ids: Mapping[str, int | None] | None = None) -> list[CompanyOutcome]:
+        """Create or update fleet companies, holding companies first; return one outcome per company.
+
+        ``known_ids`` ({external id: Capillary id}, from the sync state) names the companies
+        created before: they are updated by PUT, the others created by POST. A GET is sent
+        only to settle an ambiguous answer (``1702``, or no answer at all).
+        """
+        return self.companies.ensure(companies, known_ids)

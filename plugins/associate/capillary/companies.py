@@ -1,20 +1,33 @@
-"""Fleet companies: create or update each one, holding companies before their subsidiaries.
+"""Fleet companies: one write per new or changed company, holding companies before their subsidiaries.
 
-GET by externalId, POST when missing (``1704``), PUT when name or extendedFields differ.
-A POST answered "already exists" (``1702``) means an earlier POST was stored but its
-answer lost: the company is then reconciled as an existing one. Decided by code, whatever
-the HTTP status (400, 404, 500, or 200 with ``errors``).
+The sync state says which companies were created before (``known_ids``): a company it
+knows is updated (PUT), any other is created (POST). A GET is only sent to settle an
+ambiguous answer:
+
+- POST answered "already exists" (``1702``): the state was lost, or an earlier POST was
+  stored but its answer lost. GET tells its id, hierarchy and whether it is active; a PUT
+  follows only when its name or extendedFields differ.
+- PUT answered "missing" (``1704``): Capillary lost it (or the state is of another
+  cluster). It is created by POST (a ``1702`` then goes as above).
+- No answer after the transport's retries (timeouts, 5xx): GET says whether the write
+  landed; a missing company is POSTed, a differing one PUT.
+
+Answers are decided by code, whatever the HTTP status (400, 404, 500, or 200 with ``errors``).
+Companies of one depth (a holding company is depth 0, its subsidiaries 1, ...) are sent
+side by side, ``concurrency`` threads within the shared rate budget; a depth starts when
+the one above is answered.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from associate.capillary import endpoints
 from associate.capillary.outcomes import (
-    CREATED, FAILED, UNCHANGED, UPDATED, CompanyOutcome, int_or_none, messages,
+    CREATED, FAILED, UNCHANGED, UPDATED, CallResult, CompanyOutcome, int_or_none, messages,
 )
 from associate.capillary.transport import Transport
 from associate.exceptions import CapillaryAuthError, CapillaryError
@@ -27,10 +40,27 @@ log.addFilter(PiiMaskingFilter())
 
 INACTIVE_WARNING = {"code": Codes.COMPANY_INACTIVE,
                     "message": "Fleet company is inactive in Capillary: customers cannot be associated with it"}
+# A progress line at least every this many companies (and at the end of each depth).
+PROGRESS_EVERY = 50
 
 
 def _parent_of(request: Mapping[str, Any]) -> str | None:
     return (request.get("parentCompany") or {}).get("externalId")
+
+
+def _inactive(company: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The inactive-company warning when an answer says ``isActive: false``."""
+    # A deleted company stays, inactive: every customer sent to it would be refused (1705).
+    return [dict(INACTIVE_WARNING)] if isinstance(company, Mapping) and company.get("isActive") is False else []
+
+
+def _update_body(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The PUT body of a company request."""
+    # parentCompany cannot be changed by PUT in the contract, so it is not sent. Missing
+    # extendedFields are sent empty: a PUT without them would keep the old ones.
+    update = {k: v for k, v in request.items() if k != "parentCompany"}
+    update.setdefault("extendedFields", {})
+    return update
 
 
 class CompanyEnsurer:
@@ -39,8 +69,16 @@ class CompanyEnsurer:
     def __init__(self, transport: Transport):
         self.transport = transport
 
-    def ensure(self, companies: Iterable[Mapping[str, Any]]) -> list[CompanyOutcome]:
-        """Create or update fleet companies, holding companies first; return one outcome per company."""
+    def ensure(self, companies: Iterable[Mapping[str, Any]],
+               known_ids: Mapping[str, int | None] | None = None) -> list[CompanyOutcome]:
+        """Create or update fleet companies, holding companies first; return one outcome per company.
+
+        ``known_ids`` maps the external id of each company the sync state says was created
+        to its Capillary id: those are updated (PUT), the others created (POST).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        known_ids = known_ids or {}
         requests_by_id: dict[str, dict[str, Any]] = {}
         for company in companies:
             request = {k: v for k, v in dict(company).items() if v is not None}
@@ -51,64 +89,195 @@ class CompanyEnsurer:
                 log.warning("Company %s appears twice in the input; ensuring its first row only", external_id)
                 continue
             requests_by_id[external_id] = request
-        ordered, outcomes = parents_first(requests_by_id)
-        for external_id in ordered:
-            parent = _parent_of(requests_by_id[external_id])
-            if parent in outcomes and outcomes[parent].action == FAILED:
-                outcomes[external_id] = CompanyOutcome(
-                    external_id, FAILED, error_message=f"holding company {parent} could not be ensured"
-                )
-                continue
-            outcomes[external_id] = self._ensure_one(requests_by_id[external_id])
+        levels, outcomes = depth_levels(requests_by_id)
+        progress = _Progress(len(requests_by_id), self.transport)
+        for outcome in outcomes.values():
+            progress.add(outcome)
+        workers = max(1, int(self.transport.settings.concurrency))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capillary-company") as pool:
+            for depth, level in enumerate(levels):
+                futures = {}
+                for external_id in level:
+                    parent = _parent_of(requests_by_id[external_id])
+                    if parent in outcomes and outcomes[parent].action == FAILED:
+                        outcomes[external_id] = CompanyOutcome(
+                            external_id, FAILED, error_message=f"holding company {parent} could not be ensured"
+                        )
+                        progress.add(outcomes[external_id])
+                        continue
+                    futures[external_id] = pool.submit(
+                        self._ensure_one, requests_by_id[external_id], known_ids.get(external_id)
+                    )
+                try:
+                    for external_id, future in futures.items():
+                        outcomes[external_id] = future.result()
+                        progress.add(outcomes[external_id])
+                except BaseException:
+                    for future in futures.values():
+                        future.cancel()
+                    raise
+                progress.level_done(depth)
         return [outcomes[key] for key in requests_by_id]
 
-    def _ensure_one(self, request: dict[str, Any]) -> CompanyOutcome:
-        external_id = request["externalId"]
-        by_id = {"externalId": external_id}
-        outcome = CompanyOutcome(external_id, FAILED)
+    # -- one company ----------------------------------------------------------------------------
+
+    def _ensure_one(self, request: dict[str, Any], known_id: int | None) -> CompanyOutcome:
+        """Update (PUT) a company the state knows, else create it (POST); GET only when an answer leaves it open."""
+        outcome = CompanyOutcome(request["externalId"], FAILED)
         try:
-            existing = self._call(outcome, "GET", params=by_id, tolerate=(Codes.COMPANY_NOT_FOUND,))
-            if existing is None:
-                created = self._call(outcome, "POST", json_body=request, tolerate=(Codes.COMPANY_EXISTS,))
-                if created is not None:
-                    outcome.action, outcome.company_id = CREATED, int_or_none(created.get("companyId"))
-                    outcome.warnings = messages(created.get("warnings"))
-                    return outcome
-                existing = self._call(outcome, "GET", params=by_id)
-            outcome.company_id = int_or_none(existing.get("companyId"))
-            stored_code = existing.get("hierarchyDefinitionCode")
-            if stored_code and stored_code != request.get("hierarchyDefinitionCode"):
-                outcome.error_code = Codes.HIERARCHY_UPDATE_NOT_ALLOWED
-                outcome.error_message = (
-                    f"company is in hierarchy {stored_code} in Capillary, not {request.get('hierarchyDefinitionCode')}; "
-                    "a company's hierarchy cannot change"
-                )
-                return outcome
-            # A deleted company stays, inactive: every customer sent to it would be refused (1705).
-            inactive = [INACTIVE_WARNING] if existing.get("isActive") is False else []
-            if existing.get("name") == request.get("name") and (existing.get("extendedFields") or {}) == (
-                request.get("extendedFields") or {}
-            ):
-                outcome.action, outcome.warnings = UNCHANGED, inactive
-                return outcome
-            # parentCompany cannot be changed by PUT in the contract, so it is not sent.
-            update = {k: v for k, v in request.items() if k != "parentCompany"}
-            updated = self._call(outcome, "PUT", params=by_id, json_body=update)
-            outcome.action = UPDATED
-            outcome.warnings = inactive + messages((updated or {}).get("warnings"))
-            return outcome
+            if known_id is not None:
+                answer = self._send(outcome, "PUT", json_body=_update_body(request))
+                if answer.failure:
+                    return self._settle(outcome, request, UPDATED)
+                if answer.ok:
+                    return self._written(outcome, UPDATED, answer.body, fallback_id=known_id)
+                if Codes.COMPANY_NOT_FOUND not in answer.codes:
+                    raise self._refused(answer, "PUT", request)
+                log.info("Company %s: the sync state knows it, Capillary does not (1704); creating it",
+                         outcome.external_id)
+            return self._create(outcome, request, settle_lost=True)
         except CapillaryAuthError:
             raise
         except CapillaryError as exc:
             outcome.action, outcome.error_code, outcome.error_message = FAILED, exc.code, str(exc)
             return outcome
 
-    def _call(self, outcome: CompanyOutcome, method: str, *, params=None, json_body=None,
-              tolerate: Collection[int] = ()) -> Any:
-        """Send one company call, its attempts added to the outcome; return the body (None when tolerated)."""
+    def _create(self, outcome: CompanyOutcome, request: dict[str, Any], *, settle_lost: bool) -> CompanyOutcome:
+        """POST the company; reconcile it by GET when it exists already (1702) or the answer was lost."""
+        answer = self._send(outcome, "POST", json_body=request)
+        if answer.failure and settle_lost:
+            return self._settle(outcome, request, CREATED)
+        if answer.ok:
+            return self._written(outcome, CREATED, answer.body)
+        if Codes.COMPANY_EXISTS in answer.codes:
+            existing = self._get(outcome)
+            if existing is None:  # deleted between the two calls: nothing sure to say
+                raise CapillaryError("POST answered 1702 (exists) but GET 1704 (missing)", code=Codes.COMPANY_NOT_FOUND)
+            return self._reconcile(outcome, request, existing, UNCHANGED)
+        raise answer.error(f"POST company {outcome.external_id}")
+
+    def _settle(self, outcome: CompanyOutcome, request: dict[str, Any], intended: str) -> CompanyOutcome:
+        """A write's answer was lost: GET says whether it landed; a missing company is POSTed once more."""
+        log.info("Company %s: no answer to its %s; asking Capillary whether it was taken", outcome.external_id,
+                 "POST" if intended == CREATED else "PUT")
+        existing = self._get(outcome)
+        if existing is None:
+            return self._create(outcome, request, settle_lost=False)
+        return self._reconcile(outcome, request, existing, intended)
+
+    def _reconcile(self, outcome: CompanyOutcome, request: dict[str, Any], existing: Mapping[str, Any],
+                   matched: str) -> CompanyOutcome:
+        """Compare a fetched company with its request: ``matched`` when equal, else PUT."""
+        outcome.company_id = int_or_none(existing.get("companyId"))
+        stored_code = existing.get("hierarchyDefinitionCode")
+        if stored_code and stored_code != request.get("hierarchyDefinitionCode"):
+            outcome.error_code = Codes.HIERARCHY_UPDATE_NOT_ALLOWED
+            outcome.error_message = (
+                f"company is in hierarchy {stored_code} in Capillary, not {request.get('hierarchyDefinitionCode')}; "
+                "a company's hierarchy cannot change"
+            )
+            return outcome
+        inactive = _inactive(existing)
+        if existing.get("name") == request.get("name") and (existing.get("extendedFields") or {}) == (
+            request.get("extendedFields") or {}
+        ):
+            outcome.action, outcome.warnings = matched, inactive
+            return outcome
+        answer = self._send(outcome, "PUT", json_body=_update_body(request))
+        if not answer.ok:
+            raise self._refused(answer, "PUT", request)
+        self._written(outcome, UPDATED, answer.body, fallback_id=outcome.company_id)
+        outcome.warnings = inactive + [w for w in outcome.warnings if w not in inactive]
+        return outcome
+
+    # -- calls and answers ----------------------------------------------------------------------
+
+    def _send(self, outcome: CompanyOutcome, method: str, *, json_body: Any = None) -> CallResult:
+        """Send one company call by external id (POST without), its attempts added to the outcome."""
+        params = None if method == "POST" else {"externalId": outcome.external_id}
         answer = self.transport.send(method, endpoints.COMPANIES, params=params, json_body=json_body)
         outcome.attempts += answer.attempts
-        return answer.expect(f"{method} company {outcome.external_id}", tolerate=tolerate)
+        return answer
+
+    def _get(self, outcome: CompanyOutcome) -> dict[str, Any] | None:
+        """GET the company; None when Capillary has none (1704)."""
+        answer = self._send(outcome, "GET")
+        return answer.expect(f"GET company {outcome.external_id}", tolerate=(Codes.COMPANY_NOT_FOUND,))
+
+    @staticmethod
+    def _written(outcome: CompanyOutcome, action: str, body: Any, *, fallback_id: int | None = None) -> CompanyOutcome:
+        """Fill the outcome of an answered POST or PUT."""
+        body = body if isinstance(body, Mapping) else {}
+        outcome.action = action
+        outcome.company_id = int_or_none(body.get("companyId")) or fallback_id
+        outcome.warnings = _inactive(body) + messages(body.get("warnings"))
+        return outcome
+
+    @staticmethod
+    def _refused(answer: CallResult, method: str, request: Mapping[str, Any]) -> CapillaryError:
+        """The error of a refused PUT, its message saying what a user can do about 1711 and 1705."""
+        error = answer.error(f"{method} company {request.get('externalId')}")
+        if Codes.HIERARCHY_UPDATE_NOT_ALLOWED in answer.codes:
+            return CapillaryError(
+                f"company is in another hierarchy in Capillary than {request.get('hierarchyDefinitionCode')}; "
+                f"a company's hierarchy cannot change ({error})", status=answer.status,
+                code=Codes.HIERARCHY_UPDATE_NOT_ALLOWED)
+        if Codes.COMPANY_INACTIVE in answer.codes:
+            # A PUT carries no parentCompany, so 1705 is about the company itself.
+            return CapillaryError(f"{INACTIVE_WARNING['message']}; it cannot be updated ({error})",
+                                  status=answer.status, code=Codes.COMPANY_INACTIVE)
+        return error
+
+
+class _Progress:
+    """A log line every ``PROGRESS_EVERY`` companies and at the end of each depth."""
+
+    def __init__(self, total: int, transport: Transport):
+        self.total, self.transport = total, transport
+        self.counts = {CREATED: 0, UPDATED: 0, UNCHANGED: 0, FAILED: 0}
+        self.started = time.monotonic()
+        self.logged_at = 0
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, outcome: CompanyOutcome) -> None:
+        """Count one outcome; log when a batch of companies is complete."""
+        self.counts[outcome.action] = self.counts.get(outcome.action, 0) + 1
+        if self.done - self.logged_at >= PROGRESS_EVERY:
+            self._log("")
+
+    def level_done(self, depth: int) -> None:
+        """Log the end of one depth (the next depth's companies start now)."""
+        self._log(f" (depth {depth} done)")
+
+    def _log(self, suffix: str) -> None:
+        self.logged_at = self.done
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        stats = self.transport.stats.snapshot()
+        log.info("Companies: %d/%d ensured (created %d, updated %d, unchanged %d, failed %d)%s; %.1f companies/s; "
+                 "429s %d, retries %d", self.done, self.total, self.counts[CREATED], self.counts[UPDATED],
+                 self.counts[UNCHANGED], self.counts[FAILED], suffix, self.done / elapsed, stats["throttled"],
+                 stats["retries"])
+
+
+def depth_levels(requests_by_id: Mapping[str, Mapping[str, Any]]) -> tuple[list[list[str]], dict[str, CompanyOutcome]]:
+    """Return the companies by depth (holding companies first, in input order) and failed outcomes of cycles.
+
+    A company whose parent is not among the requests (it exists already, or is missing and
+    Capillary will say so) is depth 0.
+    """
+    ordered, cycles = parents_first(requests_by_id)
+    depth: dict[str, int] = {}
+    for external_id in ordered:  # a parent comes before its subsidiaries
+        parent = _parent_of(requests_by_id[external_id])
+        depth[external_id] = depth[parent] + 1 if parent in depth else 0
+    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for external_id in requests_by_id:
+        if external_id in depth:
+            levels[depth[external_id]].append(external_id)
+    return levels, cycles
 
 
 def parents_first(requests_by_id: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], dict[str, CompanyOutcome]]:
