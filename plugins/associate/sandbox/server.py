@@ -84,8 +84,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return
         if fault == "slow":
             time.sleep(app.config.slow_ms / 1000)
-        self._send(reply)
+        # Counted before the reply goes out: a client that has its answer finds it in the stats.
         app.stats.request(endpoint, reply.status)
+        self._send(reply)
         self._access_line(url, query, reply.status, started, principal, fault)
 
     def _api_call(self, app: "SandboxApp", endpoint: str, handler, query: dict, body: bytes):
