@@ -50,7 +50,9 @@ sends only the customers whose payload changed (or failed last time) to
 * Alerts: with `[associate] alert_to` set, every task that fails for good mails its
   recipients through the SMTP connection `smtp_default` (run, task, counts, log link).
 
-Reports: the `report` task's log and the HTML file it names, next to the Data Docs.
+Reports: the run's **Report** tab (plugin `associate_reports`): counts, the failed customers
+with what to do, the ones that need action in Capillary, samples of the quarantined rows,
+the latest runs as a chart, and a link to the Data Docs. Also in the `report` task's log.
 """
 
 
@@ -152,12 +154,15 @@ def associate_customers():
         trigger_rule="none_failed", outlets=RESULT_ASSETS,
     )(
         run_id="{{ run_id }}",
+        dag_id="{{ dag.dag_id }}",
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         company_outcomes=company_outcomes,
         customer_outcomes=customer_outcomes,
     )
     summary = task(tasks.report, task_id="report", trigger_rule="none_failed")(
         run_id="{{ run_id }}",
+        dag_id="{{ dag.dag_id }}",
+        warehouse_conn_id=WAREHOUSE_CONN_ID,
         extracted=extracted,
         validated=validated,
         company_outcomes=company_outcomes,

@@ -13,12 +13,18 @@ from typing import Any
 import pandas as pd
 
 from associate import staged
+from associate.guidance import NEEDS_ACTION, what_to_do
+from associate.masking import mask_text
 from associate.tables import (
     CODE_COMPANY_CHANGE, CODE_HIERARCHY_CHANGE, CODE_ROLE_CHANGE, ENTITY_COMPANY, ENTITY_CUSTOMER, STATUS_FAILED,
     STATUS_SUCCESS, STATUS_WARNING,
 )
 
 NO_CODE = "no code"
+# Rows the page lists, beyond the counts: enough to act on, never the whole run.
+SAMPLES_PER_CHECK = 5
+LISTED_CUSTOMERS = 200
+HISTORY_RUNS = 14
 ASSOCIATION_CODES = (CODE_HIERARCHY_CHANGE, CODE_ROLE_CHANGE, CODE_COMPANY_CHANGE)
 ASSOCIATION_NAMES = {str(CODE_HIERARCHY_CHANGE): "hierarchy change", str(CODE_ROLE_CHANGE): "role change",
                      str(CODE_COMPANY_CHANGE): "company change"}
@@ -52,6 +58,13 @@ class RunSummary:
     dry_run: bool = False
     preview: str | None = None
     data_docs: str | None = None
+    # (entity, check, key, column, reason), masked as the quarantine table is: a few per check.
+    quarantine_samples: list[tuple] = field(default_factory=list)
+    # (customer key, code, message (masked), what to do); at most LISTED_CUSTOMERS each.
+    failed_customers: list[tuple] = field(default_factory=list)
+    needs_action: list[tuple] = field(default_factory=list)
+    # (run id, success, warning, failed, quarantined) of the latest runs, oldest first.
+    history: list[tuple] = field(default_factory=list)
 
     @property
     def companies_created(self) -> int:
@@ -70,7 +83,8 @@ class RunSummary:
     def build(cls, *, run_id: str, extracted: Mapping[str, int] | None = None,
               quarantine_summary: pd.DataFrame | None = None, plan: Mapping[str, Any] | None = None,
               outcomes: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
-              data_docs: str | None = None, mode: str = "") -> RunSummary:
+              data_docs: str | None = None, mode: str = "", quarantine_rows: pd.DataFrame | None = None,
+              history: pd.DataFrame | None = None) -> RunSummary:
         """Count from the stage outputs: extract counts, validation summary, send plan, outcomes."""
         from associate.reconcile import combine_outcomes
 
@@ -103,6 +117,20 @@ class RunSummary:
             for warning in json.loads(text) if isinstance(text, str) else text:
                 codes[str(warning.get("code", NO_CODE))] += 1
         summary.warnings_by_code = dict(sorted(codes.items()))
+        listed = [(str(key), NO_CODE if pd.isna(code) else str(int(code)), mask_text(message),
+                   what_to_do(None if pd.isna(code) else code))
+                  for key, code, message in failed[["entity_key", "error_code", "error_message"]]
+                  .sort_values(["error_code", "entity_key"]).itertuples(index=False)]
+        summary.failed_customers = listed[:LISTED_CUSTOMERS]
+        summary.needs_action = [row for row in listed if row[1] in NEEDS_ACTION][:LISTED_CUSTOMERS]
+        if quarantine_rows is not None and len(quarantine_rows):
+            columns = ["entity", "check", "entity_key", "column_name", "reason"]
+            ordered = quarantine_rows[columns].astype(str).sort_values(columns)
+            summary.quarantine_samples = [tuple(r) for r in ordered.groupby(["entity", "check"]).head(
+                SAMPLES_PER_CHECK).itertuples(index=False)]
+        if history is not None and len(history):
+            summary.history = [tuple(r) for r in history[["run_id", "success", "warning", "failed", "quarantined"]]
+                               .tail(HISTORY_RUNS).itertuples(index=False)]
         companies = frame[frame["entity"] == ENTITY_COMPANY]
         # The company operator adds ``action`` (created/updated/unchanged/failed); without
         # it only the status is known.
@@ -141,6 +169,13 @@ class RunSummary:
                          [(f"{code} {ASSOCIATION_NAMES.get(code, '')}".strip(), n)
                           for code, n in sorted(self.association_blocked_by_code.items())]))
         sections.append(("Warnings by code", ["code", "warnings"], sorted(self.warnings_by_code.items())))
+        sections.append((f"Needs action in Capillary (first {LISTED_CUSTOMERS})",
+                         ["customer", "code", "message", "what to do"], self.needs_action))
+        sections.append((f"Failed customers (first {LISTED_CUSTOMERS} by code; all in associate_sync_results)",
+                         ["customer", "code", "message", "what to do"], self.failed_customers))
+        sections.append((f"Quarantined rows ({SAMPLES_PER_CHECK} per check; all in associate_quarantine)",
+                         ["entity", "check", "key", "column", "reason"], self.quarantine_samples))
+        sections.append(("Latest runs", ["run", "success", "warning", "failed", "quarantined"], self.history))
         return sections
 
     def to_text(self) -> str:
@@ -171,6 +206,8 @@ class RunSummary:
             parts.append(f"<p>Extract mode: {esc(self.mode)}</p>")
         if self.data_docs:
             parts.append(f'<p>Validation details: <a href="{esc(_href(self.data_docs, path.parent))}">Data Docs</a></p>')
+        if len(self.history) > 1:
+            parts.append("<h2>Latest runs</h2>" + history_chart(self.history))
         for title, header, rows in self.sections():
             parts.append(f"<h2>{esc(title)}</h2>")
             if not rows:
@@ -186,6 +223,40 @@ class RunSummary:
         parts.append("</body></html>")
         path.write_text("\n".join(parts), encoding="utf-8")
         return str(path)
+
+
+HISTORY_SERIES = (("success", 1, "#2e7d32"), ("warning", 2, "#f9a825"), ("failed", 3, "#c62828"),
+                  ("quarantined", 4, "#6a1b9a"))
+
+
+def history_chart(history: list[tuple], *, width: int = 640, height: int = 220) -> str:
+    """An inline SVG line chart of the latest runs' outcomes (no script, opens anywhere)."""
+    left, bottom, top, right = 50, 30, 10, 110
+    top_value = max([1] + [int(row[i]) for row in history for _, i, _ in HISTORY_SERIES])
+    step = (width - left - right) / max(1, len(history) - 1)
+
+    def x(i: int) -> float:
+        return left + i * step
+
+    def y(v: int) -> float:
+        return top + (height - top - bottom) * (1 - int(v) / top_value)
+
+    esc = html.escape
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="outcomes of the latest {len(history)} runs">',
+             f'<line x1="{left}" y1="{y(0)}" x2="{width - right}" y2="{y(0)}" stroke="#999"/>',
+             f'<text x="{left - 6}" y="{y(top_value) + 4}" text-anchor="end" font-size="11">{top_value}</text>',
+             f'<text x="{left - 6}" y="{y(0) + 4}" text-anchor="end" font-size="11">0</text>']
+    for name, column, colour in HISTORY_SERIES:
+        points = " ".join(f"{x(i):.1f},{y(row[column]):.1f}" for i, row in enumerate(history))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}">'
+                     f"<title>{name}</title></polyline>")
+        parts.append(f'<text x="{width - right + 8}" y="{y(history[-1][column]) + 4}" font-size="11" '
+                     f'fill="{colour}">{name}</text>')
+    for i, row in enumerate(history):
+        parts.append(f'<circle cx="{x(i):.1f}" cy="{y(0):.1f}" r="2"><title>{esc(str(row[0]))}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def _frames(outcomes: Any) -> list[pd.DataFrame]:

@@ -468,10 +468,13 @@ def report(
     validated: dict[str, Any],
     company_outcomes: str,
     customer_outcomes: list[str] | None,
+    warehouse_conn_id: str | None = None,
+    dag_id: str = "associate_customers",
 ) -> str:
     """Log the run summary as tables and write it as HTML next to the Data Docs."""
-    from associate import report_views, staging
+    from associate import report_views, staging, warehouse
     from associate.report import RunSummary
+    from associate.tables import QUARANTINE_TABLE
 
     plan = staging.read_json(staging.run_path(run_id, "plan.json"))
     outcome_frames = _run_outcomes(run_id, company_outcomes, customer_outcomes)
@@ -482,6 +485,9 @@ def report(
         plan=plan,
         outcomes=outcome_frames,
         data_docs=validated.get("data_docs"),
+        # The rows behind the counts (masked in the warehouse already) and the latest runs.
+        quarantine_rows=warehouse.read_table(warehouse_conn_id, QUARANTINE_TABLE, run_id) if warehouse_conn_id else None,
+        history=warehouse.run_history(warehouse_conn_id) if warehouse_conn_id else None,
     )
     # to_text() opens with the run's id and its first table is titled "Run summary".
     log.info("%s", summary.to_text())

@@ -19,8 +19,10 @@ from associate.warehouse.extraction import FULL_EXTRACT_SHARE, changed_share, ef
 from associate.warehouse.outputs import (
     ensure_output_tables,
     read_sync_state,
+    read_table,
     record_batch,
     replace_run_rows,
+    run_history,
     upsert_sync_state,
 )
 
@@ -31,7 +33,9 @@ __all__ = [
     "ensure_output_tables",
     "extract",
     "read_sync_state",
+    "read_table",
     "record_batch",
     "replace_run_rows",
+    "run_history",
     "upsert_sync_state",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -301,3 +302,34 @@ def read_table(conn_id: str, table: str, run_id: str | None = None) -> pd.DataFr
         cur.close()
     return pd.DataFrame.from_records(rows, columns=names).astype(object)
 
+
+
+def run_history(conn_id: str, limit: int = 14) -> pd.DataFrame:
+    """Customers per status and quarantined rows of the latest runs, oldest first (the report's chart)."""
+    from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE
+
+    with connect(conn_id) as (conn, _dialect):
+        cur = conn.cursor()
+        cur.execute(f"SELECT run_id, status, COUNT(*), MAX(synced_at) FROM {table_name(RESULTS_TABLE)} "
+                    f"WHERE entity = 'customer' GROUP BY run_id, status")
+        results = cur.fetchall()
+        cur.execute(f"SELECT run_id, COUNT(*), MAX(quarantined_at) FROM {table_name(QUARANTINE_TABLE)} GROUP BY run_id")
+        quarantine = cur.fetchall()
+        cur.close()
+    runs: dict[str, dict[str, Any]] = {}
+    for run_id, status, count, at in results:
+        run = runs.setdefault(str(run_id), {"run_id": str(run_id), "at": at})
+        run[str(status)] = int(count)
+        run["at"] = max(str(run["at"] or ""), str(at or ""))
+    for run_id, count, at in quarantine:
+        run = runs.setdefault(str(run_id), {"run_id": str(run_id), "at": at})
+        run["quarantined"] = int(count)
+        run["at"] = max(str(run["at"] or ""), str(at or ""))
+    columns = ["run_id", "success", "warning", "failed", "quarantined"]
+    if not runs:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(list(runs.values()))
+    for column in columns[1:]:
+        frame[column] = frame.get(column, pd.Series(0, index=frame.index)).fillna(0).astype(int)
+    frame["at"] = pd.to_datetime(frame["at"], utc=True, format="mixed", errors="coerce")
+    return frame.sort_values(["at", "run_id"]).tail(limit)[columns].reset_index(drop=True)
