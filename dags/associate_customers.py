@@ -6,7 +6,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from associate import alerts, tasks
+from associate import alerts, report_tasks, tasks
 from associate.operators import AssociateCustomersOperator
 from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE, STATE_TABLE, WARNINGS_TABLE
 
@@ -154,14 +154,12 @@ def associate_customers():
         trigger_rule="none_failed", outlets=RESULT_ASSETS,
     )(
         run_id="{{ run_id }}",
-        dag_id="{{ dag.dag_id }}",
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         company_outcomes=company_outcomes,
         customer_outcomes=customer_outcomes,
     )
-    summary = task(tasks.report, task_id="report", trigger_rule="none_failed")(
+    summary = task(report_tasks.report, task_id="report", trigger_rule="none_failed")(
         run_id="{{ run_id }}",
-        dag_id="{{ dag.dag_id }}",
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         extracted=extracted,
         validated=validated,
@@ -169,7 +167,7 @@ def associate_customers():
         customer_outcomes=customer_outcomes,
     )
     gate >> extracted
-    checked = task(tasks.check_failures, task_id="check_failures", retries=0)(
+    checked = task(report_tasks.check_failures, task_id="check_failures", retries=0)(
         run_id="{{ run_id }}",
         customer_outcomes=customer_outcomes,
         max_failed_ratio="{{ params.max_failed_ratio }}",

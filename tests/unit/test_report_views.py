@@ -28,24 +28,24 @@ def test_paths_that_leave_the_runs_folder_are_refused(reports, path):
 
 
 def test_reports_are_published_under_reports_base_with_their_data_docs(reports):
-    from associate import tasks
+    from associate import report_tasks, tasks
 
     local = tasks.reports_dir("run_1")
     (local / "data_docs").mkdir()
     (local / "report.html").write_text("<h1>report</h1>")
     (local / "data_docs" / "index.html").write_text("docs")
-    target = tasks.publish_reports("run_1")
+    target = report_tasks.publish_reports("run_1")
     assert target and (reports / "published" / "run_1" / "data_docs" / "index.html").read_text() == "docs"
     assert (reports / "published" / "run_1" / "report.html").read_text() == "<h1>report</h1>"
 
 
 def test_nothing_is_copied_when_reports_base_is_the_local_folder(tmp_path, monkeypatch):
-    from associate import tasks
+    from associate import report_tasks, tasks
 
     monkeypatch.setenv("AIRFLOW__ASSOCIATE__REPORTS_DIR", str(tmp_path / "local"))
     monkeypatch.delenv("AIRFLOW__ASSOCIATE__REPORTS_BASE", raising=False)
     (tasks.reports_dir("run_1") / "report.html").write_text("x")
-    assert tasks.publish_reports("run_1") is None
+    assert report_tasks.publish_reports("run_1") is None
 
 
 def test_the_report_links_its_data_docs_relatively_so_it_opens_where_it_is_served(tmp_path):
