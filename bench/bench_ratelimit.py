@@ -258,10 +258,11 @@ def rate_runs(args) -> list[dict]:
     from associate.sandbox.launcher import SandboxProcess
 
     combos = [("redis", t, w) for t, w in ((1, 1), (2, 1), (4, 1), (2, 2), (4, 2))]
-    combos += [("host", t, 1) for t in (1, 2, 4)]
+    combos += [("host", t, 1) for t in (2, 4)]
     combos += [("divided", 1, 1), ("divided", 2, 2)]
     combos += [("pyrate-limiter", 4, 2)]
-    combos += [("per-process", 2, 1), ("per-process", 4, 1)]
+    # Two unshared tasks reach 429s only after 30 s; four after 15 s.
+    combos += [("per-process", 4, 1)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ratelimit-") as folder:
         for n, (mode, tasks, workers) in enumerate(combos):

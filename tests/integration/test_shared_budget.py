@@ -14,6 +14,7 @@ import sys
 import pytest
 import redis
 
+from associate.capillary.ratelimit import limiter_for, reset_registry
 from associate.capillary.shared_budget import REDIS_KEY_PREFIX, budget_key
 from associate.sandbox.launcher import SandboxProcess
 from bench.bench_ratelimit import ROOT, mode_environment, most_in_window, run_tasks
@@ -64,32 +65,29 @@ def test_four_task_processes_together_stay_within_one_budget(mode, workers, shar
     assert min(len(report["sent"]) for report in reports) >= len(slots) / 4 * 0.5
 
 
-PAUSE = """
+RESERVE = """
 from associate.capillary.ratelimit import limiter_for
-limiter = limiter_for({url!r}, {credential!r}, {rpm})
-if {seconds}:
-    limiter.pause({seconds})  # what the transport does with a 429's Retry-After
-else:
-    print(limiter.reserve())
+print(limiter_for({url!r}, {credential!r}, {rpm}).reserve())
 """
 
 
-def in_process(mode: str, home: str, url: str, *, pause: float = 0.0) -> str:
-    """Run the limiter of ``url`` in a fresh Python process configured for ``mode``; its output."""
-    code = PAUSE.format(url=url, credential=CREDENTIAL, rpm=RPM, seconds=pause)
-    env = mode_environment(mode, home, REDIS_URL, REDIS_DB)
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    return done.stdout.decode()
-
-
 @pytest.mark.parametrize("mode, workers", [("redis", 2), ("host", 1)])
-def test_a_retry_after_pause_in_one_process_holds_the_others(mode, workers, tmp_path, redis_keys):
+def test_a_retry_after_pause_in_one_process_holds_the_others(mode, workers, tmp_path, redis_keys, monkeypatch):
     # No server is called: the limiter's state is keyed by the URL, unique to this test.
     url = f"http://127.0.0.1:9/{tmp_path.name}"
     redis_keys.append(REDIS_KEY_PREFIX + budget_key(url, CREDENTIAL))
     homes = [str(tmp_path / f"worker{w}") for w in range(workers)]
-    in_process(mode, homes[0], url, pause=120)
-    wait = float(in_process(mode, homes[-1], url).strip().splitlines()[-1])
-    # The other process (on the other worker, for Redis) waits out what is left of the pause.
-    assert wait > 60
+    # This process is the one a 429 reached, configured as a task of the first worker is ...
+    for name, value in mode_environment(mode, homes[0], REDIS_URL, REDIS_DB).items():
+        monkeypatch.setenv(name, value)
+    reset_registry()
+    throttled = limiter_for(url, CREDENTIAL, RPM)
+    assert throttled.mode == mode
+    throttled.pause(120)  # what the transport does with a 429's Retry-After
+    # ... and another process (on the other worker, for Redis) waits out what is left of the pause.
+    env = mode_environment(mode, homes[-1], REDIS_URL, REDIS_DB)
+    code = RESERVE.format(url=url, credential=CREDENTIAL, rpm=RPM)
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert other.returncode == 0, other.stderr.decode()[-2000:]
+    assert float(other.stdout.decode().strip().splitlines()[-1]) > 60
+    reset_registry()
