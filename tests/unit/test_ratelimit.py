@@ -192,6 +192,14 @@ def test_a_retry_after_pause_in_one_process_holds_the_other(tmp_path):
     assert other.reserve() >= 7.5
 
 
+def test_a_wall_clock_stepped_back_does_not_stall_the_host(tmp_path):
+    clock = FakeClock()
+    first, second = host_limiters(tmp_path / "budget.gcra", clock)
+    first.reserve()
+    clock.now -= 7200  # NTP stepped the clock back two hours
+    assert second.reserve() == 0
+
+
 def test_an_unwritable_host_file_falls_back_to_the_divided_share(tmp_path, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")

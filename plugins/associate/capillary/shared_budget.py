@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # After a store error, this process uses its divided share for this long before trying again.
 STORE_RETRY_SECONDS = 30.0
+# A booked state further ahead than this is a wall clock stepped back, not a queue: start afresh.
+IMPLAUSIBLE_AHEAD_SECONDS = 3600.0
 # Redis calls give up after this long: a hung store must not hang every task.
 REDIS_TIMEOUT_SECONDS = 2.0
 REDIS_KEY_PREFIX = "associate:ratelimit:"
@@ -187,6 +189,8 @@ class HostFileRateLimiter(SharedRateLimiter):
                 except (IndexError, ValueError):
                     tat, paused = 0.0, 0.0  # new or torn file: nothing booked
                 now = self._clock()
+                if max(tat, paused) > now + IMPLAUSIBLE_AHEAD_SECONDS:
+                    tat, paused = 0.0, 0.0
                 tat, paused, result = change(now, tat, paused)
                 data = f"{tat:.6f} {paused:.6f}\n".encode()
                 os.pwrite(fd, data.ljust(64), 0)
