@@ -190,7 +190,7 @@ class HostFileRateLimiter(SharedRateLimiter):
                     tat, paused = 0.0, 0.0  # new or torn file: nothing booked
                 now = self._clock()
                 if max(tat, paused) > now + IMPLAUSIBLE_AHEAD_SECONDS:
-                    tat, paused = 0.0, 0.0
+                    tat, paused = now, now
                 tat, paused, result = change(now, tat, paused)
                 data = f"{tat:.6f} {paused:.6f}\n".encode()
                 os.pwrite(fd, data.ljust(64), 0)
