@@ -27,6 +27,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "alert_to": ("comma-separated recipients of failure alerts (none: no mail)", "(none)"),
     "alert_smtp_conn_id": ("the Airflow SMTP connection alerts go through (its extra from_email is the sender)",
                            "smtp_default"),
+    "rate_limit_redis_conn_id": ("Airflow `redis` connection through which every process and worker shares one "
+                                 "rate budget per Capillary key", "none: one budget per host (LocalExecutor) "
+                                 "or divided (other executors)"),
+    "rate_limit_sharers": ("without Redis on a multi-host executor: processes that may send with one key at once; "
+                           "each gets `rate_limit_rpm` / this", "2 (the `capillary_api` pool's slots)"),
 }
 
 # The DAG file's folder in this repository: the default when Airflow names no dags folder.
@@ -113,3 +118,26 @@ def payload_processes() -> int | None:
 
         raise ConfigurationError(
             f"[associate] payload_processes must be a whole number, not {configured!r}") from None
+
+
+def rate_limit_redis_conn_id() -> str | None:
+    """The Airflow connection id of the Redis that shares rate budgets, or None."""
+    configured = get("rate_limit_redis_conn_id")
+    return configured.strip() if configured and configured.strip() else None
+
+
+def rate_limit_sharers() -> int:
+    """How many processes divide one key's budget when no shared store is used (default 2)."""
+    configured = get("rate_limit_sharers")
+    if configured is None:
+        return 2
+    try:
+        sharers = int(configured)
+    except ValueError:
+        sharers = 0
+    if sharers < 1:
+        from associate.exceptions import ConfigurationError
+
+        raise ConfigurationError(
+            f"[associate] rate_limit_sharers must be a whole number of at least 1, not {configured!r}")
+    return sharers

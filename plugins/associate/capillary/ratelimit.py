@@ -1,21 +1,30 @@
-"""Client-side rate limiting of Capillary calls, shared by the threads of a worker process.
+"""Client-side rate limiting of Capillary calls: one budget per API key, however many share it.
 
 Capillary counts requests per API key per minute; going over it costs a 429 and a
 ``Retry-After`` pause. A GCRA limiter (a token bucket with burst 1) spaces requests
 evenly at a little under the budget, so a sliding 60 s window on the server never sees
-more than the budget. One limiter exists per host and credential in a process
-(``limiter_for``), so every task thread and every client sharing a credential
-shares the budget. Across worker processes the Airflow pool ``capillary_api`` bounds
-concurrency; that is the DAG's business.
+more than the budget. ``limiter_for`` returns the one limiter of a cluster and credential
+in a process; where its state lives depends on the deployment (``budget_mode``):
+
+- ``redis``: ``[associate] rate_limit_redis_conn_id`` names an Airflow Redis connection;
+  every process on every worker books its slots there (``shared_budget.RedisRateLimiter``).
+- ``host``: every task runs on this host (LocalExecutor, ``airflow dags test``); the
+  processes book slots in a locked file under ``$AIRFLOW_HOME/associate/ratelimit/``.
+- ``divided``: tasks spread over hosts without Redis; each process keeps its own limiter
+  at ``rpm / [associate] rate_limit_sharers``, so the sharers together stay under it.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
+from dataclasses import dataclass
 
 from associate.exceptions import CapillaryThrottled
+
+log = logging.getLogger(__name__)
 
 # Requests are spaced at this fraction of the budget: a sliding window on the server
 # and clock jitter between client and server must never see one request too many.
@@ -25,7 +34,10 @@ DEFAULT_HEADROOM = 0.98
 class RateLimiter:
     """A thread-safe GCRA limiter: at most ``rpm`` requests per minute, evenly spaced."""
 
-    def __init__(self, rpm: float, *, headroom: float = DEFAULT_HEADROOM, clock=time.monotonic, sleep=time.sleep):
+    mode = "process"
+
+    def __init__(self, rpm: float, *, headroom: float = DEFAULT_HEADROOM, clock=time.monotonic, sleep=time.sleep,
+                 description: str = ""):
         if rpm <= 0:
             raise ValueError(f"rate limit must be a positive number of requests per minute, got {rpm!r}")
         self._lock = threading.Lock()
@@ -34,9 +46,16 @@ class RateLimiter:
         self._tat = 0.0  # theoretical arrival time of the next request
         self._paused_until = 0.0
         self.rpm = float(rpm)
+        # The key's whole budget; more than ``rpm`` when this process has only a share of it.
+        self.budget_rpm = self.rpm
         self.headroom = headroom
         self.acquired = 0
         self.waited_seconds = 0.0
+        self.description = description or f"Rate budget: {self.rpm:g} requests/min in this process"
+
+    def describe(self) -> str:
+        """The budget in plain words, for the task log."""
+        return self.description
 
     @property
     def interval(self) -> float:
@@ -119,23 +138,87 @@ class ThrottleWaits:
         return wait
 
 
-_registry: dict[tuple[str, str], RateLimiter] = {}
+# Executors whose tasks all run on the scheduler's host: a file there reaches every sharer.
+ONE_HOST_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
+
+
+@dataclass(frozen=True)
+class BudgetMode:
+    """Where one key's budget is kept: ``redis``, ``host`` or ``divided`` (see the module doc)."""
+
+    name: str
+    redis_conn_id: str | None = None
+    sharers: int = 1
+    executor: str = ""
+
+
+def runs_on_one_host(executor: str) -> bool:
+    """True when every configured executor runs its tasks on this host."""
+    # "LocalExecutor", a class path, or Airflow 3's list "alias:path, other" of several executors.
+    names = [part.strip().split(":")[-1].rsplit(".", 1)[-1] for part in executor.split(",") if part.strip()]
+    return bool(names) and all(name in ONE_HOST_EXECUTORS for name in names)
+
+
+def budget_mode() -> BudgetMode:
+    """The deployment's mode, from ``[associate]`` settings and ``[core] executor``."""
+    from airflow.configuration import conf
+
+    from associate import config
+
+    sharers = config.rate_limit_sharers()
+    conn_id = config.rate_limit_redis_conn_id()
+    executor = conf.get("core", "executor", fallback="LocalExecutor") or "LocalExecutor"
+    if conn_id:
+        return BudgetMode("redis", redis_conn_id=conn_id, sharers=sharers, executor=executor)
+    if runs_on_one_host(executor):
+        return BudgetMode("host", sharers=sharers, executor=executor)
+    return BudgetMode("divided", sharers=sharers, executor=executor)
+
+
+def divided_limiter(credential: str, rpm: float, mode: BudgetMode, why: str = "") -> RateLimiter:
+    """This process's share of the budget: ``rpm / sharers``."""
+    share = float(rpm) / mode.sharers
+    reason = why or (f"executor {mode.executor} runs tasks on several hosts and no "
+                     "[associate] rate_limit_redis_conn_id is set")
+    limiter = RateLimiter(share, description=(
+        f"Rate budget divided: this process uses {share:g} of {float(rpm):g} requests/min for {credential} "
+        f"([associate] rate_limit_sharers = {mode.sharers}; {reason}); set [associate] "
+        "rate_limit_redis_conn_id to share one budget"))
+    limiter.budget_rpm = float(rpm)
+    return limiter
+
+
+def _build(host: str, credential: str, rpm: float, mode: BudgetMode):
+    from associate.capillary import shared_budget
+
+    if mode.name == "redis":
+        return shared_budget.RedisRateLimiter.for_connection(host, credential, rpm, mode)
+    if mode.name == "host":
+        return shared_budget.HostFileRateLimiter.for_host(host, credential, rpm, mode)
+    return divided_limiter(credential, rpm, mode)
+
+
+_registry: dict[tuple[str, str, BudgetMode], object] = {}
 _registry_lock = threading.Lock()
 
 
-def limiter_for(host: str, credential: str, rpm: float) -> RateLimiter:
-    """The process-wide limiter of one host and credential (created on first use)."""
-    key = (host, credential)
+def limiter_for(host: str, credential: str, rpm: float, mode: BudgetMode | None = None):
+    """The process-wide limiter of one host and credential in the deployment's mode (made on first use)."""
+    mode = mode or budget_mode()
+    key = (host, credential, mode)
     with _registry_lock:
         limiter = _registry.get(key)
-        if limiter is None:
-            limiter = _registry[key] = RateLimiter(rpm)
-        elif limiter.rpm != float(rpm):
-            limiter.set_rate(rpm)
+        if limiter is None or limiter.budget_rpm != float(rpm):
+            # An edited connection's new budget replaces the old one (threads still sleeping keep theirs).
+            limiter = _registry[key] = _build(host, credential, rpm, mode)
         return limiter
 
 
 def reset_registry() -> None:
-    """Forget every limiter (tests start each sandbox with a fresh budget)."""
+    """Forget every limiter and the shared state this process made (tests start each sandbox afresh)."""
     with _registry_lock:
+        for limiter in _registry.values():
+            forget = getattr(limiter, "forget", None)
+            if forget is not None:
+                forget()
         _registry.clear()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from associate.capillary import endpoints
 from associate.capillary.outcomes import CallResult, carries_answer
-from associate.capillary.ratelimit import RateLimiter, ThrottleWaits, limiter_for
+from associate.capillary.ratelimit import ThrottleWaits, limiter_for
 from associate.capillary.settings import ClientSettings, basic_authorization
 from associate.exceptions import CapillaryAuthError, CapillaryError
 from associate.masking import PiiMaskingFilter
@@ -142,6 +142,7 @@ class Transport:
         self.throttle = ThrottleWaits(settings.max_throttle_wait)
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
+        self._limiter = None
 
     def session(self) -> requests.Session:
         """Return the pooled session, sized to the configured concurrency (made on first use)."""
@@ -169,10 +170,15 @@ class Transport:
                 self._session = None
 
     @property
-    def limiter(self) -> RateLimiter:
-        """The process-wide rate limiter of this cluster and credential."""
-        settings = self.settings
-        return limiter_for(settings.base_url, settings.credential_id, settings.rate_limit_rpm)
+    def limiter(self):
+        """The rate limiter of this cluster and credential, shared as the deployment allows (``budget_mode``)."""
+        with self._session_lock:
+            if self._limiter is None:
+                settings = self.settings
+                self._limiter = limiter_for(settings.base_url, settings.credential_id, settings.rate_limit_rpm)
+                # Once per transport (one task): which budget this task's requests count against.
+                log.info("%s", self._limiter.describe())
+            return self._limiter
 
     # -- auth ---------------------------------------------------------------------------------
 
