@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from associate.capillary.client import CapillaryClient  # noqa: E402
-from associate.capillary.ratelimit import reset_registry  # noqa: E402
+from associate.capillary.budget import reset_registry  # noqa: E402
 from associate.capillary.settings import ClientSettings  # noqa: E402
 from associate.capillary.transport import Transport  # noqa: E402
 from associate.sandbox.launcher import SandboxProcess  # noqa: E402

@@ -71,7 +71,8 @@ def run_task(url: str, rpm: float, mode: str) -> dict:
     """Say ready, read ``start_at stop_at`` from stdin, send lookups until the next slot falls after stop_at."""
     import requests
 
-    from associate.capillary.ratelimit import RateLimiter, limiter_for
+    from associate.capillary.budget import limiter_for
+    from associate.capillary.ratelimit import RateLimiter
     from associate.capillary.transport import retry_after
 
     from tests.sandbox_support import basic_header

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from associate.capillary.client import CapillaryClient
-from associate.capillary.ratelimit import reset_registry
+from associate.capillary.budget import reset_registry
 from associate.capillary.settings import ClientSettings
 from associate.sandbox.config import ERROR_FORMS
 from sandbox_support import HIERARCHY, TILL, element, new_key, sandbox_in_form

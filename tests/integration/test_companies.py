@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from associate.capillary.client import CapillaryClient
-from associate.capillary.ratelimit import reset_registry
+from associate.capillary.budget import reset_registry
 from associate.capillary.settings import ClientSettings
 from associate.capillary.transport import Transport
 from sandbox_support import HIERARCHY, TILL, SandboxClient, new_key

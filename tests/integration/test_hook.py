@@ -13,7 +13,7 @@ import pytest
 
 from associate.capillary.client import CapillaryClient
 from associate.capillary.outcomes import customer_outcome
-from associate.capillary.ratelimit import reset_registry
+from associate.capillary.budget import reset_registry
 from associate.capillary.settings import basic_authorization
 from associate.capillary.transport import TOKENS
 from associate.exceptions import CapillaryAuthError, ConfigurationError

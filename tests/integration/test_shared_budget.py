@@ -14,7 +14,7 @@ import sys
 import pytest
 import redis
 
-from associate.capillary.ratelimit import limiter_for, reset_registry
+from associate.capillary.budget import limiter_for, reset_registry
 from associate.capillary.shared_budget import REDIS_KEY_PREFIX, budget_key
 from associate.sandbox.launcher import SandboxProcess
 from bench.bench_ratelimit import ROOT, mode_environment, most_in_window, run_tasks
@@ -66,7 +66,7 @@ def test_four_task_processes_together_stay_within_one_budget(mode, workers, shar
 
 
 RESERVE = """
-from associate.capillary.ratelimit import limiter_for
+from associate.capillary.budget import limiter_for
 print(limiter_for({url!r}, {credential!r}, {rpm}).reserve())
 """
 

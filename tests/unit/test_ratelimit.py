@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from associate.capillary.ratelimit import BudgetMode, RateLimiter, budget_mode, limiter_for, reset_registry
+from associate.capillary.budget import limiter_for, reset_registry
+from associate.capillary.ratelimit import BudgetMode, RateLimiter, budget_mode
 from associate.capillary.settings import ClientSettings
 from associate.capillary.shared_budget import HostFileRateLimiter, RedisRateLimiter
 from associate.capillary.transport import Transport

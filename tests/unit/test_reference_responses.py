@@ -19,7 +19,7 @@ import pytest
 
 from associate.capillary.client import CapillaryClient
 from associate.capillary.outcomes import DETAILS_KEPT
-from associate.capillary.ratelimit import reset_registry
+from associate.capillary.budget import reset_registry
 from associate.capillary.settings import ClientSettings
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "reference"

@@ -186,39 +186,3 @@ def divided_limiter(credential: str, rpm: float, mode: BudgetMode, why: str = ""
         "rate_limit_redis_conn_id to share one budget"))
     limiter.budget_rpm = float(rpm)
     return limiter
-
-
-def _build(host: str, credential: str, rpm: float, mode: BudgetMode):
-    from associate.capillary import shared_budget
-
-    if mode.name == "redis":
-        return shared_budget.RedisRateLimiter.for_connection(host, credential, rpm, mode)
-    if mode.name == "host":
-        return shared_budget.HostFileRateLimiter.for_host(host, credential, rpm, mode)
-    return divided_limiter(credential, rpm, mode)
-
-
-_registry: dict[tuple[str, str, BudgetMode], object] = {}
-_registry_lock = threading.Lock()
-
-
-def limiter_for(host: str, credential: str, rpm: float, mode: BudgetMode | None = None):
-    """The process-wide limiter of one host and credential in the deployment's mode (made on first use)."""
-    mode = mode or budget_mode()
-    key = (host, credential, mode)
-    with _registry_lock:
-        limiter = _registry.get(key)
-        if limiter is None or limiter.budget_rpm != float(rpm):
-            # An edited connection's new budget replaces the old one (threads still sleeping keep theirs).
-            limiter = _registry[key] = _build(host, credential, rpm, mode)
-        return limiter
-
-
-def reset_registry() -> None:
-    """Forget every limiter and the shared state this process made (tests start each sandbox afresh)."""
-    with _registry_lock:
-        for limiter in _registry.values():
-            forget = getattr(limiter, "forget", None)
-            if forget is not None:
-                forget()
-        _registry.clear()

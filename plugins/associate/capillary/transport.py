@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from associate.capillary import endpoints
 from associate.capillary.outcomes import CallResult, carries_answer
-from associate.capillary.ratelimit import ThrottleWaits, limiter_for
+from associate.capillary.budget import limiter_for
+from associate.capillary.ratelimit import ThrottleWaits
 from associate.capillary.settings import ClientSettings, basic_authorization
 from associate.exceptions import CapillaryAuthError, CapillaryError
 from associate.masking import PiiMaskingFilter
