@@ -2,13 +2,13 @@
 
 Shaped like the HTTP and SQLite provider hooks: the connection holds the cluster URL and
 the credentials, extras hold the client's tuning, ``get_conn()`` returns the client. The
+``capillary`` connection type, its form and the UI's Test button (``test_connection``)
+are registered by the provider entry point (``associate.provider_info``). The
 work itself is in ``associate.capillary``; ``requests`` is imported only when a call is
 made, so DAG files importing this module stay cheap to parse.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from airflow.sdk import BaseHook
 
@@ -22,7 +22,9 @@ class CapillaryHook(BaseHook):
 
     conn_name_attr = "capillary_conn_id"
     default_conn_name = "capillary_default"
-    conn_type = "http"
+    # The connection type this package registers (provider_info.py declares its form);
+    # any connection with a host and credentials works, ``http`` ones too.
+    conn_type = "capillary"
     hook_name = "Capillary"
 
     def __init__(self, capillary_conn_id: str = default_conn_name, *, settings: ClientSettings | None = None):
@@ -30,18 +32,6 @@ class CapillaryHook(BaseHook):
         self.capillary_conn_id = capillary_conn_id
         self._settings = settings
         self._client: CapillaryClient | None = None
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return the labels of the connection form."""
-        return {
-            "hidden_fields": [],
-            "relabeling": {"host": "Cluster URL", "login": "Till user", "password": "Till password"},
-            "placeholders": {
-                "host": "https://eu.api.capillarytech.com",
-                "extra": '{"oauth_key": "...", "oauth_secret": "...", "rate_limit_rpm": 100}',
-            },
-        }
 
     @property
     def settings(self) -> ClientSettings:

@@ -7,7 +7,6 @@ XCom). Heavy imports stay inside the functions so that parsing the DAG file stay
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -275,7 +274,9 @@ def detect_changes(
     skipped: list[tuple[str, str]] = []
     blocked: list[pd.DataFrame] = []
     to_send_uri = staging.run_path(run_id, "changes", "to_send.parquet")
-    preview = reports_dir(run_id) / "payload_preview.jsonl" if dry_run else None
+    # A dry run stages nothing to send (so nothing is sent): its payloads go to a file of
+    # their own, and the report folder gets a preview a person can read.
+    preview = _dry_run_preview(run_id) if dry_run else None
     started, done = time.monotonic(), 0
     with staging.FrameWriter(to_send_uri, staged.TO_SEND.empty()) as sink, _preview_file(preview) as preview_out:
         for elements in payload.iter_elements(customers, companies):
@@ -292,10 +293,7 @@ def detect_changes(
             if preview_out is None:
                 sink.write(selected.to_send)
             else:
-                for key, method, body in zip(selected.to_send["entity_key"], selected.to_send["method"],
-                                             selected.to_send["payload"]):
-                    preview_out.write(json.dumps({"customer_key": key, "method": method,
-                                                  "payload": json.loads(body)}, ensure_ascii=False) + "\n")
+                preview_out.add(selected.to_send)
             done += len(elements) + len(left_out)
             if len(customers) > payload.SLICE_ROWS:
                 elapsed = time.monotonic() - started
@@ -322,8 +320,10 @@ def detect_changes(
         "payload not built, or association cannot move: %(association_blocked)d)", stats,
     )
     if dry_run:
-        stats["preview"] = str(preview)
-        log.info("Dry run: payload preview of %d customers written to %s", stats["to_send"], preview)
+        stats["preview"], stats["preview_payloads"] = str(preview.path), preview.staged_uri
+        log.info("Dry run: nothing sent. Preview (counts and %d of the %d payloads to send, masked): %s; "
+                 "every payload: %s", len(preview.sample.samples), stats["to_send"], preview.path,
+                 preview.staged_uri)
     staging.write_json(stats, staging.run_path(run_id, "plan.json"))
     return sink.uri
 
@@ -341,11 +341,19 @@ def _association_outcomes(blocked: list):
                              codes=[int(code) for code in frame["error_code"]])
 
 
-def _preview_file(path: Path | None):
-    """The dry-run preview file, open for writing (or nothing, on a real run)."""
+def _dry_run_preview(run_id: str):
+    """The preview of a dry run: ``payload_preview.json`` next to the report, every payload staged."""
+    from associate import staging
+    from associate.preview import STAGED_NAME, DryRunPreview
+
+    return DryRunPreview(reports_dir(run_id), staging.run_path(run_id, "changes", STAGED_NAME))
+
+
+def _preview_file(preview):
+    """The dry run's preview, to enter with the staged writer (or nothing, on a real run)."""
     from contextlib import nullcontext
 
-    return path.open("w", encoding="utf-8") if path is not None else nullcontext()
+    return preview if preview is not None else nullcontext()
 
 
 def build_batches(*, changes: str, run_id: str, batch_size: int, max_chunks: int = 8) -> list[dict[str, str]]:

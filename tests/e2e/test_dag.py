@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -212,8 +213,11 @@ def test_dry_run_sends_nothing_and_writes_a_preview(airflow_home, sandbox, sqlit
     run = run_dag(env, conf={**FULL, "dry_run": True})
     assert run.returncode == 0, run.log[-5000:]
     assert bulk_requests(sandbox) == 0
-    previews = list((airflow_home / "reports").rglob("payload_preview.jsonl"))
-    assert previews and any(p.read_text().strip() for p in previews)
+    (preview_file,) = (airflow_home / "reports").rglob("payload_preview.json")
+    preview = json.loads(preview_file.read_text())
+    assert preview["payloads_to_send"] > 0 and 0 < len(preview["payloads"]) <= preview["payloads_to_send"]
+    assert Path(preview["all_payloads"].removeprefix("file://")).is_file()
+    assert str(preview_file) in run.log
 
 
 def test_quarantine_gate_stops_the_run_before_any_api_call(airflow_home, sandbox, sqlite_warehouse):
