@@ -206,6 +206,9 @@ class RunSummary:
             parts.append(f"<p>Extract mode: {esc(self.mode)}</p>")
         if self.data_docs:
             parts.append(f'<p>Validation details: <a href="{esc(_href(self.data_docs, path.parent))}">Data Docs</a></p>')
+        if self.dry_run and self.preview:
+            parts.append(f'<p>Dry run, nothing sent: <a href="{esc(_href(self.preview, path.parent))}">payload '
+                         "preview</a> (counts and a masked sample)</p>")
         if len(self.history) > 1:
             parts.append("<h2>Latest runs</h2>" + history_chart(self.history))
         for title, header, rows in self.sections():

@@ -324,6 +324,7 @@ def detect_changes(
         log.info("Dry run: nothing sent. Preview (counts and %d of the %d payloads to send, masked): %s; "
                  "every payload: %s", len(preview.sample.samples), stats["to_send"], preview.path,
                  preview.staged_uri)
+        publish_reports(run_id)  # the preview opens from the run's Report tab, whichever worker wrote it
     staging.write_json(stats, staging.run_path(run_id, "plan.json"))
     return sink.uri
 
