@@ -70,9 +70,9 @@ def load_frames(conn_id: str, companies: pd.DataFrame | None = None,
 
 
 def _as_instants(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with its timestamp and date columns parsed (ISO-8601 text with any offset) as UTC."""
+    """The frame with its timestamp columns parsed (ISO-8601 text with any offset) as UTC."""
     frame = frame.copy()
     for column, kind in INPUT_KINDS.items():
-        if kind in ("ts", "date") and column in frame.columns:
+        if kind == "ts" and column in frame.columns:
             frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     return frame

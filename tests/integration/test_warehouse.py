@@ -416,7 +416,8 @@ def test_postgres_naive_timestamps_are_read_as_utc(pg_conn):
     assert keys(got) == {"a", "b", "c", "g", "e"}
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])  # MariaDB has its own dialect: ANSI quotes are strings there
+# Not MariaDB: it has its own dialect, and ANSI double quotes are strings there.
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_generic_dialect_write_path_works_on_plain_dbapi(request, backend, monkeypatch):
     # The path Snowflake/Redshift/... take: portable DDL, executemany, delete+insert upsert.
     conn_id = request.getfixturevalue(CONN_FIXTURES[backend])

@@ -47,7 +47,7 @@ def db_hook(conn_id: str):
 
 
 def dialect_of(hook) -> str:
-    """Return ``sqlite``, ``postgres``, ``mysql`` (MySQL and MariaDB) or ``generic``: which SQL folder and fast path apply."""
+    """Return ``sqlite``, ``postgres``, ``mysql`` (also MariaDB) or ``generic``: the SQL folder and fast path."""
     conn_type = (getattr(hook, "conn_type", None) or "").lower()
     if conn_type == "sqlite":
         return "sqlite"
@@ -104,7 +104,7 @@ def utc_session(conn) -> None:
 
 
 def ident(name: str, dialect: str | None = None) -> str:
-    """Return a column name as SQL, quoted (as the dialect quotes) where it is a reserved word; anything else is refused."""
+    """Return a column name as SQL, quoted the dialect's way if it is a reserved word; anything else is refused."""
     if not _IDENTIFIER_RE.match(name):
         raise ValueError(f"not a valid SQL identifier: {name!r}")
     quote = _QUOTES.get(dialect or "", '"')
@@ -142,12 +142,12 @@ def column_type(column: str, kinds: dict[str, str], dialect: str) -> str:
 
 def create_table_sql(table: str, columns: Sequence[str], kinds: dict[str, str], dialect: str,
                      primary_key: Sequence[str] = ()) -> str:
-    """Return ``CREATE TABLE IF NOT EXISTS`` of a table; ``kinds`` maps columns to type kinds (default text, key in the primary key)."""
+    """Return ``CREATE TABLE IF NOT EXISTS`` of a table; ``kinds`` maps columns to type kinds (default text)."""
     types = _TYPES[dialect]
     parts = []
     for column in columns:
         null = " NOT NULL" if column in primary_key else ""
-        kind = kinds.get(column, "key" if column in primary_key else "text")
+        kind = kinds.get(column, "key" if column in primary_key else "text")  # a key's text must be indexable
         parts.append(f"{ident(column, dialect)} {types[kind]}{null}")
     if primary_key:
         parts.append(f"PRIMARY KEY ({', '.join(ident(c, dialect) for c in primary_key)})")
