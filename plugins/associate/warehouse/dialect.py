@@ -85,6 +85,11 @@ def connect(conn_id: str) -> Iterator[tuple[Any, str]]:
             conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         elif dialect == "mysql":
             utc_session(conn)
+            # InnoDB's default REPEATABLE READ locks the gaps around the keys a batch deletes
+            # and upserts: parallel writers (mapped tasks) then deadlock on each other's gaps.
+            cur = conn.cursor()
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cur.close()
         yield conn, dialect
         conn.commit()
     except BaseException:
