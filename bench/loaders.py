@@ -16,12 +16,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from associate import tables  # noqa: E402  (after the path is set)
-from associate.warehouse.dialect import INPUT_TABLES, connect, create_table_sql, table_name  # noqa: E402
+from associate.warehouse.dialect import INPUT_TABLES, connect, create_index, create_table_sql, table_name  # noqa: E402
 from associate.warehouse.rows import frame_rows, insert_rows  # noqa: E402
 
 # Column type kinds of the input tables (see dialect.create_table_sql); the rest is text.
 INPUT_KINDS = {
-    "program_id": "bigint", "tier_number": "int", "loyalty_points": "bigint",
+    "customer_key": "key", "company_external_id": "key", "parent_customer_key": "key",
+    "parent_company_external_id": "key", "program_id": "bigint", "tier_number": "int", "loyalty_points": "bigint",
     "tier_expiry_date": "ts", "points_expiry_date": "ts", "registered_at": "ts",
     "updated_at": "ts", "last_viewed_date": "date",
 }
@@ -31,7 +32,8 @@ def ensure_input_tables(conn_id: str, *, timestamps_as_text: bool = False) -> No
     """Create ``fleet_companies`` and ``customers`` with the contract's columns, with lookup indexes."""
     kinds = dict(INPUT_KINDS)
     if timestamps_as_text:
-        kinds.update({c: "text" for c, k in INPUT_KINDS.items() if k in ("ts", "date")})
+        # "key": text that MySQL/MariaDB can index (VARCHAR); TEXT on SQLite and PostgreSQL.
+        kinds.update({c: "key" for c, k in INPUT_KINDS.items() if k in ("ts", "date")})
     with connect(conn_id) as (conn, dialect):
         cur = conn.cursor()
         cur.execute(create_table_sql("fleet_companies", tables.COMPANY_COLUMNS, kinds, dialect,
@@ -40,10 +42,10 @@ def ensure_input_tables(conn_id: str, *, timestamps_as_text: bool = False) -> No
                                      ("customer_key",)))
         if dialect != "generic":
             # The incremental extract walks parent links both ways and joins by company.
-            cur.execute("CREATE INDEX IF NOT EXISTS ix_customers_parent ON customers (parent_customer_key)")
-            cur.execute("CREATE INDEX IF NOT EXISTS ix_customers_company ON customers (company_external_id)")
-            cur.execute("CREATE INDEX IF NOT EXISTS ix_customers_updated ON customers (updated_at)")
-            cur.execute("CREATE INDEX IF NOT EXISTS ix_fleet_companies_updated ON fleet_companies (updated_at)")
+            create_index(cur, dialect, "ix_customers_parent", "customers", ("parent_customer_key",))
+            create_index(cur, dialect, "ix_customers_company", "customers", ("company_external_id",))
+            create_index(cur, dialect, "ix_customers_updated", "customers", ("updated_at",))
+            create_index(cur, dialect, "ix_fleet_companies_updated", "fleet_companies", ("updated_at",))
         cur.close()
 
 
@@ -59,6 +61,18 @@ def load_frames(conn_id: str, companies: pd.DataFrame | None = None,
             columns = [c for c in INPUT_TABLES[table] if c in frame.columns]
             if replace:
                 cur = conn.cursor()
-                cur.execute(f"DELETE FROM {table_name(table)}")
+                cur.execute(f"DELETE FROM {table_name(table, dialect)}")
                 cur.close()
-            insert_rows(conn, dialect, table, columns, frame_rows(frame, columns))
+            naive_utc = dialect == "mysql" and not timestamps_as_text
+            if naive_utc:
+                frame = _as_instants(frame)  # DATETIME takes no offset: text times become UTC instants
+            insert_rows(conn, dialect, table, columns, frame_rows(frame, columns, naive_utc=naive_utc))
+
+
+def _as_instants(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its timestamp columns parsed (ISO-8601 text with any offset) as UTC."""
+    frame = frame.copy()
+    for column, kind in INPUT_KINDS.items():
+        if kind == "ts" and column in frame.columns:
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    return frame

@@ -1,10 +1,11 @@
-"""Shared fixtures: Airflow home in the checkout, a real PostgreSQL, the sandbox process."""
+"""Shared fixtures: Airflow home in the checkout, a real PostgreSQL and MariaDB, the sandbox process."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,8 @@ settings.register_profile("deterministic", derandomize=True, database=None, max_
 settings.load_profile("deterministic")
 
 PG_ADMIN_URL = os.environ.get("ASSOCIATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# MariaDB (or MySQL) server for the third engine, as an Airflow `mysql` connection URI.
+MARIADB_ADMIN_URL = os.environ.get("ASSOCIATE_TEST_MARIADB", "mysql://root@127.0.0.1:3306")
 
 
 @pytest.fixture
@@ -50,6 +53,32 @@ def pg_url():
         admin.close()
 
 
+def mariadb_admin():
+    """A DB-API connection to the MariaDB server (no database); a missing server fails the test."""
+    import MySQLdb
+
+    url = urllib.parse.urlsplit(MARIADB_ADMIN_URL)
+    try:
+        return MySQLdb.connect(host=url.hostname or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
+                               passwd=urllib.parse.unquote(url.password or ""), connect_timeout=5)
+    except MySQLdb.OperationalError as exc:  # pragma: no cover - environment failure
+        pytest.fail(f"MariaDB is required at {MARIADB_ADMIN_URL}: {exc}")
+
+
+@pytest.fixture
+def mariadb_url():
+    """A fresh MariaDB database for one test (as a ``mysql://`` URI); a missing server fails the test."""
+    name = f"associate_test_{uuid.uuid4().hex[:10]}"
+    admin = mariadb_admin()
+    cur = admin.cursor()
+    cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield f"{MARIADB_ADMIN_URL.rstrip('/')}/{name}"
+    finally:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
 @pytest.fixture
 def sqlite_conn(tmp_path, monkeypatch):
     """The id of an Airflow connection to a fresh SQLite warehouse file."""
@@ -61,4 +90,11 @@ def sqlite_conn(tmp_path, monkeypatch):
 def pg_conn(pg_url, monkeypatch):
     """The id of an Airflow connection to a fresh PostgreSQL warehouse database."""
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", pg_url)
+    return "warehouse_test"
+
+
+@pytest.fixture
+def mariadb_conn(mariadb_url, monkeypatch):
+    """The id of an Airflow connection (the mysql provider's default client) to a fresh MariaDB database."""
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", mariadb_url)
     return "warehouse_test"

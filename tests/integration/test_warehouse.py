@@ -1,4 +1,4 @@
-"""associate.warehouse against a real SQLite file and a real PostgreSQL database."""
+"""associate.warehouse against a real SQLite file, a real PostgreSQL database and a real MariaDB database."""
 
 from __future__ import annotations
 
@@ -55,18 +55,28 @@ def sample_warehouse():
     return companies, customers
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+CONN_FIXTURES = {"sqlite": "sqlite_conn", "postgres": "pg_conn", "mariadb": "mariadb_conn"}
+
+
+@pytest.fixture(params=list(CONN_FIXTURES))
 def conn_id(request):
-    return request.getfixturevalue("sqlite_conn" if request.param == "sqlite" else "pg_conn")
+    return request.getfixturevalue(CONN_FIXTURES[request.param])
 
 
 def keys(frame, column="customer_key"):
     return set(frame[column])
 
 
-@pytest.mark.parametrize("backend,as_text", [("sqlite", True), ("postgres", False), ("postgres", True)])
+def utc(value) -> pd.Timestamp:
+    """A stored time as a UTC instant: MariaDB's DATETIME gives it back naive, holding UTC."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+@pytest.mark.parametrize("backend,as_text", [("sqlite", True), ("postgres", False), ("postgres", True),
+                                             ("mariadb", False), ("mariadb", True)])
 def test_incremental_extract_takes_interval_and_the_rows_around_it(request, backend, as_text):
-    conn_id = request.getfixturevalue("sqlite_conn" if backend == "sqlite" else "pg_conn")
+    conn_id = request.getfixturevalue(CONN_FIXTURES[backend])
     companies, customers = sample_warehouse()
     load_frames(conn_id, companies, customers, timestamps_as_text=as_text)
 
@@ -121,7 +131,7 @@ def test_full_extract_gives_canonical_frames_with_names_intact(conn_id):
     assert str(got["program_id"].dtype) == "Int64"
     assert by_key.loc["e", "program_id"] == 7 and pd.isna(by_key.loc["a", "program_id"])
     assert by_key.loc["a", "mobile"] is None  # text nulls are None, not NaN
-    assert pd.Timestamp(by_key.loc["b", "updated_at"]) == pd.Timestamp("2026-01-01T00:00:00Z")
+    assert utc(by_key.loc["b", "updated_at"]) == pd.Timestamp("2026-01-01T00:00:00Z")
     got_companies = warehouse.extract(conn_id, "companies", mode="full")
     assert list(got_companies.columns) == list(tables.COMPANY_COLUMNS)
     assert keys(got_companies, "company_external_id") == {"HH", "H", "C1", "C2", "C3"}
@@ -224,7 +234,7 @@ def test_output_tables_are_idempotent_on_rewrite(conn_id):
     rows = outputs.read_table(conn_id, tables.RESULTS_TABLE)
     assert sorted(rows[rows.run_id == "run-1"].entity_key) == ["a", "b", "x"]
     assert sorted(rows[rows.run_id == "run-2"].entity_key) == ["c"]
-    assert pd.Timestamp(rows.synced_at.iloc[0]) == pd.Timestamp("2026-01-01T00:10:00Z")
+    assert utc(rows.synced_at.iloc[0]) == pd.Timestamp("2026-01-01T00:10:00Z")
 
     quarantine = pd.DataFrame([{
         "entity": "customer", "entity_key": "q1", "check": "mobile_valid", "column_name": "mobile",
@@ -260,8 +270,10 @@ def _delete_plan(conn_id: str, table: str) -> str:
         return " ".join(row[0] for row in cur.fetchall())
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("table", [tables.RESULTS_TABLE, tables.WARNINGS_TABLE])
-def test_recording_a_batch_finds_each_key_by_index_not_by_scanning_the_run(conn_id, table):
+def test_recording_a_batch_finds_each_key_by_index_not_by_scanning_the_run(request, backend, table):
+    conn_id = request.getfixturevalue(CONN_FIXTURES[backend])
     # Tables made by an earlier version, with the run_id-only index, are upgraded too.
     warehouse.ensure_output_tables(conn_id)
     with dialect.connect(conn_id) as (conn, _):
@@ -274,6 +286,20 @@ def test_recording_a_batch_finds_each_key_by_index_not_by_scanning_the_run(conn_
     plan = _delete_plan(conn_id, table)
     assert f"ix_{table}_run_key" in plan and f"ix_{table}_run_id" not in plan, plan
     assert "entity_key" in plan, f"the key is not part of the index search: {plan}"
+
+
+@pytest.mark.parametrize("table", [tables.RESULTS_TABLE, tables.WARNINGS_TABLE])
+def test_mariadb_finds_each_recorded_key_by_the_run_key_index(mariadb_conn, table):
+    warehouse.ensure_output_tables(mariadb_conn)
+    with dialect.connect(mariadb_conn) as (conn, _):
+        cur = conn.cursor()
+        # record_batch's form on MariaDB: one IN list of the batch's keys per entity.
+        cur.execute(f"EXPLAIN DELETE FROM {table} WHERE run_id = %s AND entity = %s AND entity_key IN (%s, %s)",
+                    ("r", "customer", "k1", "k2"))
+        names = [d[0] for d in cur.description]
+        plans = [dict(zip(names, row)) for row in cur.fetchall()]
+        cur.close()
+    assert [p["key"] for p in plans] == [f"ix_{table}_run_key"], plans
 
 
 def test_empty_frame_clears_a_runs_rows(sqlite_conn):
@@ -325,8 +351,9 @@ def test_an_old_state_table_gets_the_association_columns_and_keeps_its_rows(conn
         cur.execute(dialect.create_table_sql(tables.STATE_TABLE, OLD_STATE_COLUMNS, outputs.OUTPUT_KINDS, name,
                                              ("entity", "entity_key")))
         mark = dialect.placeholder(conn)
+        synced = "2025-01-01 00:00:00" if name == "mysql" else "2025-01-01T00:00:00+00:00"  # DATETIME: UTC
         cur.execute(f"INSERT INTO {tables.STATE_TABLE} VALUES ({', '.join([mark] * 7)})",
-                    ("customer", "old", "h0", 7, "success", "r0", "2025-01-01T00:00:00+00:00"))
+                    ("customer", "old", "h0", 7, "success", "r0", synced))
         cur.close()
     # Read first (as detect_changes may, before any write): the columns are added on the way.
     assert warehouse.read_sync_state(conn_id, "customer", keys=["old"])["capillary_id"].tolist() == [7]
@@ -389,8 +416,11 @@ def test_postgres_naive_timestamps_are_read_as_utc(pg_conn):
     assert keys(got) == {"a", "b", "c", "g", "e"}
 
 
-def test_generic_dialect_write_path_works_on_plain_dbapi(conn_id, monkeypatch):
+# Not MariaDB: it has its own dialect, and ANSI double quotes are strings there.
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_generic_dialect_write_path_works_on_plain_dbapi(request, backend, monkeypatch):
     # The path Snowflake/Redshift/... take: portable DDL, executemany, delete+insert upsert.
+    conn_id = request.getfixturevalue(CONN_FIXTURES[backend])
     monkeypatch.setattr(dialect, "dialect_of", lambda hook: "generic")
     warehouse.ensure_output_tables(conn_id)
     warehouse.replace_run_rows(conn_id, tables.RESULTS_TABLE, "run-1", _results("run-1", ["a", "b"]))
@@ -453,3 +483,112 @@ def test_collector_comes_back_only_after_the_last_of_overlapping_extracts():
         thread.join(10)
     assert seen == {"after_first_left": False}
     assert gc.isenabled()
+
+
+def test_mariadb_keys_are_case_sensitive_like_everywhere_else(mariadb_conn):
+    # MariaDB's default collations ignore case: "a" and "A" would be one customer.
+    companies, customers = sample_warehouse()
+    upper = customers[customers.customer_key == "a"].assign(customer_key="A", email="A@example.com")
+    load_frames(mariadb_conn, companies, pd.concat([customers, upper]))
+    got = warehouse.extract(mariadb_conn, "customers", mode="full")
+    assert {"a", "A"} <= keys(got) and len(got) == len(customers) + 1
+    warehouse.ensure_output_tables(mariadb_conn)
+    warehouse.upsert_sync_state(mariadb_conn, pd.DataFrame([_state("a", "h1", "success", 1, "r1"),
+                                                             _state("A", "h2", "success", 2, "r1")]))
+    state = warehouse.read_sync_state(mariadb_conn, "customer", keys=["a"])
+    assert state.entity_key.tolist() == ["a"] and state.capillary_id.tolist() == [1]
+
+
+def test_mariadb_timestamp_json_and_decimal_columns_are_read_like_the_contract_says(mariadb_conn):
+    companies, customers = sample_warehouse()
+    customers.loc[customers.customer_key == "a", "extended_fields"] = '{"fleet": "उत्तर", "size": 3}'
+    load_frames(mariadb_conn, companies, customers)
+    with dialect.connect(mariadb_conn) as (conn, _):
+        cur = conn.cursor()
+        # TIMESTAMP is stored as UTC and shown in the session's zone; JSON is LONGTEXT checked as JSON.
+        cur.execute("ALTER TABLE customers MODIFY updated_at TIMESTAMP(6) NULL, MODIFY extended_fields JSON, "
+                    "MODIFY program_id DECIMAL(12, 0)")
+        cur.close()
+    got = warehouse.extract(mariadb_conn, "customers", mode="incremental", interval_start=START, interval_end=END)
+    assert keys(got) == {"a", "b", "c", "g", "e"}
+    by_key = got.set_index("customer_key")
+    assert json.loads(by_key.loc["a", "extended_fields"]) == {"fleet": "उत्तर", "size": 3}
+    assert by_key.loc["e", "program_id"] == 7 and str(got["program_id"].dtype) == "Int64"
+    assert utc(by_key.loc["b", "updated_at"]) == START
+
+
+def test_mariadb_through_mysql_connector_python(mariadb_url, monkeypatch):
+    # The mysql provider's other client, chosen with the connection extra "client".
+    url = urllib.parse.urlsplit(mariadb_url)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_CONNECTOR", json.dumps({
+        "conn_type": "mysql", "host": url.hostname, "port": url.port, "login": url.username,
+        "schema": url.path.lstrip("/"), "extra": {"client": "mysql-connector-python"},
+    }))
+    conn_id = "warehouse_connector"
+    companies, customers = sample_warehouse()
+    load_frames(conn_id, companies, customers, timestamps_as_text=True)
+    got = warehouse.extract(conn_id, "customers", mode="incremental", interval_start=START, interval_end=END)
+    assert keys(got) == {"a", "b", "c", "g", "e"}
+    assert set(got.set_index("customer_key").loc["a", ["first_name", "last_name"]]) == {"राजेश", "कुमार"}
+    warehouse.ensure_output_tables(conn_id)
+    warehouse.record_batch(conn_id, "run-1", results=_results("run-1", ["a", "b"]),
+                           warnings=pd.DataFrame(columns=list(tables.OUTPUT_TABLES[tables.WARNINGS_TABLE])[1:]),
+                           state=pd.DataFrame([_state("a", "h1", "success", 1, "run-1"),
+                                               _state("b", "h1", "success", 2, "run-1")]))
+    state = warehouse.read_sync_state(conn_id, "customer").set_index("entity_key")
+    assert state.capillary_id.to_dict() == {"a": 1, "b": 2}
+    assert state.loc["a", "last_synced_at"] == pd.Timestamp("2026-01-01T00:00:00Z")
+
+
+def test_mariadb_write_back_of_thousands_of_rows_keeps_every_row_and_known_id(mariadb_conn):
+    # A full first sync of a mid-size warehouse: record_batch per 100-customer batch, then
+    # a re-run whose sends all fail keeps every stored id (COALESCE in ON DUPLICATE KEY UPDATE).
+    count = 6000
+    keys_ = [f"k{i:05d}" for i in range(count)]
+    warehouse.ensure_output_tables(mariadb_conn)
+    no_warnings = pd.DataFrame(columns=list(tables.OUTPUT_TABLES[tables.WARNINGS_TABLE])[1:])
+    for start in range(0, count, 1000):
+        part = keys_[start:start + 1000]
+        state = pd.DataFrame([_state(k, "h1", "success", i + start, "r1") for i, k in enumerate(part)])
+        warehouse.record_batch(mariadb_conn, "r1", results=_results("r1", part), warnings=no_warnings, state=state)
+    failed = pd.DataFrame([_state(k, None, "failed", None, "r2") for k in keys_])
+    failed["capillary_id"] = failed["capillary_id"].astype("Int64")
+    warehouse.upsert_sync_state(mariadb_conn, failed)
+    warehouse.replace_run_rows(mariadb_conn, tables.RESULTS_TABLE, "r2", _results("r2", keys_, status="failed"))
+
+    state = warehouse.read_sync_state(mariadb_conn, "customer")
+    assert len(state) == count and set(state.last_status) == {"failed"}
+    assert state.set_index("entity_key").capillary_id.to_dict() == {k: i for i, k in enumerate(keys_)}
+    results = outputs.read_table(mariadb_conn, tables.RESULTS_TABLE)
+    assert results.groupby("run_id").size().to_dict() == {"r1": count, "r2": count}
+
+
+def test_mariadb_parallel_writers_record_their_batches_without_deadlock(mariadb_conn):
+    # Mapped `post` tasks record batches side by side. Under InnoDB's default REPEATABLE
+    # READ their deletes and upserts locked each other's key gaps and died with 1213.
+    import threading
+
+    warehouse.ensure_output_tables(mariadb_conn)
+    no_warnings = pd.DataFrame(columns=list(tables.OUTPUT_TABLES[tables.WARNINGS_TABLE])[1:])
+    errors, written = [], []
+
+    def writer(w):
+        try:
+            for b in range(15):
+                # Keys of the writers interleave in key order, as customers of different chunks do.
+                part = [f"{i:03d}-{b:03d}-w{w}" if (b + i) % 2 else f"w{w}-{b:03d}-{i:03d}" for i in range(50)]
+                state = pd.DataFrame([_state(k, "h", "success", i, "r1") for i, k in enumerate(part)])
+                warehouse.record_batch(mariadb_conn, "r1", results=_results("r1", part), warnings=no_warnings,
+                                       state=state)
+                written.extend(part)
+        except Exception as exc:  # a deadlock fails the task that hits it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(warehouse.read_sync_state(mariadb_conn, "customer")) == len(written) == 4 * 15 * 50
+    assert len(outputs.read_table(mariadb_conn, tables.RESULTS_TABLE)) == len(written)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from associate import config, tables
 from associate.exceptions import ExtractError, WarehouseError
-from associate.warehouse.dialect import db_hook, dialect_of
+from associate.warehouse.dialect import db_hook, dialect_of, utc_session
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,9 @@ def _read_query(hook, dialect: str, conn_id: str, sql: str, path: Path, read, *,
             setup = conn.cursor()
             setup.execute("SET TIME ZONE 'UTC'")
             setup.close()
-        # On PostgreSQL a server-side cursor: the client never buffers the whole result at once.
-        cur = conn.cursor(name="associate_extract") if stream and dialect == "postgres" else conn.cursor()
+        elif dialect == "mysql":
+            utc_session(conn)  # TIMESTAMP columns then read as UTC; DATETIME is taken as UTC
+        cur = _streaming_cursor(conn, dialect) if stream else conn.cursor()
         try:
             cur.execute(sql)
             result = read(cur)
@@ -197,6 +198,17 @@ def _read_query(hook, dialect: str, conn_id: str, sql: str, path: Path, read, *,
             conn.rollback()
         conn.close()
     return names, result
+
+
+def _streaming_cursor(conn, dialect: str):
+    """A cursor that never buffers the whole result in the client, where the driver has one."""
+    if dialect == "postgres":
+        return conn.cursor(name="associate_extract")  # server-side cursor
+    if dialect == "mysql" and type(conn).__module__.startswith("MySQLdb"):
+        import MySQLdb.cursors
+
+        return conn.cursor(MySQLdb.cursors.SSCursor)  # rows come off the socket as fetched
+    return conn.cursor()  # mysql-connector-python's default cursor is unbuffered already
 
 
 def _fetch_columns(cur) -> list[list[Any]]:

@@ -14,16 +14,26 @@ from typing import Any
 import pandas as pd
 
 from associate import tables
-from associate.warehouse.dialect import column_type, connect, create_table_sql, ident, placeholder, table_name
+from associate.warehouse.dialect import (
+    column_type,
+    connect,
+    create_index,
+    create_table_sql,
+    ident,
+    placeholder,
+    table_name,
+)
 from associate.warehouse.rows import copy_in, frame_rows, insert_rows
 
 log = logging.getLogger(__name__)
 
 # Column type kinds of the output tables (see dialect.create_table_sql); the rest is text.
 OUTPUT_KINDS = {
+    "run_id": "key", "entity": "key", "entity_key": "key",
     "capillary_id": "bigint", "error_code": "bigint", "code": "bigint", "attempts": "int",
     "quarantined_at": "ts", "synced_at": "ts", "last_synced_at": "ts",
 }
+TIMESTAMP_COLUMNS = tuple(c for c, kind in OUTPUT_KINDS.items() if kind == "ts")
 
 
 # Tables whose rows are replaced key by key within a run (record_batch, once per sent batch).
@@ -44,20 +54,21 @@ def ensure_output_tables(conn_id: str) -> None:
             if table in KEYED_RUN_TABLES:
                 # With run_id alone, each key's DELETE scanned all the run's rows so far: at
                 # 300k recorded rows a 100-customer batch took ~5.6 s to record on SQLite.
-                cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_run_key "
-                            f"ON {table_name(table)} (run_id, entity, entity_key)")
+                create_index(cur, dialect, f"ix_{table}_run_key", table, ("run_id", "entity", "entity_key"))
                 # The key index serves run_id lookups too; tables made by earlier versions
-                # lose the narrower one.
-                cur.execute(f"DROP INDEX IF EXISTS ix_{table}_run_id")
+                # lose the narrower one (no MySQL table is that old).
+                if dialect != "mysql":
+                    cur.execute(f"DROP INDEX IF EXISTS ix_{table}_run_id")
             else:
-                cur.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_run_id ON {table_name(table)} (run_id)")
+                create_index(cur, dialect, f"ix_{table}_run_id", table, ("run_id",))
         cur.close()
 
 
 def _add_missing_columns(cur, dialect: str, table: str, columns: Sequence[str]) -> None:
     """ALTER TABLE ADD COLUMN for every column a table made by an earlier version lacks."""
-    cur.execute(f"SELECT * FROM {table_name(table)} WHERE 1 = 0")
+    cur.execute(f"SELECT * FROM {table_name(table, dialect)} WHERE 1 = 0")
     present = {d[0].lower() for d in cur.description}
+    cur.fetchall()  # MySQL drivers want every result read before the next statement
     for column in columns:
         if column in present:
             continue
@@ -67,8 +78,8 @@ def _add_missing_columns(cur, dialect: str, table: str, columns: Sequence[str]) 
             cur.execute(f"ALTER TABLE {table_name(table)} ADD COLUMN IF NOT EXISTS {ident(column)} {sql_type}")
             continue
         try:
-            cur.execute(f"ALTER TABLE {table_name(table)} ADD COLUMN {ident(column)} {sql_type}")
-        except Exception as exc:  # a concurrent task added it first (SQLite: "duplicate column name")
+            cur.execute(f"ALTER TABLE {table_name(table, dialect)} ADD COLUMN {ident(column, dialect)} {sql_type}")
+        except Exception as exc:  # a concurrent task added it first ("duplicate column name")
             if "duplicate" not in str(exc).lower() and "exists" not in str(exc).lower():
                 raise
         log.info("Added column %s to %s (made by an earlier version)", column, table)
@@ -90,15 +101,28 @@ def _output_frame(table: str, df: pd.DataFrame, run_id: str | None) -> pd.DataFr
     return df
 
 
+def _rows(df: pd.DataFrame, columns: Sequence[str], dialect: str) -> list[tuple]:
+    """A frame's rows as the dialect takes them: on MySQL/MariaDB times are naive UTC (DATETIME)."""
+    if dialect != "mysql":
+        return frame_rows(df, columns)
+    df = df.copy()
+    for column in TIMESTAMP_COLUMNS:
+        # Times given as text (ISO-8601 with an offset) become instants, then naive UTC.
+        if column in df.columns and not pd.api.types.is_datetime64_any_dtype(df[column].dtype):
+            df[column] = pd.to_datetime(df[column], utc=True, format="ISO8601")
+    return frame_rows(df, columns, naive_utc=True)
+
+
 def replace_run_rows(conn_id: str, table: str, run_id: str, df: pd.DataFrame) -> int:
     """Replace one run's rows of an output table (delete then insert, one transaction)."""
     if table not in tables.OUTPUT_TABLES or "run_id" not in tables.OUTPUT_TABLES[table]:
         raise ValueError(f"{table!r} is not a per-run output table")
     columns = tables.OUTPUT_TABLES[table]
-    rows = frame_rows(_output_frame(table, df, run_id), columns)
+    frame = _output_frame(table, df, run_id)
     with connect(conn_id) as (conn, dialect):
+        rows = _rows(frame, columns, dialect)
         cur = conn.cursor()
-        cur.execute(f"DELETE FROM {table_name(table)} WHERE run_id = {placeholder(conn)}", (run_id,))
+        cur.execute(f"DELETE FROM {table_name(table, dialect)} WHERE run_id = {placeholder(conn)}", (run_id,))
         cur.close()
         insert_rows(conn, dialect, table, columns, rows)
     log.info("Wrote %d row(s) to %s for run %s", len(rows), table, run_id)
@@ -138,12 +162,22 @@ def _replace_keys(conn, dialect: str, table: str, run_id: str, df: pd.DataFrame,
     """Delete this run's rows of the given (entity, entity_key) pairs, then insert ``df``."""
     mark = placeholder(conn)
     cur = conn.cursor()
-    cur.executemany(
-        f"DELETE FROM {table_name(table)} WHERE run_id = {mark} AND entity = {mark} AND entity_key = {mark}",
-        [(run_id, entity, key) for entity, key in zip(keys["entity"], keys["entity_key"])],
-    )
+    sql = f"DELETE FROM {table_name(table, dialect)} WHERE run_id = {mark} AND entity = {mark} AND entity_key"
+    pairs = list(zip(keys["entity"], keys["entity_key"]))
+    if dialect == "mysql":
+        # A MySQL driver sends an executemany DELETE one statement at a time: one IN list
+        # per entity instead (the run key index serves it as ranges).
+        by_entity: dict[str, list[str]] = {}
+        for entity, key in pairs:
+            by_entity.setdefault(entity, []).append(key)
+        for entity, entity_keys in by_entity.items():
+            for start in range(0, len(entity_keys), STATE_KEYS_PER_QUERY):
+                part = entity_keys[start:start + STATE_KEYS_PER_QUERY]
+                cur.execute(f"{sql} IN ({', '.join([mark] * len(part))})", (run_id, entity, *part))
+    else:
+        cur.executemany(f"{sql} = {mark}", [(run_id, entity, key) for entity, key in pairs])
     cur.close()
-    insert_rows(conn, dialect, table, tables.OUTPUT_TABLES[table], frame_rows(df, tables.OUTPUT_TABLES[table]))
+    insert_rows(conn, dialect, table, tables.OUTPUT_TABLES[table], _rows(df, tables.OUTPUT_TABLES[table], dialect))
 
 
 # A null in these keeps the stored value: a failed send knows no new id, and moves no
@@ -159,12 +193,12 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
         return 0
     # The last row of a key wins (one batch may report a customer twice: element and child).
     df = df.drop_duplicates(["entity", "entity_key"], keep="last")
-    rows = frame_rows(df, columns)
+    rows = _rows(df, columns, dialect)
     # In key order the primary key's B-tree grows at one end instead of being written all
     # over: a million-row upsert on SQLite took ~30 % less time. Keys are unique here,
     # so comparing rows never gets past (entity, entity_key).
     rows.sort()
-    names = ", ".join(ident(c) for c in columns)
+    names = ", ".join(ident(c, dialect) for c in columns)
     updates = ", ".join(
         f"{c} = COALESCE(excluded.{c}, {table}.{c})" if c in _KEPT_WHEN_NULL else f"{c} = excluded.{c}"
         for c in columns if c not in ("entity", "entity_key")
@@ -179,6 +213,15 @@ def _upsert_state(conn, dialect: str, df: pd.DataFrame) -> int:
     elif dialect == "sqlite":
         marks = ", ".join("?" * len(columns))
         cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {conflict}", rows)
+    elif dialect == "mysql":
+        # VALUES(c) is the row that collided (MariaDB and MySQL both read it; MySQL 8.0.20+
+        # warns it is deprecated). The drivers send the rows as multi-row INSERTs.
+        marks = ", ".join(["%s"] * len(columns))
+        updates = ", ".join(
+            f"{c} = COALESCE(VALUES({c}), {c})" if c in _KEPT_WHEN_NULL else f"{c} = VALUES({c})"
+            for c in columns if c not in ("entity", "entity_key")
+        )
+        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {updates}", rows)
     else:
         # Portable path: delete the keys, insert the rows (same transaction); nulls in the
         # kept columns take the stored values first, as COALESCE does on the other paths.
@@ -263,9 +306,9 @@ def read_sync_state(conn_id: str, entity: str | None = None, *, keys: Sequence[s
                     rows.extend(cur.fetchall())
         except Exception as exc:
             text = str(exc).lower()
-            if "column" in text and ("no such" in text or "does not exist" in text):
+            if "column" in text and ("no such" in text or "does not exist" in text or "unknown column" in text):
                 old_table = True  # made by an earlier version: add the columns, then read again
-            elif "no such table" in text or "does not exist" in text:
+            elif "no such table" in text or "does not exist" in text or "doesn't exist" in text:
                 return _state_frame([])
             else:
                 raise
@@ -290,9 +333,9 @@ def _state_frame(rows: list[tuple]) -> pd.DataFrame:
 
 def read_table(conn_id: str, table: str, run_id: str | None = None) -> pd.DataFrame:
     """Rows of an output or input table (of one run when given), for reports and tests."""
-    with connect(conn_id) as (conn, _dialect):
+    with connect(conn_id) as (conn, dialect):
         cur = conn.cursor()
-        sql = f"SELECT * FROM {table_name(table)}"
+        sql = f"SELECT * FROM {table_name(table, dialect)}"
         if run_id is not None:
             cur.execute(f"{sql} WHERE run_id = {placeholder(conn)}", (run_id,))
         else:

@@ -1,6 +1,8 @@
 """Frames as DB-API rows, and their bulk insert: PostgreSQL ``COPY``, ``executemany`` elsewhere.
 
-On SQLite the ``executemany`` runs inside the caller's one transaction (``dialect.connect``).
+On SQLite the ``executemany`` runs inside the caller's one transaction (``dialect.connect``);
+MySQL drivers (mysqlclient, mysql-connector-python) turn an ``executemany`` INSERT into
+multi-row INSERT statements themselves.
 """
 
 from __future__ import annotations
@@ -17,24 +19,26 @@ import pandas as pd
 from associate.warehouse.dialect import ident, placeholder, table_name
 
 
-def _iso_series(series: pd.Series) -> pd.Series:
+def _iso_series(series: pd.Series, offset: str = "+00:00") -> pd.Series:
     """``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (UTC; naive values are UTC), None where missing."""
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
     # numpy formats in C; strftime with %f costs seconds per million values.
     text = np.datetime_as_string(series.to_numpy(dtype="datetime64[us]"), unit="us")
-    return pd.Series(np.char.add(text, "+00:00"), index=series.index, dtype=object).where(series.notna(), None)
+    if offset:
+        text = np.char.add(text, offset)
+    return pd.Series(text, index=series.index, dtype=object).where(series.notna(), None)
 
 
-def _db_value(value: Any) -> Any:
+def _db_value(value: Any, naive_utc: bool = False) -> Any:
     if value is None or value is pd.NaT:
         return None
     if isinstance(value, float):
         return None if value != value else value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        return value.isoformat() if value.tzinfo else value.isoformat() + "+00:00"
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.isoformat() if naive_utc else value.isoformat() + "+00:00"
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (dict, list)):
@@ -46,13 +50,17 @@ def _db_value(value: Any) -> Any:
     return value
 
 
-def db_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
-    """Return columns of a frame as lists of DB-API values: None for missing, ISO text for times."""
+def db_columns(df: pd.DataFrame, columns: Sequence[str], *, naive_utc: bool = False) -> list[list[Any]]:
+    """Return columns of a frame as lists of DB-API values: None for missing, ISO text for times.
+
+    Times are UTC with ``+00:00``, or with ``naive_utc`` without it: MySQL/MariaDB
+    refuse an offset in a DATETIME value.
+    """
     out = []
     for column in columns:
         series = df[column]
         if pd.api.types.is_datetime64_any_dtype(series.dtype):
-            out.append(_iso_series(series).tolist())
+            out.append(_iso_series(series, "" if naive_utc else "+00:00").tolist())
         elif pd.api.types.is_integer_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
             obj = series.astype(object)
             out.append([None if v is pd.NA or v is None else int(v) for v in obj])
@@ -63,13 +71,13 @@ def db_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
             # Text only (checked in C): no value needs converting, only missing ones.
             out.append(series.astype(object).where(series.notna(), None).tolist())
         else:
-            out.append([_db_value(v) for v in series.astype(object).tolist()])
+            out.append([_db_value(v, naive_utc) for v in series.astype(object).tolist()])
     return out
 
 
-def frame_rows(df: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
+def frame_rows(df: pd.DataFrame, columns: Sequence[str], *, naive_utc: bool = False) -> list[tuple]:
     """Return the frame's ``columns`` as DB-API row tuples (see ``db_columns``)."""
-    return list(zip(*db_columns(df, columns))) if len(df) else []
+    return list(zip(*db_columns(df, columns, naive_utc=naive_utc))) if len(df) else []
 
 
 def _csv(rows: list[tuple]) -> str:
@@ -104,7 +112,8 @@ def insert_rows(conn, dialect: str, table: str, columns: Sequence[str], rows: li
     else:
         marks = ", ".join([placeholder(conn)] * len(columns))
         cur.executemany(
-            f"INSERT INTO {table_name(table)} ({', '.join(ident(c) for c in columns)}) VALUES ({marks})",
+            f"INSERT INTO {table_name(table, dialect)} ({', '.join(ident(c, dialect) for c in columns)}) "
+            f"VALUES ({marks})",
             rows,
         )
     cur.close()
