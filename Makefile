@@ -12,10 +12,12 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	# The mysql provider without mysqlclient, a C build needing system headers (see the file).
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt -c constraints.txt
 	# The package itself, editable (plugins/ stays the source): registers the provider
 	# (`capillary` connection type). Its dependencies are already pinned above.
 	$(BIN)/pip install -q --no-deps -e .

@@ -55,13 +55,14 @@ def pg_url():
 
 def mariadb_admin():
     """A DB-API connection to the MariaDB server (no database); a missing server fails the test."""
-    import MySQLdb
+    import mysql.connector
 
     url = urllib.parse.urlsplit(MARIADB_ADMIN_URL)
     try:
-        return MySQLdb.connect(host=url.hostname or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
-                               passwd=urllib.parse.unquote(url.password or ""), connect_timeout=5)
-    except MySQLdb.OperationalError as exc:  # pragma: no cover - environment failure
+        return mysql.connector.connect(host=url.hostname or "127.0.0.1", port=url.port or 3306,
+                                       user=url.username or "root", password=urllib.parse.unquote(url.password or ""),
+                                       connection_timeout=5, autocommit=True)
+    except mysql.connector.Error as exc:  # pragma: no cover - environment failure
         pytest.fail(f"MariaDB is required at {MARIADB_ADMIN_URL}: {exc}")
 
 
@@ -95,6 +96,6 @@ def pg_conn(pg_url, monkeypatch):
 
 @pytest.fixture
 def mariadb_conn(mariadb_url, monkeypatch):
-    """The id of an Airflow connection (the mysql provider's default client) to a fresh MariaDB database."""
+    """The id of an Airflow connection (the mysql provider, mysql-connector-python) to a fresh MariaDB database."""
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", mariadb_url)
     return "warehouse_test"

@@ -8,6 +8,8 @@ always bound, never rendered into SQL.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -40,10 +42,23 @@ _TYPES = {
 
 
 def db_hook(conn_id: str):
-    """Return the DbApiHook of an Airflow connection (SqliteHook, PostgresHook, SnowflakeHook, ...)."""
+    """Return the DbApiHook of an Airflow connection (SqliteHook, PostgresHook, MySqlHook, SnowflakeHook, ...)."""
     from airflow.sdk import BaseHook
 
-    return BaseHook.get_connection(conn_id).get_hook()
+    conn = BaseHook.get_connection(conn_id)
+    if (conn.conn_type or "").lower() in ("mysql", "mariadb") and "client" not in conn.extra_dejson \
+            and importlib.util.find_spec("MySQLdb") is None:
+        # The provider's default client, mysqlclient, only builds against MariaDB's C headers;
+        # where it is absent the provider's pure-Python client serves (docs/warehouse.md).
+        extra = {**conn.extra_dejson, "client": "mysql-connector-python"}
+        pure = type(conn)(**{**_connection_fields(conn), "extra": json.dumps(extra)})
+        return conn.get_hook(hook_params={"connection": pure})
+    return conn.get_hook()
+
+
+def _connection_fields(conn) -> dict[str, Any]:
+    return {name: getattr(conn, name) for name in ("conn_id", "conn_type", "host", "login", "password",
+                                                   "schema", "port")}
 
 
 def dialect_of(hook) -> str:
