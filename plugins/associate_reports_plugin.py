@@ -1,4 +1,4 @@
-"""Airflow plugin: each run's report in the UI (a "Report" tab on the run, and a menu entry)."""
+"""Airflow plugin: each run's report in the UI (a "Report" tab on the run, a menu entry) and a one-click dry run."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ class AssociateReportsPlugin(AirflowPlugin):
     external_views = [
         {"name": "Report", "href": f"{PREFIX}/reports/{{DAG_ID}}/{{RUN_ID}}/{REPORT_FILE}",
          "destination": "dag_run", "url_route": "associate_report"},
+        {"name": "Dry run", "href": f"{PREFIX}/dry-run/{{DAG_ID}}", "destination": "dag",
+         "url_route": "associate_dry_run"},
         {"name": "Associate reports", "href": f"{PREFIX}/reports/associate_customers/",
          "destination": "nav", "url_route": "associate_reports", "category": "browse"},
     ]

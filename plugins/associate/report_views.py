@@ -6,12 +6,16 @@ preview) from the reports location (``[associate] reports_base``, an ``ObjectSto
 URL every worker writes to, else the local reports folder), so the page opens wherever the
 worker ran. Access is Airflow's: the caller must be allowed to read the DAG's runs (the
 UI's session cookie or a bearer token).
+
+``/associate/dry-run/associate_customers`` (the DAG's "Dry run" tab) starts a full dry run
+with one click: it needs the right to trigger the DAG's runs.
 """
 
 from __future__ import annotations
 
 import html
 import mimetypes
+from urllib.parse import quote
 from typing import TYPE_CHECKING
 
 from associate import config
@@ -22,6 +26,9 @@ if TYPE_CHECKING:
 
 PREFIX = "/associate"
 REPORT_FILE = "report.html"
+DAG_ID = "associate_customers"
+# What the one-click dry run sends nothing with: every row read, checked and built.
+DRY_RUN_CONF = {"mode": "full", "dry_run": True}
 
 
 def reports_root() -> ObjectStoragePath:
@@ -52,7 +59,7 @@ def _page(title: str, body: str, status: int = 200):
 def create_app():
     """The FastAPI app of the reports (mounted by the plugin under ``/associate``)."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
     from fastapi import Depends, FastAPI
     from fastapi.responses import Response
 
@@ -84,5 +91,38 @@ def create_app():
                          status=404)
         media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return Response(target.read_bytes(), media_type=media_type)
+
+    @app.get("/dry-run/{dag_id}", dependencies=can_read_runs)
+    def dry_run_page(dag_id: str):
+        """The Dry run tab: one button that starts a full dry run of the DAG."""
+        from airflow.models.dag import DagModel
+        from airflow.utils.session import create_session
+
+        if dag_id != DAG_ID:
+            return _page("Dry run", f"<p>The dry run button is for <code>{DAG_ID}</code>.</p>", status=404)
+        with create_session() as session:
+            model = session.get(DagModel, dag_id)
+            paused = bool(model and model.is_paused)
+        warning = ("<p><b>The DAG is paused:</b> the run waits, queued, until it is unpaused (unpausing also "
+                   "starts the schedule). While it is paused, <code>airflow dags test " + DAG_ID + " -c "
+                   "'{\"mode\": \"full\", \"dry_run\": true}'</code> runs a dry run in your shell.</p>") if paused else ""
+        return _page("Dry run", f"<h1>Dry run of {DAG_ID}</h1><p>Reads every row, checks it, builds the payloads "
+                     "and reports what would be sent; sends nothing. The run's Report tab shows the result "
+                     f"and the payload preview.</p>{warning}<form method='post'><button type='submit' "
+                     "style='font-size:1.2em;padding:.4em 1.2em'>Start a dry run</button></form>")
+
+    @app.post("/dry-run/{dag_id}",
+              dependencies=[Depends(requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN))])
+    def start_dry_run(dag_id: str, user: GetUserDep):
+        """Trigger a full dry run (no logical date) and open its page in the UI."""
+        from airflow.api.common.trigger_dag import trigger_dag
+        from airflow.utils.types import DagRunTriggeredByType
+        from fastapi.responses import RedirectResponse
+
+        if dag_id != DAG_ID:
+            return _page("Dry run", f"<p>The dry run button is for <code>{DAG_ID}</code>.</p>", status=404)
+        run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.UI, conf=dict(DRY_RUN_CONF),
+                          logical_date=None, triggering_user_name=user.get_name())
+        return RedirectResponse(f"/dags/{dag_id}/runs/{quote(run.run_id, safe='')}", status_code=303)
 
     return app
