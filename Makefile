@@ -27,9 +27,12 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt pyp
 PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "FAIL: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-# The whole suite: unit, integration (sandbox, PostgreSQL) and end-to-end (real Airflow runs).
+# The whole suite: unit, integration (sandbox, PostgreSQL, MariaDB, Redis) and end-to-end
+# (real Airflow runs and deployments), in TEST_PROCESSES pytest processes, a file per process
+# at a time: the deployment tests mostly wait (a 60 requests/min budget, a scheduler's loop).
+TEST_PROCESSES ?= 3
 test: venv
-	@$(call PYTEST,tests)
+	@$(call PYTEST,tests -n $(TEST_PROCESSES) --dist loadfile)
 
 # No services: under a minute.
 test-unit: venv
