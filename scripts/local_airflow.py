@@ -152,6 +152,8 @@ class LocalDeployment:
             # Every process signs and checks the task tokens with the same secret.
             "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            # A busy laptop answers slower than the 5 s default; a task must not fail for that.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             "ASSOCIATE_STAGING_BASE": "file://" + str(self.state_dir / "staging"),
             "ASSOCIATE_REPORTS_DIR": str(self.state_dir / "reports"),
             "AIRFLOW_CONN_WAREHOUSE_DEFAULT": json.dumps({"conn_type": "sqlite", "host": str(self.warehouse)}),
@@ -195,6 +197,7 @@ class LocalDeployment:
         lines = [f"# Settings of the local Airflow deployment ({self.executor} executor).",
                  "# `source` this file to run the airflow CLI against it."]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in self.settings(jwt_secret).items()]
+        lines.append(f'PATH={shlex.quote(str(Path(AIRFLOW).parent))}:"$PATH"; export PATH  # this venv\'s airflow')
         self.env_file.write_text("\n".join(lines) + "\n")
         self.env_file.chmod(0o600)  # it holds the till password and the JWT secret
 
@@ -238,7 +241,11 @@ class LocalDeployment:
         return {name: proc.pid for name in names if (proc := self.process(name)) is not None}
 
     def _check_alive(self) -> None:
+        """Fail when a service died; Celery runs survive a dead worker as long as one is left."""
         dead = [name for name in ["sandbox", *self.services()] if self.process(name) is None]
+        workers = [name for name in self.services() if name.startswith("worker")]
+        if set(workers) - set(dead):
+            dead = [name for name in dead if name not in workers]
         if dead:
             raise DeploymentError(f"{', '.join(dead)} exited; see {self.logs}/<name>.log\n" + self.log_tails(dead))
 
@@ -264,6 +271,7 @@ class LocalDeployment:
             path.mkdir(parents=True, exist_ok=True)
         for stale in self.pids.glob("*.pid"):
             stale.unlink()
+        self._check_ports()
         if self.executor == "celery":
             self._check_services()
         self._build_warehouse(say)
@@ -273,6 +281,8 @@ class LocalDeployment:
             self.start_sandbox()
             say(f"Sandbox (fake Capillary): {self.sandbox_url}  (state in {self.state_dir / 'sandbox.db'})")
             self._airflow(env, "db", "migrate", log="db-migrate")
+            if self.executor == "local":
+                self._sqlite_wal()
             for pool, (slots, description) in POOLS.items():
                 self._airflow(env, "pools", "set", pool, str(slots), description, log="pools")
             self._start_services(env)
@@ -281,6 +291,27 @@ class LocalDeployment:
             self.stop(quiet=True)
             raise
         say(self.banner())
+
+    def _sqlite_wal(self) -> None:
+        """Put the SQLite metadata DB in WAL mode (kept in the file): readers no longer block the writer."""
+        import sqlite3
+
+        db = sqlite3.connect(self.home / "airflow.db", timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            db.close()
+
+    def _check_ports(self) -> None:
+        for what, port, option in (("API server", self.api_port, "API_PORT / --api-port"),
+                                   ("sandbox", self.sandbox_port, "SANDBOX_PORT / --sandbox-port")):
+            with socket.socket() as sock:
+                # As the servers do: a port held only by closed connections (TIME_WAIT) is free.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    raise DeploymentError(f"port {port} of the {what} is in use: choose another ({option})") from None
 
     def _check_services(self) -> None:
         """Redis and PostgreSQL answer; the metadata database exists (created when missing)."""
