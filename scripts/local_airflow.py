@@ -346,21 +346,21 @@ class LocalDeployment:
         load_sqlite(self.warehouse, *generate_warehouse(self.sample_customers, seed=SAMPLE_SEED, bad_ratio=0.05))
         say(f"Warehouse: {self.warehouse} (sample of {self.sample_customers} customers)")
 
-    def start_sandbox(self, *args: str) -> None:
-        """Start the sandbox detached on its port; ``args`` replace the deployment's sandbox flags."""
+    def start_sandbox(self, args: tuple[str, ...] | None = None) -> None:
+        """Start the sandbox detached on its port; ``args`` (when given) replace the deployment's sandbox flags."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
         env.update({"PYTHONPATH": str(ROOT / "plugins"), "PYTHONUNBUFFERED": "1"})
         cmd = [sys.executable, "-m", "associate.sandbox", "--host", "127.0.0.1", "--port", str(self.sandbox_port),
                "--db", str(self.state_dir / "sandbox.db")]
         for user, password in self.sandbox_credentials:
             cmd += ["--credentials", f"{user}:{password}"]
-        self._spawn("sandbox", cmd + list(args or self.sandbox_args), env)
+        self._spawn("sandbox", cmd + list(self.sandbox_args if args is None else args), env)
         self._wait(lambda: requests.get(f"{self.sandbox_url}/__sandbox/stats", timeout=5).ok, "the sandbox", ["sandbox"])
 
     def restart_sandbox(self, *args: str) -> None:
-        """Stop the sandbox and start it again on the same port and state, with ``args`` as its flags."""
+        """Stop the sandbox and start it again on the same port and state, with ``args`` as its only flags."""
         self._stop_service("sandbox")
-        self.start_sandbox(*args)
+        self.start_sandbox(args)
 
     def sandbox_stats(self) -> dict:
         return requests.get(f"{self.sandbox_url}/__sandbox/stats", timeout=10).json()
