@@ -14,6 +14,7 @@ Tests drive a deployment in a temp directory through :class:`LocalDeployment`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -328,12 +329,14 @@ class LocalDeployment:
             admin = psycopg2.connect(self.pg_admin_url, connect_timeout=5)
         except psycopg2.OperationalError as exc:
             raise DeploymentError(f"the Celery executor needs PostgreSQL at {self.pg_admin_url}: {exc}") from None
-        admin.autocommit = True
-        with admin, admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.metadata_db,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{self.metadata_db}"')
-        admin.close()
+        admin.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        try:
+            with admin.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.metadata_db,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{self.metadata_db}"')
+        finally:
+            admin.close()
 
     def _build_warehouse(self, say) -> None:
         """The sample warehouse (bench.generate, as `make demo`), built once and then kept."""
@@ -422,7 +425,8 @@ class LocalDeployment:
             f"  Metadata:   {self._metadata_url()}",
             f"  Logs:       {self.logs}/<service>.log, task logs in {self.home / 'logs'}",
             f"  Airflow CLI against it:  source {self.env_file}  (then e.g. airflow dags list)",
-            f"  The DAG {DAG_ID} starts paused: trigger a dry run first (conf {{\"dry_run\": true}}).",
+            f"  The DAG {DAG_ID} starts paused and its runs wait until you unpause it (which also starts",
+            "  the latest day's scheduled run); then trigger a dry run: conf {\"dry_run\": true}.",
             "  Stop:       make airflow-stop",
         ])
 
@@ -486,40 +490,40 @@ class LocalDeployment:
     # --- stop -------------------------------------------------------------------------------------
 
     def _stop_service(self, name: str) -> None:
-        """SIGTERM the service and everything it started, SIGKILL what is left after a grace period."""
+        self._stop_services([name])
+
+    def _stop_services(self, names: list[str]) -> None:
+        """SIGTERM the services and everything they started, SIGKILL what is left after a grace period."""
         import psutil
 
-        proc = self.process(name)
-        if proc is not None:
-            try:
-                family = [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                family = [proc]
-            for member in family:
-                try:
-                    member.send_signal(signal.SIGTERM)
-                except psutil.NoSuchProcess:
-                    pass
-            _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT)
-            for member in alive:
-                try:
-                    member.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(alive, timeout=10)
-        child = self.children.pop(name, None)
-        if child is not None:
-            child.wait(timeout=10)  # reap our own child: no zombie left behind
-        self._pid_path(name).unlink(missing_ok=True)
+        family = []
+        for name in names:
+            proc = self.process(name)
+            if proc is not None:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    family += [proc, *proc.children(recursive=True)]
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.send_signal(signal.SIGTERM)
+        # One grace period for all: a Celery worker finishing its task must not delay the others' stop.
+        _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT)
+        for member in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        psutil.wait_procs(alive, timeout=10)
+        for name in names:
+            child = self.children.pop(name, None)
+            if child is not None:
+                child.wait(timeout=10)  # reap our own child: no zombie left behind
+            self._pid_path(name).unlink(missing_ok=True)
 
     def stop(self, *, quiet: bool = False) -> list[str]:
-        """Stop every process of the deployment (workers first, the sandbox last); the names stopped."""
-        names = [n for n in reversed(["sandbox", *self.services()])]
+        """Stop every process of the deployment; the names of those that were running."""
+        names = ["sandbox", *self.services()]
         if self.pids.exists():
-            names = sorted({p.stem for p in self.pids.glob("*.pid")} - set(names)) + names
+            names += sorted({p.stem for p in self.pids.glob("*.pid")} - set(names))
         alive = [name for name in names if self.process(name) is not None]
-        for name in names:
-            self._stop_service(name)
+        self._stop_services(names)
         if not quiet:
             print(f"Stopped: {', '.join(alive)}" if alive else f"Nothing was running in {self.state_dir}")
         return alive
