@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -55,6 +56,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def masked_password(url: str) -> str:
+    """The URL with its password (if any) replaced by ***, for printing."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 class LocalDeployment:
@@ -192,7 +198,7 @@ class LocalDeployment:
 
     def write_env_file(self) -> None:
         """Write the env file (a shell script users can `source`); the JWT secret survives restarts."""
-        jwt_secret = secrets.token_urlsafe(32)
+        jwt_secret = secrets.token_urlsafe(64)  # PyJWT warns below 64 bytes for the HS512 task tokens
         if self.env_file.exists():
             jwt_secret = self.read_env_file().get("AIRFLOW__API_AUTH__JWT_SECRET") or jwt_secret
         lines = [f"# Settings of the local Airflow deployment ({self.executor} executor).",
@@ -422,7 +428,7 @@ class LocalDeployment:
             f"Airflow is ready ({self.executor} executor{workers}).",
             f"  UI / API:   {self.api_url}",
             f"  Login:      {ADMIN} / {self.password()}   (from {self.passwords_file})",
-            f"  Metadata:   {self._metadata_url()}",
+            f"  Metadata:   {masked_password(self._metadata_url())}",
             f"  Logs:       {self.logs}/<service>.log, task logs in {self.home / 'logs'}",
             f"  Airflow CLI against it:  source {self.env_file}  (then e.g. airflow dags list)",
             f"  The DAG {DAG_ID} starts paused and its runs wait until you unpause it (which also starts",
