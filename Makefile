@@ -8,7 +8,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: venv demo test test-unit test-integration test-e2e bench clean
+.PHONY: venv demo airflow airflow-stop test test-unit test-integration test-e2e bench clean
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,17 @@ test-e2e: venv
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# A local deployment (docs/deployment.md): `make airflow`, `make airflow EXECUTOR=celery`,
+# ports with API_PORT=... SANDBOX_PORT=...; `make airflow-stop` stops everything.
+EXECUTOR ?= local
+API_PORT ?= 8080
+SANDBOX_PORT ?= 8090
+airflow: venv
+	$(BIN)/python scripts/local_airflow.py start --executor $(EXECUTOR) --api-port $(API_PORT) --sandbox-port $(SANDBOX_PORT)
+
+airflow-stop:
+	$(BIN)/python scripts/local_airflow.py stop
 
 bench: venv
 	$(BIN)/python -m bench.run
