@@ -47,6 +47,13 @@ START_TIMEOUT = 180
 STOP_TIMEOUT = 30
 
 
+def redis_connection(url: str) -> str:
+    """The Airflow connection URI of a Redis URL: the redis provider reads the db from the ``db`` extra, not the path."""
+    parts = urllib.parse.urlsplit(url)
+    db = parts.path.strip("/") or "0"
+    return f"redis://{parts.netloc}?db={db}"
+
+
 class DeploymentError(RuntimeError):
     """The deployment could not be started, reached or stopped (the message says what to do)."""
 
@@ -165,7 +172,7 @@ class LocalDeployment:
             "ASSOCIATE_REPORTS_DIR": str(self.state_dir / "reports"),
             "AIRFLOW_CONN_WAREHOUSE_DEFAULT": json.dumps({"conn_type": "sqlite", "host": str(self.warehouse)}),
             "AIRFLOW_CONN_CAPILLARY_DEFAULT": json.dumps({
-                "conn_type": "http", "host": self.sandbox_url, "login": TILL[0], "password": TILL[1],
+                "conn_type": "capillary", "host": self.sandbox_url, "login": TILL[0], "password": TILL[1],
                 "extra": self.capillary_extra,
             }),
         }
@@ -175,7 +182,7 @@ class LocalDeployment:
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata.replace("postgresql+psycopg2://", "postgresql://", 1),
                 # Tasks on several processes share one rate budget through Redis (docs/capillary-client.md).
                 "AIRFLOW__ASSOCIATE__RATE_LIMIT_REDIS_CONN_ID": "redis_default",
-                "AIRFLOW_CONN_REDIS_DEFAULT": self.redis_url,
+                "AIRFLOW_CONN_REDIS_DEFAULT": redis_connection(self.redis_url),
             })
         env.update(self.extra_env)
         return env

@@ -1,7 +1,8 @@
 """`make airflow` as a user runs it: LocalExecutor on a SQLite metadata DB, the sandbox, a sample warehouse.
 
 The deployment is started through scripts/local_airflow.py in a temp directory on free
-ports, a run is triggered through the REST API (the CLI's writes meet "database is locked"
+ports. README's order: a dry run from the DAG's "Dry run" tab (its report opens from the
+plugin), then a full run triggered through the REST API (the CLI's writes meet "database is locked"
 on SQLite while the scheduler works), and stopping it leaves no process behind.
 """
 
@@ -10,8 +11,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from urllib.parse import quote, unquote
 
 import pytest
+import requests
+
+from dag_support import DAG_ID
 
 from deployment_support import DeploymentError, alive, deployment_processes, running_deployment
 
@@ -35,7 +40,21 @@ def test_make_airflow_runs_the_dag_and_stops_cleanly(tmp_path):
         assert json.loads(cli.stdout)[0]["slots"] == "2"
 
         deployment.wait_for_dag()
+        # README's order: a dry run first (the DAG's one-click "Dry run" tab), then the full sync.
+        click = deployment.api("POST", f"/associate/dry-run/{DAG_ID}", allow_redirects=False)
+        assert click.status_code == 303, click.text
+        dry_run_id = unquote(click.headers["location"].rsplit("/", 1)[1])
         deployment.unpause()
+        assert deployment.wait_for_run(dry_run_id, timeout=400) == "success", deployment.log_tails()
+        assert deployment.sandbox_stats()["customers"] == 0, "a dry run sent customers"
+        # Its report opens from the run's Report tab (the plugin serves it), for a logged-in user only.
+        report = f"/associate/reports/{DAG_ID}/{quote(dry_run_id, safe='')}/report.html"
+        page = deployment.api("GET", report)
+        assert page.status_code == 200 and dry_run_id in page.text and "payload preview" in page.text, page.text[:500]
+        preview = deployment.api("GET", report.replace("report.html", "payload_preview.json"))
+        assert preview.status_code == 200 and preview.json()["all_payloads"], preview.text[:300]
+        assert requests.get(deployment.api_url + report, timeout=30).status_code in (401, 403)
+
         run_id = deployment.trigger({"mode": "full"})
         state = deployment.wait_for_run(run_id, timeout=400)
         tasks = {ti["task_id"]: ti["state"] for ti in deployment.task_instances(run_id)}
