@@ -180,7 +180,7 @@ def _normalize_unique(raw: list, region: str | None) -> tuple[list, np.ndarray, 
     settled = np.zeros(len(raw), dtype=bool)
     written = np.flatnonzero(np.array([d is not None for d in strict], dtype=bool))
     if written.size:
-        digits = pd.Series([strict[i] for i in written], dtype=object)
+        digits = pd.Series([strict[i] for i in written], dtype=object).astype("str")  # Arrow: vectorised .str
         fast_valid, fast_region, slow = _judge(digits)
         if region is None:
             no_other_reading = np.ones(written.size, dtype=bool)
@@ -198,7 +198,8 @@ def _normalize_unique(raw: list, region: str | None) -> tuple[list, np.ndarray, 
     read = [i for i in rest if norm[i] is not None]
     valid[rest], number_region[rest] = False, UNKNOWN_REGION
     if read:
-        valid[read], number_region[read] = _validate_unique(pd.Series([norm[i] for i in read], dtype=object))
+        valid[read], number_region[read] = _validate_unique(
+            pd.Series([norm[i] for i in read], dtype=object).astype("str"))
     return norm, valid, number_region, ambiguous
 
 
