@@ -72,7 +72,7 @@ def test_without_a_region_national_numbers_are_quarantined_as_before():
     result = _run({"P-NATIONAL": "98765 43210", "P-PLUS": "+91 98765-43214"}, None)
     reason = _reasons(result, "P-NATIONAL")["mobile_valid"]
     assert reason.startswith("mobile 98****3210 is not a valid number")
-    assert reason.endswith("(read with no default region, so it needs its country code)")
+    assert reason.endswith("(read as international: no default phone region is set)")
     assert "P-PLUS" in set(result.customers["customer_key"])  # formatted, with its country code
 
 

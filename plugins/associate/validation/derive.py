@@ -209,8 +209,9 @@ def prepare_customers(customers: pd.DataFrame, companies: pd.DataFrame,
     ambiguous = mobile["ambiguous"]
     out["mobile__unambiguous"] = _flag(ambiguous.isna(), _present(out["mobile"]))
     out["mobile__ambiguous"] = ambiguous.astype("str")
-    # For the reason; one category, so a million rows cost a million small codes.
-    out["mobile__read_with"] = pd.Categorical([phones.read_with(phone_region)] * len(out))
+    # For the reasons; one category, so a million rows cost a million one-byte codes.
+    out["mobile__read_with"] = pd.Categorical.from_codes(np.zeros(len(out), dtype=np.int8),
+                                                         [phones.read_with(phone_region)])
     out["email__norm"] = email["norm"].astype("str")
     has_primary = out["mobile"].notna() | out["email"].notna() | out["external_id"].notna()
     out["identifiers__primary"] = _flag(has_primary, np.ones(len(out), dtype=bool))

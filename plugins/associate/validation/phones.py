@@ -230,8 +230,8 @@ def mobile_validity(values: pd.Series, region: str | None = None) -> pd.DataFram
 
 
 def read_with(region: str | None) -> str:
-    """How numbers were read, for quarantine reasons: ``default region IN``."""
-    return f"default region {region}" if region else "no default region, so it needs its country code"
+    """How numbers were read, for quarantine reasons: ``read with default region IN``."""
+    return f"read with default region {region}" if region else "read as international: no default phone region is set"
 
 
 def library_is_valid(digits: str) -> bool:
