@@ -98,6 +98,12 @@ the latest runs as a chart, and a link to the Data Docs. Also in the `report` ta
             None, type=["null", "array"], items={"type": "string"}, title="Customer keys",
             description="Re-send exactly these customers (warehouse customer_key), changed or not.",
         ),
+        # Nullable, so the trigger form does not require it (Airflow marks a Param required otherwise).
+        "phone_region": Param(
+            None, type=["null", "string"], pattern="^([A-Za-z]{2})?$", title="Phone region",
+            description="ISO country code (e.g. IN) that mobiles without a country code are read with. "
+                        "Empty: the Capillary connection's default_phone_region (none: they need one).",
+        ),
     },
 )
 def associate_customers():
@@ -121,6 +127,7 @@ def associate_customers():
         capillary_conn_id=CAPILLARY_CONN_ID,
         run_id="{{ run_id }}",
         max_quarantine_ratio="{{ params.max_quarantine_ratio }}",
+        phone_region="{{ params.phone_region }}",
     )
     company_outcomes = task(tasks.ensure_companies, task_id="ensure_companies", pool=API_POOL)(
         validated=validated,

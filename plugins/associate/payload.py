@@ -25,7 +25,7 @@ import pandas as pd
 from associate import staging
 from associate.chunking import chunk_order, number_batches
 from associate.exceptions import PayloadError
-from associate.identifiers import normalize_mobile
+from associate.identifiers import e164_digits
 from associate.payload_workers import build_processes, fork_pool, forget_worker_builder, pooled_slices
 from associate.staged import BATCH_KEY, CHUNK_COLUMNS, ELEMENT_COLUMNS
 from associate.tables import CUSTOMER_PUSH_TOKEN, DEFAULT_SOURCE
@@ -160,13 +160,14 @@ def _primary_identifiers(mobile: str | None, email: str | None, external_id: str
 
 
 def _mobiles(series: pd.Series) -> tuple[list[str | None], set[int]]:
-    """Normalised mobiles of a column, and the positions of those present but not E.164 digits.
+    """E.164 digits of a mobile column, and the positions of those present but written otherwise.
 
-    Validation refuses such rows, so none should come here; if one does, its row is left out
-    with a reason rather than sent without the mobile it was given.
+    Validation hands mobiles over as E.164 digits (read with the run's default region); a
+    number in another form did not come through it, and the payload has no region to read
+    it with: its row is left out with a reason, not sent under a guessed number.
     """
     raw = _values(series)
-    mobiles = [normalize_mobile(v) for v in raw]
+    mobiles = [e164_digits(v) for v in raw]
     unreadable = {i for i, (value, mobile) in enumerate(zip(raw, mobiles))
                   if mobile is None and value is not None and str(value).strip()}
     return mobiles, unreadable

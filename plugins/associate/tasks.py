@@ -141,21 +141,33 @@ def validate(
     capillary_conn_id: str,
     run_id: str,
     max_quarantine_ratio: float,
+    phone_region: str | None = None,
 ) -> dict[str, Any]:
-    """Run the quality gate, write the quarantine, stop the run if too much is rejected."""
+    """Run the quality gate, write the quarantine, stop the run if too much is rejected.
+
+    ``phone_region`` (the DAG param) overrides the connection's ``default_phone_region``.
+    """
     from associate import staging, validation, warehouse
+    from associate.capillary.settings import phone_region_of
     from associate.hook import CapillaryHook
     from associate.tables import QUARANTINE_TABLE
 
     customers = staging.read_frame(extracted["customers"])
     companies = staging.read_frame(extracted["companies"])
-    with CapillaryHook(capillary_conn_id=capillary_conn_id).get_conn() as client:
+    hook = CapillaryHook(capillary_conn_id=capillary_conn_id)
+    # Checked before any call: a mistyped region would otherwise quarantine every national number.
+    region = phone_region_of(phone_region, "DAG param 'phone_region'") or hook.settings.default_phone_region
+    if region:
+        log.info("Mobiles without a country code are read as numbers of region %s", region)
+    else:
+        log.info("No default phone region: mobiles without a country code are quarantined")
+    with hook.get_conn() as client:
         hierarchies = client.get_hierarchies()
     log.info("Read %d hierarchy definitions from Capillary", len(hierarchies))
 
     result = validation.validate(
         customers, companies, hierarchies, run_id=run_id,
-        data_docs_dir=reports_dir(run_id) / "data_docs",
+        data_docs_dir=reports_dir(run_id) / "data_docs", phone_region=region,
     )
     log.info("Quality gate summary:\n%s", validation.format_summary(result))
     if result.data_docs:

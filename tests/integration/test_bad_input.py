@@ -150,9 +150,11 @@ def kinds() -> list[Kind]:
             email="  Mixed.Case@Example.COM "),
         one("email_with_zero_width_space", "BI-ZWSP", "quarantined:email_valid", email="zero\u200bwidth@example.com"),
         one("email_300_chars", "BI-MAILL", "quarantined:email_valid", email="a" * 290 + "@example.com"),
-        # warehouse.md: "E.164 digits, + optional"; separators are outside the contract.
-        one("mobile_with_spaces_and_dashes", "BI-MOBSEP", "quarantined:mobile_valid", mobile="+91 98765-12347"),
-        one("mobile_fullwidth_digits", "BI-MOBFW", "quarantined:mobile_valid", mobile="９１９８７６５１２３４８"),
+        # Formatted numbers with their country code are read by libphonenumber and sent as E.164 digits.
+        one("mobile_with_spaces_and_dashes", "BI-MOBSEP", "sent", identifiers_are(mobile="919876512347"),
+            mobile="+91 98765-12347"),
+        one("mobile_fullwidth_digits", "BI-MOBFW", "sent", identifiers_are(mobile="919876512348"),
+            mobile="９１９８７６５１２３４８"),
         one("customer_key_unicode", "客户-1", "sent", profile_is(firstName="Asha")),
         one("parent_key_with_trailing_space", "BI-PSPACE", "quarantined:parent_exists", parent_customer_key="FA1 "),
         one("loyalty_type_upper_case", "BI-LTUP", "quarantined:loyalty_type_allowed", loyalty_type="LOYALTY"),

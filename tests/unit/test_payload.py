@@ -154,8 +154,9 @@ def test_hash_is_sha256_of_the_canonical_payload_and_follows_the_parent():
 
 
 def test_a_mobile_validation_refuses_is_never_sent_in_another_form():
-    # Validation quarantines these rows; if one comes here anyway, it is left out with the
-    # reason, not sent with its separators stripped (or without its mobile).
+    # Validation hands mobiles over as E.164 digits; a number written otherwise did not come
+    # through it (and the payload has no region to read it with): left out with the reason,
+    # not sent under a guess (or without its mobile).
     rows = [{**DRIVER, "parent_customer_key": None, "role_code": "GFA"},
             {**ADMIN, "customer_key": "spaced", "mobile": "+91 98765-44424", "email": "s@x.io", "external_id": "S"},
             {**ADMIN, "customer_key": "kid", "mobile": "919800000009", "email": "k@x.io", "external_id": "K",

@@ -8,11 +8,12 @@ import re
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pytest
 import validation_cases as vc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from associate import validation
+from associate import identifiers, validation
 from associate.validation import emails, graph, phones
 
 
@@ -47,12 +48,38 @@ def test_mobile_fast_path_agrees_with_libphonenumber_everywhere():
 
 def test_mobile_validity_normalises_and_names_the_region():
     got = phones.mobile_validity(pd.Series(["+919876544424", " 919876544424 ", "91 98765 44424", None, "",
-                                            "447911123456", "4479"], dtype=object))
+                                            "447911123456", "4479", "98765 44424"], dtype=object))
     assert list(got["valid"].astype(object).where(got["valid"].notna(), None)) == [
-        True, True, False, None, None, True, False]
-    assert got["norm"][0] == got["norm"][1] == "919876544424"
-    assert got["region"][2] == phones.UNKNOWN_REGION  # spaces: not E.164 digits
+        True, True, True, None, None, True, False, False]
+    assert got["norm"][0] == got["norm"][1] == got["norm"][2] == "919876544424"
     assert got["region"][6] == "GB"
+    assert got["norm"][7] == "9876544424"  # national, and no region to read it with: +98 (IR), invalid
+
+
+def test_mobile_validity_reads_national_numbers_with_the_region():
+    values = pd.Series(["98765 44424", "(0) 98765-44424", "+447911123456", "6591234567", "98765", None], dtype=object)
+    got = phones.mobile_validity(values, "IN")
+    assert list(got["norm"][:3]) == ["919876544424", "919876544424", "447911123456"]
+    assert list(got["valid"].astype(object).where(got["valid"].notna(), None)) == [True, True, True, None, False, None]
+    assert got["ambiguous"][3] == "SG (+65) and IN (+91)"
+    assert got["norm"][4] == "9198765" and got["region"][4] == "IN"
+
+
+@pytest.mark.parametrize("region", [None, "US"])
+def test_vectorised_reading_is_the_scalar_one_everywhere(region):
+    # Numbers of every region, as E.164 digits, with '+', and written nationally.
+    sample = _phone_sample(mutations=1)
+    written = sample + ["+" + d for d in sample[::4]] + [_national(d) for d in sample[::4]]
+    got = phones.mobile_validity(pd.Series(written, dtype=object), region)
+    expected = [identifiers.read_mobile(v, region) for v in written]
+    assert list(got["norm"]) == [r.digits for r in expected]
+    readable = [i for i, r in enumerate(expected) if r.digits is not None]
+    assert [bool(got["valid"][i]) for i in readable] == [phones.library_is_valid(expected[i].digits) for i in readable]
+
+
+def _national(digits: str) -> str:
+    number = phonenumbers.parse("+" + digits, None)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
 
 
 _EMAILISH = re.compile(r"[A-Za-z0-9_.+\-]{1,70}@[A-Za-z0-9.\-]{1,70}\.[A-Za-z]{1,8}")

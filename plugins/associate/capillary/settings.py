@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from associate.exceptions import ConfigurationError
+from associate.identifiers import default_region
 
 
 def _as_bool(value: Any, default: bool) -> bool:
@@ -56,6 +57,14 @@ def basic_authorization(login: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{login}:{digest}".encode()).decode("ascii")
 
 
+def phone_region_of(value: Any, where: str) -> str | None:
+    """A default phone region (``"in"`` -> ``"IN"``, blank -> None), or a ConfigurationError naming ``where``."""
+    try:
+        return default_region(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
 def _extra(default: float, *, minimum: float = 0) -> Any:
     """Declare a tuning field, read from the connection extra of the same name (of the default's type)."""
     return field(default=default, metadata={"minimum": minimum})
@@ -88,6 +97,8 @@ class ClientSettings:
     verify: bool = True
     attribution_entity_type: str | None = None
     attribution_entity_code: str | None = None
+    # ISO 3166 alpha-2 region national mobiles are read with (validation); None: they need a country code.
+    default_phone_region: str | None = None
 
     @property
     def uses_oauth(self) -> bool:
@@ -122,6 +133,8 @@ class ClientSettings:
             verify=_as_bool(extras.get("verify"), True),
             attribution_entity_type=extras.get("attribution_entity_type") or None,
             attribution_entity_code=extras.get("attribution_entity_code") or None,
+            default_phone_region=phone_region_of(extras.get("default_phone_region"),
+                                                 "Capillary connection extra 'default_phone_region'"),
             **{f.name: max(f.metadata["minimum"], _as_number(extras, f.name, f.default))
                for f in fields(cls) if "minimum" in f.metadata},
         )

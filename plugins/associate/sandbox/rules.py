@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from associate.identifiers import is_valid_mobile, normalize_mobile
+from associate.identifiers import e164_digits, is_valid_mobile
 
 from .models import Codes, Identifier, Profile
 
@@ -61,10 +61,10 @@ def warning(code: int, message: str) -> dict:
 
 
 def normalize(id_type: str, value: str) -> str | None:
-    """The stored form of an identifier: mobiles as the client normalises them (None if not
-    E.164 digits), emails lower-case, others trimmed."""
+    """The stored form of an identifier: mobiles as the E.164 digits the client sends (None if
+    written otherwise: the API has no default region), emails lower-case, others trimmed."""
     if id_type == "mobile":
-        return normalize_mobile(value)
+        return e164_digits(value)
     value = value.strip()
     if id_type == "email":
         return value.lower()

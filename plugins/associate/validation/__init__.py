@@ -39,13 +39,16 @@ class ValidationResult:
 
 def validate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies: list[HierarchyDefinition], *,
              run_id: str, now: datetime | None = None, suites_dir: str | Path | None = None,
-             data_docs_dir: str | Path | None = None) -> ValidationResult:
-    """Check canonical customer and company frames; split them into valid rows and quarantine rows."""
+             data_docs_dir: str | Path | None = None, phone_region: str | None = None) -> ValidationResult:
+    """Check canonical customer and company frames; split them into valid rows and quarantine rows.
+
+    ``phone_region`` (ISO alpha-2) reads national mobiles; valid rows carry mobiles as E.164 digits.
+    """
     from associate.validation.gate import run_gate
 
     return ValidationResult(**run_gate(
         customers, companies, hierarchies, run_id=run_id, now=now,
-        suites_dir=suites_dir, data_docs_dir=data_docs_dir,
+        suites_dir=suites_dir, data_docs_dir=data_docs_dir, phone_region=phone_region,
     ))
 
 

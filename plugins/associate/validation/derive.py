@@ -191,18 +191,27 @@ def prepare_companies(companies: pd.DataFrame, hierarchies: HierarchyIndex) -> p
 
 
 def prepare_customers(customers: pd.DataFrame, companies: pd.DataFrame,
-                      hierarchies: HierarchyIndex) -> pd.DataFrame:
-    """Customer rows (RangeIndex) with parsed and derived columns for the customer suite."""
+                      hierarchies: HierarchyIndex, phone_region: str | None = None) -> pd.DataFrame:
+    """Customer rows (RangeIndex) with parsed and derived columns for the customer suite.
+
+    ``phone_region``: the default region national mobiles are read with (None: none).
+    """
     frame = customers.reindex(columns=list(tables.CUSTOMER_COLUMNS)).reset_index(drop=True)
     out = pd.DataFrame({c: _text(frame[c]) for c in CUSTOMER_TEXT})
     keys = out["customer_key"]
 
-    mobile = phones.mobile_validity(out["mobile"])
+    mobile = phones.mobile_validity(out["mobile"], phone_region)
     email = emails.email_validity(out["email"])
     out["mobile__valid"], out["email__valid"] = mobile["valid"].array, email["valid"].array
     # Derived text as pandas str (Arrow): a fraction of the memory of Python objects at 1M rows.
     out["mobile__region"] = mobile["region"].astype("str")
     out["mobile__norm"] = mobile["norm"].astype("str")
+    ambiguous = mobile["ambiguous"]
+    out["mobile__unambiguous"] = _flag(ambiguous.isna(), _present(out["mobile"]))
+    out["mobile__ambiguous"] = ambiguous.astype("str")
+    # For the reasons; one category, so a million rows cost a million one-byte codes.
+    out["mobile__read_with"] = pd.Categorical.from_codes(np.zeros(len(out), dtype=np.int8),
+                                                         [phones.read_with(phone_region)])
     out["email__norm"] = email["norm"].astype("str")
     has_primary = out["mobile"].notna() | out["email"].notna() | out["external_id"].notna()
     out["identifiers__primary"] = _flag(has_primary, np.ones(len(out), dtype=bool))

@@ -27,13 +27,14 @@ def _utc(now: datetime | None) -> pd.Timestamp:
 
 
 def run_gate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies, *, run_id: str,
-             now: datetime | None = None, suites_dir=None, data_docs_dir=None) -> dict:
+             now: datetime | None = None, suites_dir=None, data_docs_dir=None,
+             phone_region: str | None = None) -> dict:
     """Everything ``validate`` returns, as a dict of ValidationResult fields."""
     started = time.perf_counter()
     now_utc = _utc(now)
     index = derive.HierarchyIndex(hierarchies)
     comp = derive.prepare_companies(companies, index)
-    cust = derive.prepare_customers(customers, comp, index)
+    cust = derive.prepare_customers(customers, comp, index, phone_region)
     prepared = time.perf_counter()
 
     runner = SuiteRunner(Path(suites_dir) if suites_dir else config.expectations_dir(), data_docs_dir)
@@ -91,7 +92,7 @@ def run_gate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies, *, r
 
 def _keep_output_columns(frame: pd.DataFrame, canonical: tuple[str, ...]) -> None:
     """Drop derived columns the valid frames do not use, to lower the peak memory at 1M rows."""
-    wanted = set(canonical) | {f"{c}__ts" for c in canonical} | {f"{c}__num" for c in canonical}
+    wanted = set(canonical) | {f"{c}__ts" for c in canonical} | {f"{c}__num" for c in canonical} | {"mobile__norm"}
     for column in [c for c in frame.columns if c not in wanted]:
         del frame[column]
 
@@ -160,6 +161,9 @@ def _valid_customers(original: pd.DataFrame, cust: pd.DataFrame, bad: np.ndarray
         cust.loc[keep, "last_viewed_date__ts"].notna(), None)
     for column in derive.CUSTOMER_INTS:
         out[column] = cust.loc[keep, f"{column}__num"].astype("Int64")
+    # Handed over as E.164 digits: the payload sends them, and its hash (change detection)
+    # does not move when the warehouse only reformats a number.
+    out["mobile"] = cust.loc[keep, "mobile__norm"]
     if tables.CUSTOMER_PUSH_TOKEN in original.columns:  # optional: passed through as given
         token = original[tables.CUSTOMER_PUSH_TOKEN].astype(object).to_numpy()[np.asarray(keep, dtype=bool)]
         out[tables.CUSTOMER_PUSH_TOKEN] = token
