@@ -44,6 +44,8 @@ sends only the customers whose payload changed (or failed last time) to
   `mode = full`), then unpause it.
 * `dry_run` does everything but the sends and writes a payload preview.
 * `customer_keys` re-sends exactly these customers.
+* `phone_region` reads mobiles without a country code as numbers of that region (default:
+  the Capillary connection's `default_phone_region`).
 * The run fails before any API call when more than `max_quarantine_ratio` of the rows
   are rejected (a broken load), and after the write-back and the report (task
   `check_failures`) when more than `max_failed_ratio` of the customers it tried to send failed.

@@ -43,7 +43,8 @@ def test_dagbag_has_no_import_errors_and_every_dag_has_tags():
         assert dag.tags, f"{dag_id} has no tags"
     dag = bag.dags[DAG_ID]
     assert dag.doc_md
-    assert set(dag.params.keys()) >= {"mode", "dry_run", "batch_size", "max_quarantine_ratio", "customer_keys"}
+    assert set(dag.params.keys()) >= {"mode", "dry_run", "batch_size", "max_quarantine_ratio", "max_failed_ratio",
+                                         "customer_keys", "phone_region"}
     post = dag.get_task("post")
     assert post.pool == "capillary_api"
 
