@@ -59,7 +59,7 @@ def _page(title: str, body: str, status: int = 200):
 def create_app():
     """The FastAPI app of the reports (mounted by the plugin under ``/associate``)."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
     from fastapi import Depends, FastAPI
     from fastapi.responses import Response
 
@@ -113,7 +113,7 @@ def create_app():
 
     @app.post("/dry-run/{dag_id}",
               dependencies=[Depends(requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN))])
-    def start_dry_run(dag_id: str, user: GetUserDep):
+    def start_dry_run(dag_id: str, user=Depends(get_user)):  # noqa: B008 - FastAPI's dependency form
         """Trigger a full dry run (no logical date) and open its page in the UI."""
         from airflow.api.common.trigger_dag import trigger_dag
         from airflow.utils.types import DagRunTriggeredByType

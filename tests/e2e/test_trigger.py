@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 BACKFILL_DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+DATED_RUN = "2026-03-10T00:00:00Z"
 
 
 def free_port() -> int:
@@ -92,6 +93,12 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path, pg_url):
                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
             assert resp.status_code == 200, resp.text
             rest_run = wait_for_run(home, pg_url, procs, resp.json()["dag_run_id"])
+            # The REST API with a logical date (as the UI form sends it) and conf.
+            resp = requests.post(f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
+                                 json={"logical_date": DATED_RUN, "conf": {"mode": "incremental"}},
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            assert resp.status_code == 200, resp.text
+            dated_run = wait_for_run(home, pg_url, procs, resp.json()["dag_run_id"], dated=True)
             # README's backfill: three days, each with two changed customers, one day at a time.
             keys = [k for (k,) in sqlite3.connect(warehouse).execute(
                 "SELECT entity_key FROM associate_sync_state WHERE entity = 'customer' AND last_status = 'success' "
@@ -124,6 +131,10 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path, pg_url):
         end = pendulum.parse(run_after).in_timezone("UTC").start_of("day")
         assert f"(requested {requested}) for interval [{end.subtract(days=1)}, {end})" in extract_log, extract_log[-3000:]
     assert "Extracting in full mode (requested full)" in task_log(home, cli_run[0], "extract")
+    # A run with a logical date covers the latest complete day before it, like the UI form's run.
+    assert dated_run[1] == "success", dated_run
+    assert "(requested incremental) for interval [2026-03-09T00:00:00+00:00, 2026-03-10T00:00:00+00:00)" \
+        in task_log(home, dated_run[0], "extract")
     with sqlite3.connect(warehouse) as db:
         (sent,) = db.execute("SELECT count(*) FROM associate_sync_results WHERE run_id = ? AND status "
                              "IN ('success', 'warning')", (cli_run[0],)).fetchone()
@@ -170,8 +181,8 @@ def wait_for_backfill(home, metadata_url: str, procs, count: int, timeout: int =
 
 
 def wait_for_run(home, metadata_url: str, procs, run_id: str | None = None,
-                 timeout: int = 600) -> tuple[str, str, str]:
-    """(run_id, state, run_after) of a run without a logical date, once it finished."""
+                 timeout: int = 600, dated: bool = False) -> tuple[str, str, str]:
+    """(run_id, state, run_after) of a run (without a logical date unless ``dated``), once it finished."""
     started = time.time()
     while time.time() - started < timeout:
         rows = metadata_rows(metadata_url, "SELECT run_id, state, logical_date, run_after FROM dag_run "
