@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -97,14 +96,3 @@ def kill_tree(pid: int) -> list[int]:
             member.send_signal(signal.SIGKILL)
     psutil.wait_procs(family, timeout=10)
     return [member.pid for member in family]
-
-
-def wait_for(condition, *, timeout: float, what: str, poll: float = 0.5):
-    """The first truthy value of ``condition()``; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")

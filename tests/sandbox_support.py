@@ -163,3 +163,13 @@ def sandbox_in_form(form: str, tmp_path_factory):
     with SandboxProcess(db, error_form=form) as running:
         running.form = form
         yield running
+
+
+def company_request(external_id: str, name: str = "Acme Fleet", parent: str | None = None, **fields) -> dict:
+    """A ``POST /v2/companies`` request in wire form (in the sandbox's default hierarchy)."""
+    body = {"name": name, "externalId": external_id, "hierarchyDefinitionCode": HIERARCHY}
+    if fields:
+        body["extendedFields"] = fields
+    if parent:
+        body["parentCompany"] = {"externalId": parent}
+    return body

@@ -18,7 +18,8 @@ import uuid
 import pytest
 
 from dag_support import DAG_ID
-from deployment_support import require_redis, running_deployment, wait_for, worker_of
+from deployment_support import require_redis, running_deployment, worker_of
+from reliability_support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def test_two_workers_share_one_budget_use_it_and_never_pass_it(tmp_path, pg_url)
             most_at_once = max(most_at_once, len(running))
             return deployment.run_state(run_id) in ("success", "failed")
 
-        wait_for(finished, timeout=1200, what=f"run {run_id} of {DAG_ID}", poll=2)
+        wait_until(finished, timeout=1200, what=f"run {run_id} of {DAG_ID}", poll=2)
         state = deployment.run_state(run_id)
         stats = deployment.sandbox_stats()
         logs = "\n".join(path.read_text(errors="replace")

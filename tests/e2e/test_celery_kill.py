@@ -17,8 +17,8 @@ import uuid
 import pytest
 
 from dag_support import DAG_ID
-from deployment_support import kill_tree, require_redis, running_deployment, wait_for, worker_of
-from reliability_support import AUDITOR, Warehouse, audit, results_cover
+from deployment_support import kill_tree, require_redis, running_deployment, worker_of
+from reliability_support import AUDITOR, Warehouse, audit, results_cover, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_sigkill_of_the_worker_running_post_is_retried_and_sends_each_customer_o
                         return ti, worker
             return None
 
-        victim, worker = wait_for(post_sending, timeout=300, what="a post task sending its chunk")
+        victim, worker = wait_until(post_sending, timeout=300, what="a post task sending its chunk", poll=0.5)
         killed = kill_tree(deployment.running()[worker])
         received_at_kill = deployment.sandbox_stats()["elements"]["received"]
         state = deployment.wait_for_run(run_id, timeout=300)

@@ -14,6 +14,7 @@ from associate.capillary.budget import reset_registry
 from associate.capillary.settings import ClientSettings
 from associate.capillary.transport import Transport
 from sandbox_support import HIERARCHY, TILL, SandboxClient, new_key
+from sandbox_support import company_request as company
 
 # With ``commit500=0.5`` this seed's first two draws are: commit500 (the write is stored,
 # its answer a 500), then none (random.Random(1)). Without retries the write's answer is lost.
@@ -43,16 +44,6 @@ def make_client(sandbox, **overrides) -> CapillaryClient:
 def client(sandbox):
     with make_client(sandbox) as client:
         yield client
-
-
-def company(external_id: str, name: str = "Acme Fleet", parent: str | None = None, **fields) -> dict:
-    """A company request in wire form."""
-    body = {"name": name, "externalId": external_id, "hierarchyDefinitionCode": HIERARCHY}
-    if fields:
-        body["extendedFields"] = fields
-    if parent:
-        body["parentCompany"] = {"externalId": parent}
-    return body
 
 
 class CompanyCalls:

@@ -18,6 +18,7 @@ from associate.capillary.settings import basic_authorization
 from associate.capillary.transport import TOKENS
 from associate.exceptions import CapillaryAuthError, ConfigurationError
 from associate.hook import CapillaryHook
+from sandbox_support import company_request
 
 HIERARCHY = "code-association2"
 BASIC = ("store.server", "server123")
@@ -89,16 +90,6 @@ def element(mobile: str | None = None, *, email: str | None = None, role: str | 
 def mobile_of(body: dict) -> str:
     """The mobile identifier of an element."""
     return body["profiles"][0]["identifiers"][0]["value"]
-
-
-def company_request(external_id: str, name: str = "Acme Fleet", parent: str | None = None, **fields) -> dict:
-    """A CompanyRequest in wire form."""
-    body = {"name": name, "externalId": external_id, "hierarchyDefinitionCode": HIERARCHY}
-    if fields:
-        body["extendedFields"] = fields
-    if parent:
-        body["parentCompany"] = {"externalId": parent}
-    return body
 
 
 def assert_exactly_once(client: CapillaryClient, bodies: list[dict], outcomes) -> None:

@@ -31,15 +31,33 @@ log = logging.getLogger(__name__)
 DEFAULT_HEADROOM = 0.98
 
 
-class RateLimiter:
+def checked_rpm(rpm: float) -> float:
+    """A budget as a float; a budget of nothing or less is a configuration error."""
+    if rpm <= 0:
+        raise ValueError(f"rate limit must be a positive number of requests per minute, got {rpm!r}")
+    return float(rpm)
+
+
+class EvenSpacing:
+    """The spacing of a GCRA budget (burst 1): ``rpm`` requests a minute at ``headroom`` of it."""
+
+    rpm: float
+    headroom: float
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests (of all sharers together, for a shared budget)."""
+        return 60.0 / (self.rpm * self.headroom)
+
+
+class RateLimiter(EvenSpacing):
     """A thread-safe GCRA limiter: at most ``rpm`` requests per minute, evenly spaced."""
 
     mode = "process"
 
     def __init__(self, rpm: float, *, headroom: float = DEFAULT_HEADROOM, clock=time.monotonic, sleep=time.sleep,
                  description: str = ""):
-        if rpm <= 0:
-            raise ValueError(f"rate limit must be a positive number of requests per minute, got {rpm!r}")
+        rpm = checked_rpm(rpm)
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
@@ -57,17 +75,11 @@ class RateLimiter:
         """The budget in plain words, for the task log."""
         return self.description
 
-    @property
-    def interval(self) -> float:
-        """Seconds between two requests."""
-        return 60.0 / (self.rpm * self.headroom)
-
     def set_rate(self, rpm: float) -> None:
         """Change the budget (a connection was edited); the new spacing applies from now."""
-        if rpm <= 0:
-            raise ValueError(f"rate limit must be a positive number of requests per minute, got {rpm!r}")
+        rpm = checked_rpm(rpm)
         with self._lock:
-            self.rpm = float(rpm)
+            self.rpm = rpm
 
     def reserve(self) -> float:
         """Book the next slot and return how long the caller must wait for it."""

@@ -8,8 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from associate.exceptions import ConfigurationError
-from associate.identifiers import default_region
+
+def _configuration_error(message: str) -> Exception:
+    """An ``associate.exceptions.ConfigurationError``, imported when needed: Airflow imports this
+    module while it discovers providers (``provider_info``), before ``associate.exceptions`` can be."""
+    from associate.exceptions import ConfigurationError
+
+    return ConfigurationError(message)
 
 
 def _as_bool(value: Any, default: bool) -> bool:
@@ -30,16 +35,16 @@ def _as_number(extras: Mapping[str, Any], name: str, default: float) -> Any:
     try:
         number = kind(float(value)) if kind is int else kind(value)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"Capillary connection extra {name!r} must be a number, got {value!r}") from None
+        raise _configuration_error(f"Capillary connection extra {name!r} must be a number, got {value!r}") from None
     if number < 0:
-        raise ConfigurationError(f"Capillary connection extra {name!r} must not be negative, got {value!r}")
+        raise _configuration_error(f"Capillary connection extra {name!r} must not be negative, got {value!r}")
     return number
 
 
 def base_url_of(host: str | None, schema: str | None = None, port: int | None = None) -> str:
     """Return the cluster URL: the host's own scheme, else the schema field (http/https), else https."""
     if not host:
-        raise ConfigurationError("Capillary connection has no host (e.g. https://eu.api.capillarytech.com)")
+        raise _configuration_error("Capillary connection has no host (e.g. https://eu.api.capillarytech.com)")
     host = host.strip().rstrip("/")
     if "://" in host:
         url = host
@@ -60,9 +65,11 @@ def basic_authorization(login: str, password: str) -> str:
 def phone_region_of(value: Any, where: str) -> str | None:
     """A default phone region (``"in"`` -> ``"IN"``, blank -> None), or a ConfigurationError naming ``where``."""
     try:
+        from associate.identifiers import default_region  # phonenumbers: only when a region is read
+
         return default_region(value)
     except ValueError as exc:
-        raise ConfigurationError(f"{where}: {exc}") from None
+        raise _configuration_error(f"{where}: {exc}") from None
 
 
 def _extra(default: float, *, minimum: float = 0) -> Any:
@@ -139,11 +146,11 @@ class ClientSettings:
                for f in fields(cls) if "minimum" in f.metadata},
         )
         if settings.uses_oauth and not settings.oauth_secret:
-            raise ConfigurationError("Capillary connection has extra oauth_key but no oauth_secret")
+            raise _configuration_error("Capillary connection has extra oauth_key but no oauth_secret")
         if not settings.uses_oauth and not (settings.login and settings.password):
-            raise ConfigurationError(
+            raise _configuration_error(
                 "Capillary connection needs login + password (Basic) or extras oauth_key + oauth_secret"
             )
         if settings.rate_limit_rpm <= 0:
-            raise ConfigurationError("Capillary connection extra 'rate_limit_rpm' must be positive")
+            raise _configuration_error("Capillary connection extra 'rate_limit_rpm' must be positive")
         return settings

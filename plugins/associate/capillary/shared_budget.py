@@ -21,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from associate.capillary.ratelimit import DEFAULT_HEADROOM, BudgetMode, RateLimiter, divided_limiter
+from associate.capillary.ratelimit import (
+    DEFAULT_HEADROOM, BudgetMode, EvenSpacing, RateLimiter, checked_rpm, divided_limiter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +41,14 @@ def budget_key(host: str, credential: str) -> str:
     return hashlib.sha256(f"{host}\n{credential}".encode()).hexdigest()[:24]
 
 
-class SharedRateLimiter:
+class SharedRateLimiter(EvenSpacing):
     """A GCRA limiter whose slots live in a store; falls back to a divided share on store errors."""
 
     mode = "shared"
 
     def __init__(self, rpm: float, credential: str, mode: BudgetMode, *, headroom: float = DEFAULT_HEADROOM,
                  sleep=time.sleep):
-        if rpm <= 0:
-            raise ValueError(f"rate limit must be a positive number of requests per minute, got {rpm!r}")
-        self.rpm = self.budget_rpm = float(rpm)
+        self.rpm = self.budget_rpm = checked_rpm(rpm)
         self.credential = credential
         self.budget_mode = mode
         self.headroom = headroom
@@ -60,16 +60,9 @@ class SharedRateLimiter:
         self.waited_seconds = 0.0
         self.store_errors = 0
 
-    @property
-    def interval(self) -> float:
-        """Seconds between two requests of all sharers together."""
-        return 60.0 / (self.rpm * self.headroom)
-
     def set_rate(self, rpm: float) -> None:
         """Change the budget; the new spacing applies from the next booking."""
-        if rpm <= 0:
-            raise ValueError(f"rate limit must be a positive number of requests per minute, got {rpm!r}")
-        self.rpm = self.budget_rpm = float(rpm)
+        self.rpm = self.budget_rpm = checked_rpm(rpm)
 
     # -- the store (subclasses) -----------------------------------------------------------------
 
