@@ -7,6 +7,10 @@ import threading
 import time
 
 
+# Requests outside the API budget: token calls, and the sandbox's own pages (stats, spec).
+UNBUDGETED = ("/oauth/", "/__sandbox/", "/openapi")
+
+
 class Stats:
     """Requests by endpoint and status, injected faults, 429s and bulk elements (since start)."""
 
@@ -30,7 +34,7 @@ class Stats:
         now = time.time()
         with self._lock:
             self.requests[endpoint][str(status)] += 1
-            if "/oauth/" not in endpoint:  # token calls are outside the API budget
+            if not any(part in endpoint for part in UNBUDGETED):
                 self.times.append(now)
             span = self.spans.setdefault(endpoint, [now, now])
             span[1] = now
@@ -71,7 +75,7 @@ class Stats:
             }
 
     def _busiest_window(self) -> dict:
-        """The most requests in any WINDOW_SECONDS (token calls aside), and when that window began."""
+        """The most API requests in any WINDOW_SECONDS (UNBUDGETED ones aside), and when that window began."""
         times, best, start, left = list(self.times), 0, None, 0
         for right, now in enumerate(times):
             while now - times[left] >= self.WINDOW_SECONDS:
