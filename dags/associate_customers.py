@@ -7,7 +7,7 @@ from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from associate import alerts, report_tasks, tasks
-from associate.operators import AssociateCustomersOperator
+from associate.operators import AssociateCustomersOperator, lineage_task
 from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE, STATE_TABLE, WARNINGS_TABLE
 
 WAREHOUSE_CONN_ID = "warehouse_default"
@@ -109,6 +109,8 @@ the latest runs as a chart, and a link to the Data Docs. Also in the `report` ta
     },
 )
 def associate_customers():
+    # Tasks made with lineage_task tell OpenLineage (when configured) the warehouse tables and
+    # Capillary APIs they read and write (associate.lineage); post's operator does the same.
     # The interval is read from the context in Python (tasks.run_interval): a run triggered
     # without a logical date has no data_interval_start to template.
     # One run past this gate at a time, in logical-date order (backfills included): two runs
@@ -117,13 +119,13 @@ def associate_customers():
         tasks.wait_for_earlier_runs, task_id="wait_for_earlier_runs",
         mode="reschedule", poke_interval=30, timeout=pendulum.duration(hours=12).total_seconds(),
     )()
-    extracted = task(tasks.extract_run, task_id="extract")(
+    extracted = lineage_task(tasks.extract_run, task_id="extract")(
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         run_id="{{ run_id }}",
         mode="{{ params.mode }}",
         customer_keys="{{ params.customer_keys }}",
     )
-    validated = task(tasks.validate, task_id="validate", pool=WAREHOUSE_POOL, outlets=[QUARANTINE_ASSET])(
+    validated = lineage_task(tasks.validate, task_id="validate", pool=WAREHOUSE_POOL, outlets=[QUARANTINE_ASSET])(
         extracted=extracted,
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         capillary_conn_id=CAPILLARY_CONN_ID,
@@ -131,7 +133,7 @@ def associate_customers():
         max_quarantine_ratio="{{ params.max_quarantine_ratio }}",
         phone_region="{{ params.phone_region }}",
     )
-    company_outcomes = task(tasks.ensure_companies, task_id="ensure_companies", pool=API_POOL)(
+    company_outcomes = lineage_task(tasks.ensure_companies, task_id="ensure_companies", pool=API_POOL)(
         validated=validated,
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         capillary_conn_id=CAPILLARY_CONN_ID,
@@ -158,7 +160,7 @@ def associate_customers():
         warehouse_conn_id=WAREHOUSE_CONN_ID,
     ).expand_kwargs(chunks)
     customer_outcomes = post.output
-    written = task(
+    written = lineage_task(
         tasks.write_back, task_id="write_back", pool=WAREHOUSE_POOL,
         trigger_rule="none_failed", outlets=RESULT_ASSETS,
     )(

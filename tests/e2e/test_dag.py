@@ -23,14 +23,15 @@ def test_dag_file_imports_no_heavy_library_at_parse_time():
     code = (
         "import runpy, sys; runpy.run_path(sys.argv[1]);"
         "heavy = [m for m in ('pandas', 'great_expectations', 'pyarrow', 'requests', 'phonenumbers') if m in sys.modules];"
-        "print(','.join(heavy))"
+        "print('heavy=' + ','.join(heavy))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(ROOT / "dags" / "associate_customers.py")],
         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "plugins"), "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1:] in ([""], []), f"heavy imports at parse time: {proc.stdout}"
+    # Airflow may log (deprecation) warnings to stdout too: only the marked line counts.
+    assert "heavy=\n" in proc.stdout + "\n", f"heavy imports at parse time: {proc.stdout}"
 
 
 def test_dagbag_has_no_import_errors_and_every_dag_has_tags():
