@@ -129,8 +129,9 @@ DRAWN = [
              sandbox={"faults": "slow=0.1", "fault_seed": 12, "slow_ms": 2500}, client={"read_timeout": 1}),
     Scenario("dropped_connections", "10% of requests: connection closed without an answer (nothing stored)",
              sandbox={"faults": "drop=0.1", "fault_seed": 26}),
+    # The seed draws faults on company and bulk calls of this run's ~20 requests (one per company now).
     Scenario("commit_then_500", "10% of requests commit, then answer 500",
-             sandbox={"faults": "commit500=0.1", "fault_seed": 20}),
+             sandbox={"faults": "commit500=0.1", "fault_seed": 23}),
 ]
 
 
@@ -143,10 +144,11 @@ def test_drawn_faults_lose_and_duplicate_nothing(scenario, tmp_path, reliability
 
 
 def test_429_storm(tmp_path, reliability_home, sample, sqlite_warehouse, record):
-    # The server allows 20 requests a minute while the client is configured for far more
+    # The server allows 12 requests a minute while the client is configured for far more
     # (another task spending the same key looks the same to it): it must wait out Retry-After.
-    scenario = Scenario("429_storm", "server limit 20 requests/min per key, client budget 60,000/min",
-                        sandbox={"rate_limit_rpm": 20}, client={"max_retries": 8})
+    # The run needs about 20 requests (hierarchies, one per company, the bulk calls).
+    scenario = Scenario("429_storm", "server limit 12 requests/min per key, client budget 60,000/min",
+                        sandbox={"rate_limit_rpm": 12}, client={"max_retries": 8})
     out = run_scenario(scenario, tmp_path, reliability_home, sample, sqlite_warehouse, record)
     assert out["faults"]["rateLimited"] > 0, "the server never answered 429"
     assert not out["missing_results"]

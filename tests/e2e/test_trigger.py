@@ -189,7 +189,7 @@ def wait_for_run(home, metadata_url: str, procs, run_id: str | None = None,
                              "WHERE dag_id = %s ORDER BY run_after", (DAG_ID,))
         row = next((r for r in rows if run_id is None or r[0] == run_id), None)
         if row:
-            assert row[2] is None, "the run has a logical date: nothing to test"
+            assert (row[2] is not None) == dated, f"logical date {row[2]!r}: not the run to test"
             if row[1] in ("success", "failed"):
                 return row[0], row[1], row[3]
         assert all(p.poll() is None for p in procs), tail_logs(home)
