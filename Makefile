@@ -30,9 +30,9 @@ PYTEST = rc=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 # The whole suite: unit, integration (sandbox, PostgreSQL, MariaDB, Redis) and end-to-end
 # (real Airflow runs and deployments), in TEST_PROCESSES pytest processes, a file per process
 # at a time: the deployment tests mostly wait (a 60 requests/min budget, a scheduler's loop).
-TEST_PROCESSES ?= 3
+TEST_PROCESSES ?= 4
 test: venv
-	@$(call PYTEST,tests -n $(TEST_PROCESSES) --dist loadfile)
+	@$(call PYTEST,tests -n $(TEST_PROCESSES) --dist loadfile --durations=30)
 
 # No services: under a minute.
 test-unit: venv

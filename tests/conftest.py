@@ -26,6 +26,27 @@ sys.path.insert(0, str(ROOT / "plugins"))
 settings.register_profile("deterministic", derandomize=True, database=None, max_examples=100, deadline=None)
 settings.load_profile("deterministic")
 
+# `make test` runs files in parallel processes (pytest-xdist, --dist loadfile): the longest
+# files start first, so the run does not end waiting on one of them (rough minutes here).
+LONGEST_FIRST = (
+    "e2e/test_celery_budget.py",  # ~9: 300+ requests at 60 a minute
+    "e2e/test_reliability_faults.py", "e2e/test_trigger.py", "e2e/test_celery_kill.py",
+    "e2e/test_dag.py", "e2e/test_secrets.py", "e2e/test_browser.py", "e2e/test_mariadb.py",
+    "e2e/test_local_deployment.py", "e2e/test_lineage.py", "e2e/test_provider.py", "e2e/test_alerts.py",
+    "integration/test_shared_budget.py", "integration/test_warehouse.py", "integration/test_bad_input.py",
+    "integration/test_properties.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Run the longest files first (a stable sort: every other file keeps its place)."""
+    def rank(item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith("tests/" + name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)
+
+
 PG_ADMIN_URL = os.environ.get("ASSOCIATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # MariaDB (or MySQL) server for the third engine, as an Airflow `mysql` connection URI.
 MARIADB_ADMIN_URL = os.environ.get("ASSOCIATE_TEST_MARIADB", "mysql://root@127.0.0.1:3306")
