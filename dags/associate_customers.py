@@ -109,16 +109,16 @@ the latest runs as a chart, and a link to the Data Docs. Also in the `report` ta
     },
 )
 def associate_customers():
-    # Tasks made with lineage_task tell OpenLineage (when configured) the warehouse tables and
-    # Capillary APIs they read and write (associate.lineage); post's operator does the same.
-    # The interval is read from the context in Python (tasks.run_interval): a run triggered
-    # without a logical date has no data_interval_start to template.
     # One run past this gate at a time, in logical-date order (backfills included): two runs
     # never send the same customers at once. A waiting run holds no worker slot.
     gate = task.sensor(
         tasks.wait_for_earlier_runs, task_id="wait_for_earlier_runs",
         mode="reschedule", poke_interval=30, timeout=pendulum.duration(hours=12).total_seconds(),
     )()
+    # Tasks made with lineage_task tell OpenLineage (when configured) the warehouse tables and
+    # Capillary APIs they read and write (associate.lineage); post's operator does the same.
+    # The interval is read from the context in Python (tasks.run_interval): a run triggered
+    # without a logical date has no data_interval_start to template.
     extracted = lineage_task(tasks.extract_run, task_id="extract")(
         warehouse_conn_id=WAREHOUSE_CONN_ID,
         run_id="{{ run_id }}",
@@ -177,13 +177,13 @@ def associate_customers():
         company_outcomes=company_outcomes,
         customer_outcomes=customer_outcomes,
     )
-    gate >> extracted
     checked = task(report_tasks.check_failures, task_id="check_failures", retries=0)(
         run_id="{{ run_id }}",
         customer_outcomes=customer_outcomes,
         max_failed_ratio="{{ params.max_failed_ratio }}",
         report_path=summary,
     )
+    gate >> extracted
     written >> summary >> checked
 
 
