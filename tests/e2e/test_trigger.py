@@ -133,7 +133,7 @@ def test_cli_trigger_without_logical_date_runs_on_a_scheduler(tmp_path, pg_url):
     assert "Extracting in full mode (requested full)" in task_log(home, cli_run[0], "extract")
     # A run with a logical date covers the latest complete day before it, like the UI form's run.
     assert dated_run[1] == "success", dated_run
-    assert "(requested incremental) for interval [2026-03-09T00:00:00+00:00, 2026-03-10T00:00:00+00:00)" \
+    assert "(requested incremental) for interval [2026-03-09 00:00:00+00:00, 2026-03-10 00:00:00+00:00)" \
         in task_log(home, dated_run[0], "extract")
     with sqlite3.connect(warehouse) as db:
         (sent,) = db.execute("SELECT count(*) FROM associate_sync_results WHERE run_id = ? AND status "
