@@ -7,6 +7,7 @@ from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from associate import alerts, report_tasks, tasks
+from associate.approval import ApproveSendOperator
 from associate.operators import AssociateCustomersOperator, lineage_task
 from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE, STATE_TABLE, WARNINGS_TABLE
 
@@ -44,6 +45,9 @@ sends only the customers whose payload changed (or failed last time) to
   `mode = full`), then unpause it.
 * `dry_run` does everything but the sends and writes a payload preview.
 * `customer_keys` re-sends exactly these customers.
+* `approval_threshold`: a run that would send more customers than this waits (task
+  `approve_send`) until a person approves it under **Required actions**; a rejection (or
+  no answer within 24 h) sends nothing, and write-back and the report still run.
 * `phone_region` reads mobiles without a country code as numbers of that region (default:
   the Capillary connection's `default_phone_region`).
 * The run fails before any API call when more than `max_quarantine_ratio` of the rows
@@ -106,6 +110,12 @@ the latest runs as a chart, and a link to the Data Docs. Also in the `report` ta
             description="ISO country code (e.g. IN) that mobiles without a country code are read with. "
                         "Empty: the Capillary connection's default_phone_region (none: they need one).",
         ),
+        # Nullable: no threshold, no gate.
+        "approval_threshold": Param(
+            None, type=["null", "integer"], minimum=0, title="Approval threshold",
+            description="Wait for a person's approval (Airflow UI: Required actions) before sending when the "
+                        "run would send more than this many customers. Empty: never wait.",
+        ),
     },
 )
 def associate_customers():
@@ -153,6 +163,14 @@ def associate_customers():
         run_id="{{ run_id }}",
         batch_size="{{ params.batch_size }}",
     )
+    # Above approval_threshold customers to send, a person approves or rejects in the UI first;
+    # a rejection skips post (nothing sent), write_back and report still run (associate.approval).
+    approve_send = ApproveSendOperator(
+        task_id="approve_send",
+        run_id="{{ run_id }}",
+        threshold="{{ params.approval_threshold }}",
+        dry_run="{{ params.dry_run }}",
+    )
     post = AssociateCustomersOperator.partial(
         task_id="post",
         pool=API_POOL,
@@ -184,6 +202,7 @@ def associate_customers():
         report_path=summary,
     )
     gate >> extracted
+    chunks >> approve_send >> post
     written >> summary >> checked
 
 

@@ -161,7 +161,7 @@ def test_a_backfill_starts_ten_days_at_once_unless_told_so_the_dag_orders_them()
 def test_the_trigger_form_requires_no_optional_param(dag):
     # Airflow's trigger form marks a Param required unless its type allows null; every
     # Param has a title and a description, and a required one has a default to start from.
-    optional = {"customer_keys", "phone_region"}
+    optional = {"customer_keys", "phone_region", "approval_threshold"}
     for name, param in dag.params.items():
         schema = param.schema
         assert schema.get("title") and param.description, name
