@@ -58,6 +58,8 @@ class RunSummary:
     dry_run: bool = False
     preview: str | None = None
     data_docs: str | None = None
+    # A sentence the report leads with, e.g. that the approval gate rejected the send.
+    notice: str | None = None
     # (entity, check, key, column, reason), masked as the quarantine table is: a few per check.
     quarantine_samples: list[tuple] = field(default_factory=list)
     # (customer key, code, message (masked), what to do); at most LISTED_CUSTOMERS each.
@@ -181,6 +183,8 @@ class RunSummary:
     def to_text(self) -> str:
         """Readable fixed-width tables for the task log."""
         blocks = [f"Run {self.run_id}" + (f" ({self.mode} extract)" if self.mode else "")]
+        if self.notice:
+            blocks.append(self.notice)
         for title, header, rows in self.sections():
             blocks.append(_text_table(title, header, rows))
         if self.data_docs:
@@ -202,6 +206,8 @@ class RunSummary:
             "</head><body>",
             f"<h1>Customer association run <code>{esc(self.run_id)}</code></h1>",
         ]
+        if self.notice:
+            parts.append(f"<p><strong>{esc(self.notice)}</strong></p>")
         if self.mode:
             parts.append(f"<p>Extract mode: {esc(self.mode)}</p>")
         if self.data_docs:

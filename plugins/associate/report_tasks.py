@@ -40,7 +40,7 @@ def report(
     warehouse_conn_id: str | None = None,
 ) -> str:
     """Log the run summary as tables and write it as HTML next to the Data Docs."""
-    from associate import report_views, staging, warehouse
+    from associate import approval, report_views, staging, warehouse
     from associate.report import RunSummary
     from associate.tables import QUARANTINE_TABLE
 
@@ -57,6 +57,8 @@ def report(
         quarantine_rows=warehouse.read_table(warehouse_conn_id, QUARANTINE_TABLE, run_id) if warehouse_conn_id else None,
         history=warehouse.run_history(warehouse_conn_id) if warehouse_conn_id else None,
     )
+    # Customers a person rejected at the approval gate were not sent: the report says so first.
+    summary.notice = approval.rejection_line(run_id)
     # to_text() opens with the run's id and its first table is titled "Run summary".
     log.info("%s", summary.to_text())
     path = reports_dir(run_id) / "report.html"

@@ -115,3 +115,13 @@ def test_an_approval_records_nothing_not_sent(staged_run):
 
 def test_a_run_the_gate_never_asked_has_no_rejection(staged_run):
     assert approval.rejection_line(RUN) is None
+
+
+def test_the_report_leads_with_the_rejection(staged_run, tmp_path):
+    from associate.report import RunSummary
+
+    gate(4).execute_complete(CONTEXT, answer("Reject", {"id": "1", "name": "steward"}))
+    summary = RunSummary(run_id=RUN, notice=approval.rejection_line(RUN))
+    assert summary.to_text().splitlines()[2].startswith("Send rejected at the approval gate by steward")
+    assert "<strong>Send rejected at the approval gate by steward" in (
+        tmp_path / "r.html").read_text() if summary.to_html(tmp_path / "r.html") else False
