@@ -95,16 +95,22 @@ class ApproveSendOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event: dict[str, Any]) -> Any:
+        # Recorded before the parent skips post: write_back may start the moment post is skipped.
+        if "error" not in event:
+            self._record(event)
+        return super().execute_complete(context=context, event=event)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        """Write the answer (``approval.json``); on a rejection, the customers not sent."""
         from associate import staging
 
-        result = super().execute_complete(context=context, event=event)
-        approved = result["chosen_options"] == [self.APPROVE]
-        user = result.get("responded_by_user") or {}
+        approved = list(event["chosen_options"]) == [self.APPROVE]
+        user = event.get("responded_by_user") or {}
         plan = staging.read_json(staging.run_path(self.run_id, "plan.json"))
         made = {
             "approved": approved,
             "by": user.get("name") or user.get("id"),
-            "at": str(result.get("responded_at")),
+            "at": str(event.get("responded_at")),
             "to_send": int(plan.get("to_send", 0)),
             "threshold": None if self.threshold in (None, "", "None") else int(self.threshold),
             "timeout_hours": timeout_hours(),
@@ -112,12 +118,11 @@ class ApproveSendOperator(ApprovalOperator):
         staging.write_json(made, staging.run_path(self.run_id, DECISION_FILE))
         if approved:
             log.info("Approval gate: approved by %s; the send goes on.", made["by"])
-        else:
-            line = rejection_line(self.run_id)
-            _record_not_sent(self.run_id, line)
-            log.warning("%s post is skipped; write_back records them as not sent, so the next run tries "
-                        "them again.", line)
-        return result
+            return
+        line = rejection_line(self.run_id)
+        _record_not_sent(self.run_id, line)
+        log.warning("%s post is skipped; write_back records them as not sent, so the next run tries "
+                    "them again.", line)
 
 
 def _body(run_id: str, plan: dict, threshold: int, hours: float, dag_id: str) -> str:
