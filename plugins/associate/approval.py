@@ -6,8 +6,8 @@ without one, or in a dry run) it returns at once. Above it, it asks in the Airfl
 ``ApprovalOperator``: on Airflow 3.3 the task waits in state ``awaiting_input`` (no worker
 slot, no triggerer). Approve: ``post`` sends. Reject, or no answer within
 ``[associate] approval_timeout_hours``: ``post`` is skipped (nothing is sent), the
-customers it would have sent get a failed result "not sent: ... rejected" (so the next run
-tries them again), and ``write_back`` and ``report`` run as usual.
+customers it would have sent get a failed result "not sent: ... rejected" (a ``full`` run, or
+this run cleared, sends them), and ``write_back`` and ``report`` run as usual.
 """
 
 from __future__ import annotations
@@ -116,13 +116,14 @@ class ApproveSendOperator(ApprovalOperator):
             "timeout_hours": timeout_hours(),
         }
         staging.write_json(made, staging.run_path(self.run_id, DECISION_FILE))
+        line = None if approved else rejection_line(self.run_id)
+        # Also on an approval: a cleared task asked again drops what an earlier rejection recorded.
+        _record_not_sent(self.run_id, line)
         if approved:
             log.info("Approval gate: approved by %s; the send goes on.", made["by"])
-            return
-        line = rejection_line(self.run_id)
-        _record_not_sent(self.run_id, line)
-        log.warning("%s post is skipped; write_back records them as not sent, so the next run tries "
-                    "them again.", line)
+        else:
+            log.warning("%s post is skipped; write_back records them as not sent (a full run, or this run "
+                        "cleared, sends them).", line)
 
 
 def _body(run_id: str, plan: dict, threshold: int, hours: float, dag_id: str) -> str:
@@ -136,7 +137,7 @@ def _body(run_id: str, plan: dict, threshold: int, hours: float, dag_id: str) ->
         f"`approval_threshold` = {threshold}.\n\n"
         f"* **Approve**: the customers are sent.\n"
         f"* **Reject**: nothing is sent; the run still writes its results (these customers as "
-        f"\"not sent: rejected\", tried again next run) and its report.\n"
+        f"\"not sent: rejected\"; a `full` run, or this run cleared, sends them) and its report.\n"
         f"* No answer within {hours:g} h counts as **Reject**.\n\n"
         f"To look before deciding: the `detect_changes` log has the counts; a dry run "
         f"(the DAG's **Dry run** tab, `{PREFIX}/dry-run/{dag_id}`) writes a payload preview "
@@ -144,11 +145,12 @@ def _body(run_id: str, plan: dict, threshold: int, hours: float, dag_id: str) ->
     )
 
 
-def _record_not_sent(run_id: str, reason: str) -> None:
+def _record_not_sent(run_id: str, reason: str | None) -> None:
     """Give every customer the rejected send would have sent a failed outcome with the reason.
 
-    They go with the held-back customers, which ``write_back`` and the report already read;
-    the previous ones are replaced, so a retried task writes each customer once.
+    They go with the held-back customers, which ``write_back`` and the report already read
+    (no customer to send is held back, so the two never overlap). Earlier ones are replaced:
+    a retried task writes each customer once, and ``reason`` None (an approval) removes them.
     """
     import pandas as pd
 
@@ -159,8 +161,10 @@ def _record_not_sent(run_id: str, reason: str) -> None:
     keys = keys["entity_key"].astype(str).tolist()
     held_path = staging.run_path(run_id, "outcomes", "held_back.parquet")
     held = staging.read_frame(held_path) if staging.exists(held_path) else None
-    rejected = not_sent_outcomes(keys, [f"not sent: {reason}"] * len(keys))
-    if held is not None and len(held):
-        held = held.loc[~held["entity_key"].astype(str).isin(set(keys))]
-        rejected = pd.concat([held, rejected], ignore_index=True)
-    staging.write_frame(rejected, held_path)
+    earlier = held["entity_key"].astype(str).isin(set(keys)) if held is not None else None
+    if reason is None and (earlier is None or not earlier.any()):
+        return
+    frames = [held.loc[~earlier]] if held is not None and len(held) else []
+    if reason is not None:
+        frames.append(not_sent_outcomes(keys, [f"not sent: {reason}"] * len(keys)))
+    staging.write_frame(pd.concat(frames, ignore_index=True) if frames else not_sent_outcomes([], []), held_path)

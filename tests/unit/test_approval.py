@@ -113,6 +113,14 @@ def test_an_approval_records_nothing_not_sent(staged_run):
     assert list(held["entity_key"]) == ["H1"]
 
 
+def test_an_approval_after_a_rejection_takes_the_not_sent_outcomes_back(staged_run):
+    # The task cleared and asked again: approved this time, post sends them, nothing says "not sent".
+    gate(4).execute_complete(CONTEXT, answer("Reject", {"id": "1", "name": "steward"}))
+    gate(4).execute_complete(CONTEXT, answer("Approve", {"id": "1", "name": "steward"}))
+    held = staging.read_frame(staging.run_path(RUN, "outcomes", "held_back.parquet"))
+    assert list(held["entity_key"]) == ["H1"] and approval.rejection_line(RUN) is None
+
+
 def test_a_run_the_gate_never_asked_has_no_rejection(staged_run):
     assert approval.rejection_line(RUN) is None
 
@@ -123,5 +131,5 @@ def test_the_report_leads_with_the_rejection(staged_run, tmp_path):
     gate(4).execute_complete(CONTEXT, answer("Reject", {"id": "1", "name": "steward"}))
     summary = RunSummary(run_id=RUN, notice=approval.rejection_line(RUN))
     assert summary.to_text().splitlines()[2].startswith("Send rejected at the approval gate by steward")
-    assert "<strong>Send rejected at the approval gate by steward" in (
-        tmp_path / "r.html").read_text() if summary.to_html(tmp_path / "r.html") else False
+    summary.to_html(tmp_path / "report.html")
+    assert "<strong>Send rejected at the approval gate by steward" in (tmp_path / "report.html").read_text()
