@@ -46,7 +46,7 @@ sends only the customers whose payload changed (or failed last time) to
 * `dry_run` does everything but the sends and writes a payload preview.
 * `customer_keys` re-sends exactly these customers.
 * `approval_threshold`: a run that would send more customers than this waits (task
-  `approve_send`) until a person approves it under **Required actions**; a rejection (or
+  `approve_send`) until a person approves it under **Browse → Required Actions**; a rejection (or
   no answer within 24 h) sends nothing, and write-back and the report still run.
 * `phone_region` reads mobiles without a country code as numbers of that region (default:
   the Capillary connection's `default_phone_region`).
@@ -113,7 +113,7 @@ the latest runs as a chart, and a link to the Data Docs. Also in the `report` ta
         # Nullable: no threshold, no gate.
         "approval_threshold": Param(
             None, type=["null", "integer"], minimum=0, title="Approval threshold",
-            description="Wait for a person's approval (Airflow UI: Required actions) before sending when the "
+            description="Wait for a person's approval (Airflow UI: Browse > Required Actions) before sending when the "
                         "run would send more than this many customers. Empty: never wait.",
         ),
     },

@@ -2,7 +2,7 @@
 
 ``ApproveSendOperator`` sits between ``build_batches`` and ``post``. Below the threshold (or
 without one, or in a dry run) it returns at once. Above it, it asks in the Airflow UI
-("Required actions", or the task's form) through the standard provider's HITL
+(Browse → Required Actions, or the task's Required Actions tab) through the standard provider's HITL
 ``ApprovalOperator``: on Airflow 3.3 the task waits in state ``awaiting_input`` (no worker
 slot, no triggerer). Approve: ``post`` sends. Reject, or no answer within
 ``[associate] approval_timeout_hours``: ``post`` is skipped (nothing is sent), the
@@ -91,7 +91,8 @@ class ApproveSendOperator(ApprovalOperator):
         self.subject = f"Send {to_send} customers to Capillary? (run {self.run_id})"
         self.body = _body(self.run_id, plan, threshold, hours, context["dag"].dag_id)
         log.info("Approval gate: %d customers to send > approval_threshold %d: waiting up to %g h for a "
-                 "person (Airflow UI: Required actions); no answer means rejected.", to_send, threshold, hours)
+                 "person (Airflow UI: Browse -> Required Actions); no answer means rejected.",
+                 to_send, threshold, hours)
         return super().execute(context)
 
     def execute_complete(self, context, event: dict[str, Any]) -> Any:

@@ -76,6 +76,7 @@ def test_a_mass_send_waits_for_approval_and_a_rejection_sends_nothing(tmp_path):
         states = task_states(deployment, rejected)
         assert states["approve_send"] == {"success"} and states["post"] == {"skipped"}, states
         assert states["write_back"] == states["report"] == {"success"}, states
+        assert states["check_failures"] == {"skipped"}, states  # nothing was tried, nothing to check
         assert deployment.sandbox_stats()["customers"] == 0, "a rejected run sent customers"
         results = customer_results(warehouse, rejected)
         not_sent = [message for status, message in results if "rejected at the approval gate" in (message or "")]
