@@ -76,9 +76,13 @@ class ApproveSendOperator(ApprovalOperator):
     def execute(self, context):
         from associate import staging
 
+        # An answer from an earlier try of this run (cleared since) no longer holds.
+        earlier = staging.run_path(self.run_id, DECISION_FILE)
+        if earlier.exists():
+            earlier.unlink()
         plan = staging.read_json(staging.run_path(self.run_id, "plan.json"))
         to_send = int(plan.get("to_send", 0))
-        threshold = None if self.threshold in (None, "", "None") else int(self.threshold)
+        threshold = self._threshold()
         dry_run = bool(plan.get("dry_run")) or self.dry_run in (True, "True", "true")
         if not needs_approval(to_send, threshold, dry_run):
             why = ("no approval_threshold" if threshold is None else "a dry run sends nothing" if dry_run
@@ -94,6 +98,10 @@ class ApproveSendOperator(ApprovalOperator):
                  "person (Airflow UI: Browse -> Required Actions); no answer means rejected.",
                  to_send, threshold, hours)
         return super().execute(context)
+
+    def _threshold(self) -> int | None:
+        # Rendered natively (the DAG's render_template_as_native_obj); text when rendered as a string.
+        return None if self.threshold in (None, "", "None") else int(self.threshold)
 
     def execute_complete(self, context, event: dict[str, Any]) -> Any:
         # Recorded before the parent skips post: write_back may start the moment post is skipped.
@@ -113,7 +121,7 @@ class ApproveSendOperator(ApprovalOperator):
             "by": user.get("name") or user.get("id"),
             "at": str(event.get("responded_at")),
             "to_send": int(plan.get("to_send", 0)),
-            "threshold": None if self.threshold in (None, "", "None") else int(self.threshold),
+            "threshold": self._threshold(),
             "timeout_hours": timeout_hours(),
         }
         staging.write_json(made, staging.run_path(self.run_id, DECISION_FILE))

@@ -133,3 +133,9 @@ def test_the_report_leads_with_the_rejection(staged_run, tmp_path):
     assert summary.to_text().splitlines()[2].startswith("Send rejected at the approval gate by steward")
     summary.to_html(tmp_path / "report.html")
     assert "<strong>Send rejected at the approval gate by steward" in (tmp_path / "report.html").read_text()
+
+
+def test_a_cleared_gate_forgets_the_earlier_answer(staged_run, asked):
+    gate(4).execute_complete(CONTEXT, answer("Reject", {"id": "1", "name": "steward"}))
+    gate(9).execute(CONTEXT)  # the run cleared and run again, no approval needed this time
+    assert approval.rejection_line(RUN) is None
