@@ -25,12 +25,21 @@ THRESHOLD = 5
 
 
 def wait_for_approval_request(deployment, run_id: str, timeout: float = 400) -> dict:
-    """The run's HITL request, once ``approve_send`` waits in ``awaiting_input``."""
+    """The run's HITL request, once ``approve_send`` waits in ``awaiting_input`` and its first try has ended.
+
+    Airflow 3.3.2 (LocalExecutor) races an answer given before the scheduler has processed
+    the end of the process that parked the task: it then takes the resumed try for a task
+    "changed externally", fails it and retries, so the request is asked again. A person
+    answers later than that; the test waits for the scheduler's "TaskInstance Finished" of
+    the parking process before answering.
+    """
     deadline = time.monotonic() + timeout
     states = {}
+    parked = f"TaskInstance Finished: dag_id={DAG_ID}, task_id=approve_send, run_id={run_id},"
     while time.monotonic() < deadline:
         states = {ti["task_id"]: ti["state"] for ti in deployment.task_instances(run_id)}
-        if states.get("approve_send") == "awaiting_input":
+        scheduler_log = (deployment.logs / "scheduler.log").read_text(errors="replace")
+        if states.get("approve_send") == "awaiting_input" and parked in scheduler_log:
             resp = deployment.api("GET", hitl_path(run_id))
             assert resp.status_code == 200, resp.text
             return resp.json()
