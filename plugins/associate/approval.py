@@ -31,13 +31,10 @@ def needs_approval(to_send: int, threshold: int | None, dry_run: bool) -> bool:
 
 
 def timeout_hours() -> float:
-    """``[associate] approval_timeout_hours`` (or ``ASSOCIATE_APPROVAL_TIMEOUT_HOURS``), 24 by default."""
-    import os
+    """``[associate] approval_timeout_hours``, 24 by default."""
+    from associate import config
 
-    from airflow.configuration import conf
-
-    value = conf.get("associate", "approval_timeout_hours", fallback=None) or \
-        os.environ.get("ASSOCIATE_APPROVAL_TIMEOUT_HOURS")
+    value = config.get("approval_timeout_hours")
     return float(value) if value else DEFAULT_TIMEOUT_HOURS
 
 

@@ -30,6 +30,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "rate_limit_redis_conn_id": ("Airflow `redis` connection through which every process and worker shares one "
                                  "rate budget per Capillary key", "none: one budget per host (LocalExecutor) "
                                  "or divided (other executors)"),
+    "approval_timeout_hours": ("hours a send above the run's `approval_threshold` waits for an answer before it "
+                               "counts as rejected", "24"),
     "rate_limit_sharers": ("without Redis on a multi-host executor: processes that may send with one key at once; "
                            "each gets `rate_limit_rpm` / this", "2 (the `capillary_api` pool's slots)"),
 }

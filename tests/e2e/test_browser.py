@@ -47,7 +47,7 @@ def test_trigger_form_dry_run_and_report_in_the_browser(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     params = dag_params()
-    assert len(params) == 7, params
+    assert len(params) == 8, params
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
