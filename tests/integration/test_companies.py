@@ -230,8 +230,19 @@ def test_the_task_posts_new_companies_and_puts_those_the_sync_state_knows(sandbo
     calls = CompanyCalls(monkeypatch)
     assert run("run-1", companies_frame(*rows)) == {key: "created" for key, _, _ in rows}
     assert calls.since() == {"GET": 0, "POST": 3, "PUT": 0}
+    # Where the task's time with Capillary went, for benchmarks and for whoever reads the log.
+    timing = staging.read_json(staging.run_path("run-1", "timing", "ensure_companies.json"))
+    assert set(timing) == {"api_seconds", "budget_wait_seconds", "requests", "http_429"}
+    assert timing["requests"] == 3 and timing["http_429"] == 0 and timing["api_seconds"] > 0
 
     rows[1] = (f"SUB-{tag}", "Subsidiary renamed", f"HOLD-{tag}")
     calls = CompanyCalls(monkeypatch)
     assert run("run-2", companies_frame(*rows)) == {f"SUB-{tag}": "updated"}  # unchanged ones are not sent
     assert calls.since() == {"GET": 0, "POST": 0, "PUT": 1}
+
+    rows[2] = (f"OTHER-{tag}", "Other renamed", None)
+    validated = {"companies": staging.write_frame(companies_frame(*rows),
+                                                  staging.run_path("run-dry", "valid", "companies.parquet"))}
+    tasks.ensure_companies(validated=validated, warehouse_conn_id="warehouse_co", capillary_conn_id="capillary_co",
+                           run_id="run-dry", dry_run=True)
+    assert not staging.run_path("run-dry", "timing").exists()  # a dry run calls nothing: no timing
