@@ -437,3 +437,84 @@ def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, 
     assert written == {"results": 8, "warnings": 0, "recorded_by_post": 0}
     out = results("run-norec")
     assert out["entity_key"].is_unique and len(out) == 8 and set(out["status"]) == {"success", "failed"}
+
+
+def fleet_hierarchies(tag: str, companies: int) -> list[dict]:
+    """Per company one SFA, three FAs under it and ten FCs under those: three depths."""
+    rows = []
+    for c in range(companies):
+        company, top = f"MULTI-{tag}-{c}", f"{tag}-{c}-sfa"
+        rows.append({"customer_key": top, "mobile": unique_mobile(), "company_external_id": company,
+                     "role_code": "SFA"})
+        for a in range(3):
+            admin = f"{tag}-{c}-fa{a}"
+            rows.append({"customer_key": admin, "mobile": unique_mobile(), "company_external_id": company,
+                         "role_code": "FA", "parent_customer_key": top})
+            rows += [{"customer_key": f"{admin}-fc{d}", "mobile": unique_mobile(), "company_external_id": company,
+                      "role_code": "FC", "parent_customer_key": admin} for d in range(4 if a == 0 else 3)]
+    return rows
+
+
+def settled_bulk_posts(sandbox) -> int:
+    """POST bulk calls the sandbox counted, once its counters stop moving (it counts after replying)."""
+    import time
+
+    last = bulk_calls(sandbox, "POST")
+    for _ in range(50):
+        time.sleep(0.05)
+        now = bulk_calls(sandbox, "POST")
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+@pytest.mark.parametrize("max_chunks", [1, 3])
+def test_bulk_calls_stay_at_the_fewest_across_chunks_sent_side_by_side(hook, sandbox, tmp_path, monkeypatch,
+                                                                       max_chunks):
+    """Sum over depths of ceil(customers / batch size), plus at most one partial batch per depth and chunk."""
+    import math
+    from concurrent.futures import ThreadPoolExecutor
+
+    from associate import tasks
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
+    monkeypatch.setenv("ASSOCIATE_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setattr(tasks, "CHUNK_MIN_BATCHES", 1)  # split this small run as a large one is split
+    tag, batch_size, run_id = unique_mobile()[-6:], 4, f"multi-{max_chunks}"
+    rows = fleet_hierarchies(tag, companies=6)
+    companies = companies_frame(*[(f"MULTI-{tag}-{c}", f"Fleet {c}", None, None) for c in range(6)])
+    company_outcomes = ensure_companies_from_frame(hook, companies)
+    assert set(company_outcomes["status"]) == {"success"}
+    validated = {
+        "customers": staging.write_frame(validated_customers(rows), staging.run_path(run_id, "valid", "customers.parquet")),
+        "companies": staging.write_frame(companies, staging.run_path(run_id, "valid", "companies.parquet")),
+    }
+    to_send = tasks.detect_changes(
+        validated=validated, warehouse_conn_id="warehouse_op", run_id=run_id, customer_keys=None, dry_run=False,
+        company_outcomes=staging.write_frame(company_outcomes, staging.run_path(run_id, "outcomes", "companies.parquet")))
+    chunks = tasks.build_batches(changes=to_send, run_id=run_id, batch_size=batch_size, max_chunks=max_chunks)
+    assert len(chunks) == max_chunks
+
+    depths = staging.read_frame(to_send)["depth"].value_counts()
+    assert sorted(depths.index) == [0, 1, 2]
+    fewest = sum(math.ceil(n / batch_size) for n in depths)
+    before = settled_bulk_posts(sandbox)
+    # The chunks go side by side, as mapped post tasks on several workers do.
+    with ThreadPoolExecutor(max_workers=len(chunks)) as workers:
+        uris = list(workers.map(lambda chunk: AssociateCustomersOperator(
+            task_id="associate", capillary_conn_id=CONN, **chunk).execute({"run_id": run_id}), reversed(chunks)))
+    sent = settled_bulk_posts(sandbox) - before
+
+    out = pd.concat([staging.read_frame(uri) for uri in uris]).set_index("entity_key")
+    assert len(out) == len(rows) and set(out["status"]) == {"success"}, out["error_message"].dropna().head()
+    # Parents before children in every chunk: each FC hangs under its FA in Capillary.
+    client = hook.get_conn()
+    for row in rows[:5]:
+        details = client.customer_details("mobile", row["mobile"])["associationDetails"]
+        parent = row.get("parent_customer_key")
+        assert details.get("parentCustomerId") == (out.loc[parent, "capillary_id"] if parent else None)
+    if max_chunks == 1:
+        assert sent == fewest
+    else:
+        assert fewest <= sent <= fewest + max_chunks * len(depths)
