@@ -183,11 +183,10 @@ def _details(element: Any) -> dict:
     return details if isinstance(details, dict) else {}
 
 
-def _identifiers(element: Any) -> set[tuple[str, str]]:
-    """Return every (type, value) identifier an element touches: its own, its parent's, its children's."""
-    found = _profile_identifiers(element)
+def _references(element: Any) -> set[tuple[str, str]]:
+    """Return the (type, value) identifiers an element names without registering them: its parent's, its children's."""
     details = _details(element)
-    found |= _profile_identifiers(details.get("parentCustomer"))
+    found = _profile_identifiers(details.get("parentCustomer"))
     for child in details.get("childCustomers") or []:
         found |= _profile_identifiers(child)
     return found
@@ -236,25 +235,30 @@ def _parsed(payload: Any) -> Any:
 
 
 def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
-    """Return consecutive batches grouped while they share no customer; a shared one starts a new wave.
+    """Return consecutive batches grouped while none needs another's answer; a batch that does starts a new wave.
 
-    A child's batch names its parent's identifiers, so parents are always answered before
-    their children are sent, and two requests never race to register the same customer.
+    A batch waits for an earlier one when it names (as parent or child) a customer that
+    one registers, or registers a customer that one names or registers too: parents are
+    answered before their children are sent, and two requests never race to register the
+    same customer. Batches that only name the same parent (siblings split over batches)
+    travel side by side: the parent was answered in an earlier wave.
     """
     waves: list[list[tuple[int, Any]]] = []
-    seen: set[tuple[str, str]] = set()
+    registered: set[tuple[str, str]] = set()
+    named: set[tuple[str, str]] = set()
     for no, group in batches:
-        touched: set[tuple[str, str]] = set()
+        own: set[tuple[str, str]] = set()
+        refs: set[tuple[str, str]] = set()
         for payload in group["payload"]:
-            try:
-                touched |= _identifiers(json.loads(payload))
-            except (TypeError, ValueError):
-                continue
-        if not waves or touched & seen:
+            element = _parsed(payload)
+            own |= _profile_identifiers(element)
+            refs |= _references(element)
+        if not waves or (own | refs) & registered or own & named:
             waves.append([])
-            seen = set()
+            registered, named = set(), set()
         waves[-1].append((no, group))
-        seen |= touched
+        registered |= own
+        named |= refs
     return waves
 
 
