@@ -103,6 +103,32 @@ def test_a_first_sync_costs_one_post_per_company_parents_before_subsidiaries(san
     assert len(lines) == 3  # one per depth
 
 
+def test_a_subsidiary_goes_as_soon_as_its_own_holding_company_is_answered(sandbox, monkeypatch):
+    """No depth barrier: SUB2 is sent while the other holding company HOLD1 is still unanswered."""
+    tag = new_key()
+    sub_sent = threading.Event()
+    seen_while_hold1_waited = []
+    send = Transport.send
+
+    def send_in_order(transport, method, path, *, json_body=None, **kwargs):
+        external_id = (json_body or {}).get("externalId") if isinstance(json_body, dict) else None
+        if external_id == f"HOLD1-{tag}":
+            # HOLD1's answer waits (bounded) for SUB2, a subsidiary of the other holding company.
+            seen_while_hold1_waited.append(sub_sent.wait(timeout=10))
+        answer = send(transport, method, path, json_body=json_body, **kwargs)
+        if external_id == f"SUB2-{tag}":
+            sub_sent.set()
+        return answer
+
+    monkeypatch.setattr(Transport, "send", send_in_order)
+    with make_client(sandbox, concurrency=2) as client:
+        outcomes = client.ensure_companies([company(f"HOLD1-{tag}"), company(f"HOLD2-{tag}"),
+                                            company(f"SUB2-{tag}", parent=f"HOLD2-{tag}"),
+                                            company(f"SUB1-{tag}", parent=f"HOLD1-{tag}")])
+    assert [o.action for o in outcomes] == ["created"] * 4
+    assert seen_while_hold1_waited == [True]
+
+
 def test_a_change_run_costs_one_put_per_changed_company(sandbox, client, monkeypatch):
     tag = new_key()
     first = client.ensure_companies(fleet(tag))
