@@ -159,7 +159,7 @@ def record_batch(conn_id: str, run_id: str, *, results: pd.DataFrame, warnings: 
 
 
 def drop_stale_run_rows(conn_id: str, run_id: str, keep: pd.DataFrame) -> int:
-    """Delete a run's results and warnings of entities not in ``keep`` (``entity``, ``entity_key``).
+    """Delete a run's results and warnings of entities not in ``keep`` (``entity``, ``entity_key``: unique pairs).
 
     Rows replaced by key (``record_batch``) outlive an earlier try of the same run whose
     entities this try no longer has (a run cleared and run again). Counting the run's
@@ -171,10 +171,10 @@ def drop_stale_run_rows(conn_id: str, run_id: str, keep: pd.DataFrame) -> int:
         cur.execute(f"SELECT COUNT(*) FROM {table_name(tables.RESULTS_TABLE, dialect)} WHERE run_id = {mark}",
                     (run_id,))
         count = int(cur.fetchone()[0])
-        wanted = set(zip(keep["entity"].astype(str), keep["entity_key"].astype(str)))
-        if count <= len(wanted):
+        if count <= len(keep):  # every entity of the run has its one row: nothing left over
             cur.close()
             return 0
+        wanted = set(zip(keep["entity"].astype(str), keep["entity_key"].astype(str)))
         dropped = 0
         for table in KEYED_RUN_TABLES:
             cur.execute(f"SELECT DISTINCT entity, entity_key FROM {table_name(table, dialect)} "
