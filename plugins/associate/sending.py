@@ -4,7 +4,9 @@ Each batch is one ``send_customers`` call: POST (register) or PUT (update), with
 batch's ``source`` and ``account_id`` as query.
 
 Each batch's outcome is staged as a part as soon as it is answered (a retried task
-resumes after the last one) and, with a warehouse, recorded there in the same breath.
+resumes after the last one) and, with a warehouse, recorded there in the same breath;
+the chunk's outcome marks the rows recorded (``staged.RECORDED``), which ``write_back``
+then leaves alone.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def send_payload_chunk(
             failed.add(group, outcomes[no])
     with ThreadPoolExecutor(max_workers=client.settings.concurrency, thread_name_prefix="capillary") as pool:
         for wave in _independent_waves(pending):
-            # Batches of one wave share no customer, so they may travel side by side;
+            # Batches of one wave need no answer of one another, so they may travel side by side;
             # their outcomes are recorded in batch order. A parent is in an earlier wave
             # than its children, so its outcome is known when theirs are sent.
             futures = [(no, group, pool.submit(_send_batch, client, group, failed.held_back(group)))
