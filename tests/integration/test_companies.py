@@ -114,7 +114,7 @@ def test_a_subsidiary_goes_as_soon_as_its_own_holding_company_is_answered(sandbo
         external_id = (json_body or {}).get("externalId") if isinstance(json_body, dict) else None
         if external_id == f"HOLD1-{tag}":
             # HOLD1's answer waits (bounded) for SUB2, a subsidiary of the other holding company.
-            seen_while_hold1_waited.append(sub_sent.wait(timeout=10))
+            seen_while_hold1_waited.append(sub_sent.wait(timeout=30))
         answer = send(transport, method, path, json_body=json_body, **kwargs)
         if external_id == f"SUB2-{tag}":
             sub_sent.set()
