@@ -1,7 +1,8 @@
 """Benchmark of sending customers to a rate-limited Capillary: the operator's path vs a plain loop.
 
 Starts a sandbox with ``--rate-limit-rpm`` and ``--latency-ms`` (fresh database for each
-run), stages one payload chunk of N independent customers in batches, and sends it
+run), stages one payload chunk of N independent customers in batches (with ``--children C``:
+fleet admins first, then C fleet customers each, as a hierarchy's depths are sent), and sends it
 
 1. through ``associate.sending.send_payload_chunk`` (CapillaryHook: pooled session,
    GCRA limiter at the budget, ``concurrency`` threads, retries), and
