@@ -90,6 +90,8 @@ def phase(name: str, client: CapillaryClient, sandbox: SandboxProcess, counted: 
         "phase": name, "companies": len(requests), "requests": total, "fewest": fewest,
         "ratio": round(total / fewest, 2) if fewest else None, **calls,
         "http_429": sandbox.stats()["rateLimited"] - throttled_before, "seconds": round(seconds, 2),
+        # Requests against what the budget allows in the phase's wall time (1.0: every slot used).
+        "budget_share": round(total * 60 / (seconds * client.settings.rate_limit_rpm), 3) if seconds else None,
         "actions": dict(Counter(o.action for o in outcomes)),
     }, outcomes
 
@@ -132,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(settings_line)
     print(f"{'phase':<12} {'companies':>9} {'requests':>8} {'fewest':>6} {'ratio':>5} {'POST':>5} {'PUT':>5} "
-          f"{'GET':>5} {'429':>4} {'seconds':>8}  actions")
+          f"{'GET':>5} {'429':>4} {'seconds':>8} {'budget':>6}  actions")
     for r in rows:
         print(f"{r['phase']:<12} {r['companies']:>9} {r['requests']:>8} {r['fewest']:>6} {r['ratio']:>5} "
-              f"{r['POST']:>5} {r['PUT']:>5} {r['GET']:>5} {r['http_429']:>4} {r['seconds']:>8}  {r['actions']}")
+              f"{r['POST']:>5} {r['PUT']:>5} {r['GET']:>5} {r['http_429']:>4} {r['seconds']:>8} "
+              f"{r['budget_share']:>6.0%}  {r['actions']}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Benchmark of sending customers to a rate-limited Capillary: the operator's path vs a plain loop.
 
 Starts a sandbox with ``--rate-limit-rpm`` and ``--latency-ms`` (fresh database for each
-run), stages one payload chunk of N independent customers in batches, and sends it
+run), stages one payload chunk of N independent customers in batches (with ``--children C``:
+fleet admins first, then C fleet customers each, as a hierarchy's depths are sent), and sends it
 
 1. through ``associate.sending.send_payload_chunk`` (CapillaryHook: pooled session,
    GCRA limiter at the budget, ``concurrency`` threads, retries), and
@@ -12,7 +13,7 @@ It prints the sustained request rate against the budget, 429s (all and after the
 minute) and customers/s of both, and their ratio.
 
     PYTHONPATH=plugins python -m bench.bench_send [--customers 5000] [--batch-size 10]
-        [--rpm 600] [--latency-ms 50] [--concurrency 2] [--skip-baseline]
+        [--rpm 600] [--latency-ms 50] [--concurrency 2] [--children 0] [--skip-baseline]
 """
 
 from __future__ import annotations
@@ -35,16 +36,36 @@ os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 CONN_ID = "bench_send_capillary"
 
 
-def customers(n: int, seed: int) -> list[dict]:
-    """N independent customer elements (registration only, unique mobiles)."""
-    return [
-        {
-            "profiles": [{"firstName": "Bench", "lastName": f"C{i}", "source": "INSTORE",
-                          "identifiers": [{"type": "mobile", "value": f"9{seed % 9 + 1}{i:010d}"}]}],
-            "loyaltyInfo": {"loyaltyType": "loyalty"},
-        }
-        for i in range(n)
-    ]
+COMPANY = "BENCH-SEND-FLEET"
+
+
+def customers(n: int, seed: int, children: int = 0) -> list[dict]:
+    """N customer elements (registration only, unique mobiles), parents first.
+
+    With ``children`` every parent (a fleet admin, FA) has that many fleet customers (FC)
+    of one company, sent after all parents in parent order, as ``chunking`` lays them out.
+    """
+    def mobile(i: int) -> str:
+        return f"9{seed % 9 + 1}{i:010d}"
+
+    def element(i: int, association: dict | None = None) -> dict:
+        body = {"profiles": [{"firstName": "Bench", "lastName": f"C{i}", "source": "INSTORE",
+                              "identifiers": [{"type": "mobile", "value": mobile(i)}]}],
+                "loyaltyInfo": {"loyaltyType": "loyalty"}}
+        if association:
+            body["associationDetails"] = {"hierarchyCode": "code-association2", "fleetCompany": {"externalId": COMPANY},
+                                          **association}
+        return body
+
+    if not children:
+        return [element(i) for i in range(n)]
+    parents = max(1, n // (children + 1))
+    out = [element(i, {"roleCode": "FA"}) for i in range(parents)]
+    for i in range(parents, n):
+        parent = (i - parents) // children % parents
+        out.append(element(i, {"roleCode": "FC", "parentCustomer": {
+            "profiles": [{"identifiers": [{"type": "mobile", "value": mobile(parent)}]}]}}))
+    return out
 
 
 class ThrottleClock:
@@ -84,8 +105,12 @@ def run_hook(url: str, elements: list[dict], args, workdir: Path) -> dict:
         "conn_type": "http", "host": url, "login": "store.server", "password": "server123",
         "extra": {"rate_limit_rpm": args.rpm, "concurrency": args.concurrency, "batch_size": args.batch_size},
     })
+    parents = sum(1 for e in elements if e.get("associationDetails", {}).get("roleCode") == "FA")
+    # Parents fill their own batches; children start a new batch (one depth, one call key each).
     frame = pd.DataFrame({
-        "batch_no": [i // args.batch_size for i in range(len(elements))],
+        "batch_no": [i // args.batch_size if i < parents
+                     else -(-parents // args.batch_size) + (i - parents) // args.batch_size
+                     for i in range(len(elements))],
         "entity_key": [f"c{i}" for i in range(len(elements))],
         "payload": [json.dumps(e) for e in elements],
         "payload_hash": [hashlib.sha256(json.dumps(e).encode()).hexdigest() for e in elements],
@@ -93,6 +118,9 @@ def run_hook(url: str, elements: list[dict], args, workdir: Path) -> dict:
     })
     payload_uri = staging.write_frame(frame, staging.run_path("bench", "payloads", "chunk-000.parquet"))
     hook = CapillaryHook(capillary_conn_id=CONN_ID)
+    if parents:
+        hook.get_conn().ensure_companies([{"name": "Bench fleet", "externalId": COMPANY,
+                                           "hierarchyDefinitionCode": "code-association2"}])
     started = time.monotonic()
     with ThrottleClock(hook) as throttles:
         outcome_uri = send_payload_chunk(hook, payload_uri, payload_uri.replace("/payloads/", "/outcomes/"),
@@ -117,6 +145,9 @@ def run_baseline(url: str, elements: list[dict], args) -> dict:
     digest = hashlib.md5(b"server123").hexdigest()  # noqa: S324 - the API's scheme
     headers = {"Authorization": "Basic " + base64.b64encode(f"store.server:{digest}".encode()).decode(),
                "Content-Type": "application/json", "Accept": "application/json"}
+    if any("associationDetails" in e for e in elements):  # the hierarchy's company, as the hook's run has it
+        requests.post(f"{url}/v2/companies", headers=headers, timeout=(5, 30), json={
+            "name": "Bench fleet", "externalId": COMPANY, "hierarchyDefinitionCode": "code-association2"})
     batches = [elements[i:i + args.batch_size] for i in range(0, len(elements), args.batch_size)]
     sent = throttled = throttled_late = succeeded = 0
     started = time.monotonic()
@@ -157,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rpm", type=int, default=600)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--children", type=int, default=0,
+                        help="fleet customers per fleet admin (0: independent customers)")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args(argv)
 
     from associate.sandbox.launcher import SandboxProcess
 
-    elements = customers(args.customers, seed=int(time.time()))
+    elements = customers(args.customers, seed=int(time.time()), children=args.children)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_send_") as tmp:
         workdir = Path(tmp)

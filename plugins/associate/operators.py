@@ -44,9 +44,20 @@ class AssociateCustomersOperator(BaseOperator):
             return send_payload_chunk(
                 hook, self.payload_uri, self.outcome_uri,
                 run_id=str(context.get("run_id") or "manual"), warehouse_conn_id=self.warehouse_conn_id,
+                timing_name=f"post-{self._chunk_number(context)}",
             )
         finally:
             hook.close()
+
+    def _chunk_number(self, context: Any) -> int:
+        """This mapped task's index; outside a mapped run, the number in the chunk's file name (else 0)."""
+        import re
+
+        map_index = getattr(context.get("ti"), "map_index", None)
+        if isinstance(map_index, int) and map_index >= 0:
+            return map_index
+        found = re.search(r"(\d+)\D*$", str(self.payload_uri))
+        return int(found.group(1)) if found else 0
 
     def get_openlineage_facets_on_start(self):
         """Lineage for OpenLineage: the warehouse's customers in; Capillary's bulk API and the sync state out."""

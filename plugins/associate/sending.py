@@ -4,7 +4,9 @@ Each batch is one ``send_customers`` call: POST (register) or PUT (update), with
 batch's ``source`` and ``account_id`` as query.
 
 Each batch's outcome is staged as a part as soon as it is answered (a retried task
-resumes after the last one) and, with a warehouse, recorded there in the same breath.
+resumes after the last one) and, with a warehouse, recorded there in the same breath;
+the chunk's outcome marks the rows recorded (``staged.RECORDED``), which ``write_back``
+then leaves alone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
 
 
+def write_api_time(client: CapillaryClient | None, run_id: str, name: str) -> dict[str, Any]:
+    """Stage where a task's time with Capillary went (``timing/<name>.json``) and log it in one line.
+
+    Keys: ``requests``, ``api_seconds`` (wall time inside requests, retries and backoff
+    included), ``budget_wait_seconds`` (wall time blocked on the rate budget), ``http_429``.
+    Without a client (nothing to send) every figure is zero.
+    """
+    from associate import staging
+
+    timing = client.api_time() if client is not None else {
+        "api_seconds": 0.0, "budget_wait_seconds": 0.0, "requests": 0, "http_429": 0}
+    staging.write_json(timing, staging.run_path(run_id, "timing", f"{name}.json"))
+    log.info("Capillary: %d requests, %.1f s in requests, %.1f s waiting for the rate budget",
+             timing["requests"], timing["api_seconds"], timing["budget_wait_seconds"])
+    return timing
+
+
 def part_uri(outcome_uri: str, batch_no: int) -> str:
     """Return where the outcome of one batch is kept until the chunk is done (resume after a retry)."""
     return f"{outcome_uri}.parts/batch-{int(batch_no):05d}.parquet"
@@ -40,8 +59,12 @@ def send_payload_chunk(
     *,
     run_id: str,
     warehouse_conn_id: str | None = None,
+    timing_name: str | None = None,
 ) -> str:
-    """Send a payload chunk batch by batch (ascending ``batch_no``), stage the outcome, return its URI."""
+    """Send a payload chunk batch by batch (ascending ``batch_no``), stage the outcome, return its URI.
+
+    With ``timing_name`` the chunk's time with Capillary is staged as ``timing/<timing_name>.json``.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     import pandas as pd
@@ -59,38 +82,60 @@ def send_payload_chunk(
     if done:
         log.info("Resuming: %d of %d batches already have an outcome from an earlier try", len(done), len(batches))
 
-    if warehouse_conn_id and pending:
+    if warehouse_conn_id and batches:
         from associate.warehouse import ensure_output_tables
 
         ensure_output_tables(warehouse_conn_id)
     client = hook.get_conn()
     progress = _Progress(total=len(batches), done=len(done), client=client)
-    fresh: dict[int, pd.DataFrame] = {}
+    outcomes: dict[int, pd.DataFrame] = {no: _recorded_flag(staging.read_frame(part_uri(outcome_uri, no)))
+                                         for no in sorted(done)}
+    if warehouse_conn_id and done:
+        # Each part is written, then recorded, batch after batch, and a failed recording
+        # stops the task: only the last part of an earlier try may lack its recording.
+        # Recording it again replaces its rows by key, so once more is harmless.
+        last = max(done)
+        _record_batch(warehouse_conn_id, run_id, outcomes[last])
+        outcomes[last][staged.RECORDED] = True
     # Customers that failed in this chunk, by identifier: their children are held back.
     failed = _FailedParents()
     for no, group in batches:
         if no in done:
-            failed.add(group, staging.read_frame(part_uri(outcome_uri, no)))
+            failed.add(group, outcomes[no])
     with ThreadPoolExecutor(max_workers=client.settings.concurrency, thread_name_prefix="capillary") as pool:
         for wave in _independent_waves(pending):
-            # Batches of one wave share no customer, so they may travel side by side;
+            # Batches of one wave need no answer of one another, so they may travel side by side;
             # their outcomes are recorded in batch order. A parent is in an earlier wave
             # than its children, so its outcome is known when theirs are sent.
             futures = [(no, group, pool.submit(_send_batch, client, group, failed.held_back(group)))
                        for no, group in wave]
             for no, group, future in futures:
-                outcome = fresh[no] = future.result()
+                outcome = outcomes[no] = future.result()
                 failed.add(group, outcome)
+                # The part says whether its recording follows (the part comes first: a task
+                # killed between the two resumes after this batch and records it then).
+                outcome[staged.RECORDED] = bool(warehouse_conn_id)
                 staging.write_frame(outcome, part_uri(outcome_uri, no))
                 if warehouse_conn_id:
                     _record_batch(warehouse_conn_id, run_id, outcome)
                 progress.batch_done(no, outcome)
 
-    parts = [fresh[no] if no in fresh else staging.read_frame(part_uri(outcome_uri, no)) for no, _ in batches]
-    combined = pd.concat(parts, ignore_index=True) if parts else staged.OUTCOMES.empty()
+    parts = [outcomes[no] for no, _ in batches]
+    combined = (pd.concat(parts, ignore_index=True) if parts
+                else staged.OUTCOMES.empty().assign(**{staged.RECORDED: pd.Series([], dtype=bool)}))
     uri = staging.write_frame(staged.typed_outcomes(combined), outcome_uri)
+    if timing_name:
+        write_api_time(client, run_id, timing_name)
     log.info("Chunk done: %d customers (%s); outcome %s", len(combined), staged.format_counts(combined["status"]), uri)
     return uri
+
+
+def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:
+    """A part of an earlier try with its ``recorded`` flag (a part staged without one counts as not recorded)."""
+    if staged.RECORDED not in part.columns:
+        part[staged.RECORDED] = False
+    part[staged.RECORDED] = part[staged.RECORDED].fillna(False).astype(bool)
+    return part
 
 
 def _record_batch(warehouse_conn_id: str, run_id: str, outcome: pd.DataFrame) -> None:
@@ -140,11 +185,10 @@ def _details(element: Any) -> dict:
     return details if isinstance(details, dict) else {}
 
 
-def _identifiers(element: Any) -> set[tuple[str, str]]:
-    """Return every (type, value) identifier an element touches: its own, its parent's, its children's."""
-    found = _profile_identifiers(element)
+def _references(element: Any) -> set[tuple[str, str]]:
+    """Return the (type, value) identifiers an element names without registering them: its parent's, its children's."""
     details = _details(element)
-    found |= _profile_identifiers(details.get("parentCustomer"))
+    found = _profile_identifiers(details.get("parentCustomer"))
     for child in details.get("childCustomers") or []:
         found |= _profile_identifiers(child)
     return found
@@ -193,25 +237,30 @@ def _parsed(payload: Any) -> Any:
 
 
 def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
-    """Return consecutive batches grouped while they share no customer; a shared one starts a new wave.
+    """Return consecutive batches grouped while none needs another's answer; a batch that does starts a new wave.
 
-    A child's batch names its parent's identifiers, so parents are always answered before
-    their children are sent, and two requests never race to register the same customer.
+    A batch waits for an earlier one when it names (as parent or child) a customer that
+    one registers, or registers a customer that one names or registers too: parents are
+    answered before their children are sent, and two requests never race to register the
+    same customer. Batches that only name the same parent (siblings split over batches)
+    travel side by side: the parent was answered in an earlier wave.
     """
     waves: list[list[tuple[int, Any]]] = []
-    seen: set[tuple[str, str]] = set()
+    registered: set[tuple[str, str]] = set()
+    named: set[tuple[str, str]] = set()
     for no, group in batches:
-        touched: set[tuple[str, str]] = set()
+        own: set[tuple[str, str]] = set()
+        refs: set[tuple[str, str]] = set()
         for payload in group["payload"]:
-            try:
-                touched |= _identifiers(json.loads(payload))
-            except (TypeError, ValueError):
-                continue
-        if not waves or touched & seen:
+            element = _parsed(payload)
+            own |= _profile_identifiers(element)
+            refs |= _references(element)
+        if not waves or (own | refs) & registered or own & named:
             waves.append([])
-            seen = set()
+            registered, named = set(), set()
         waves[-1].append((no, group))
-        seen |= touched
+        registered |= own
+        named |= refs
     return waves
 
 

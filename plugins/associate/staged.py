@@ -83,6 +83,9 @@ DETAILS_KEPT_PREFIX = "details-kept:"
 PARENT_FAILED_PREFIX = "not sent: parent "
 PARENT_FAILED_LABEL = "not sent: parent failed in this run"
 COMPANY_OUTCOMES = StagedFormat("company outcomes", {**OUTCOMES.dtypes, "action": "object"})
+# Column of a chunk's customer outcomes (bool): True where ``post`` recorded the row in the
+# warehouse (``warehouse.record_batch``); ``write_back`` writes only the rows without it.
+RECORDED = "recorded"
 
 ELEMENT_COLUMNS = ELEMENTS.columns
 CHUNK_COLUMNS = CHUNK.columns

@@ -199,6 +199,7 @@ def ensure_companies(
     from associate import staging, warehouse
     from associate.company_requests import ensure_companies_from_frame
     from associate.hook import CapillaryHook
+    from associate.sending import write_api_time
     from associate.tables import STATUS_FAILED
 
     companies = staging.read_frame(validated["companies"])
@@ -227,7 +228,10 @@ def ensure_companies(
         companies = companies.iloc[0:0]
     hook = CapillaryHook(capillary_conn_id=capillary_conn_id) if len(companies) else None
     try:
-        return staging.write_frame(ensure_companies_from_frame(hook, companies, known_ids), uri)
+        written = staging.write_frame(ensure_companies_from_frame(hook, companies, known_ids), uri)
+        if not dry_run:
+            write_api_time(hook.get_conn() if hook is not None else None, run_id, "ensure_companies")
+        return written
     finally:
         if hook is not None:
             hook.close()
@@ -403,23 +407,37 @@ def write_back(
     company_outcomes: str,
     customer_outcomes: list[str] | None,
 ) -> dict[str, Any]:
-    """Write every outcome and warning of the run to the warehouse, and the sync state."""
-    import pandas as pd
+    """Write the outcomes and warnings no ``post`` batch recorded to the warehouse, and their sync state.
 
-    from associate import reconcile, warehouse
+    ``post`` records each batch as it is answered (``staged.RECORDED`` marks those rows);
+    what is left is company outcomes, held-back customers and customers whose batch was
+    not recorded (no warehouse connection on ``post``). Rows are replaced by key, so a
+    retry writes the same rows again and the run keeps one result per entity.
+    """
+    from associate import reconcile, staged, warehouse
     from associate.tables import RESULTS_TABLE, WARNINGS_TABLE
 
-    outcomes = pd.concat(_run_outcomes(run_id, company_outcomes, customer_outcomes), ignore_index=True)
-
-    results, warnings = reconcile.results_from_outcomes(outcomes, run_id)
+    # One row per entity first: a key held back and also sent keeps its sent row, recorded or not.
+    outcomes = reconcile.combine_outcomes(_run_outcomes(run_id, company_outcomes, customer_outcomes))
+    recorded = (outcomes[staged.RECORDED] if staged.RECORDED in outcomes.columns
+                else outcomes["entity_key"].isna()).eq(True)
+    unrecorded = outcomes.loc[~recorded]
+    results, warnings = reconcile.results_from_outcomes(unrecorded, run_id)
+    state = reconcile.state_from_outcomes(unrecorded, run_id)
     warehouse.ensure_output_tables(warehouse_conn_id)
-    warehouse.replace_run_rows(warehouse_conn_id, RESULTS_TABLE, run_id, results)
-    warehouse.replace_run_rows(warehouse_conn_id, WARNINGS_TABLE, run_id, warnings)
-    # The operator already recorded customer state batch by batch; writing it again here
-    # is idempotent and covers company outcomes and held-back customers.
-    warehouse.upsert_sync_state(warehouse_conn_id, reconcile.state_from_outcomes(outcomes, run_id))
-    log.info("Wrote %d results and %d warnings for run %s", len(results), len(warnings), run_id)
-    return {"results": len(results), "warnings": len(warnings)}
+    if not recorded.any():
+        # Nothing recorded (post ran without a warehouse, or sent nothing): the run's rows
+        # are these, written whole, which also clears what an earlier try of the run left.
+        warehouse.replace_run_rows(warehouse_conn_id, RESULTS_TABLE, run_id, results)
+        warehouse.replace_run_rows(warehouse_conn_id, WARNINGS_TABLE, run_id, warnings)
+        warehouse.upsert_sync_state(warehouse_conn_id, state)
+    else:
+        warehouse.record_batch(warehouse_conn_id, run_id, results=results, warnings=warnings, state=state)
+        warehouse.drop_stale_run_rows(warehouse_conn_id, run_id, outcomes[["entity", "entity_key"]])
+    log.info("Wrote %d results and %d warnings for run %s (companies, held-back customers and customers no "
+             "batch recorded); %d customer results were recorded batch by batch by post",
+             len(results), len(warnings), run_id, int(recorded.sum()))
+    return {"results": len(results), "warnings": len(warnings), "recorded_by_post": int(recorded.sum())}
 
 
 def _run_outcomes(run_id: str, company_outcomes: str, customer_outcomes: list[str] | None) -> list:

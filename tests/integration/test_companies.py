@@ -103,6 +103,32 @@ def test_a_first_sync_costs_one_post_per_company_parents_before_subsidiaries(san
     assert len(lines) == 3  # one per depth
 
 
+def test_a_subsidiary_goes_as_soon_as_its_own_holding_company_is_answered(sandbox, monkeypatch):
+    """No depth barrier: SUB2 is sent while the other holding company HOLD1 is still unanswered."""
+    tag = new_key()
+    sub_sent = threading.Event()
+    seen_while_hold1_waited = []
+    send = Transport.send
+
+    def send_in_order(transport, method, path, *, json_body=None, **kwargs):
+        external_id = (json_body or {}).get("externalId") if isinstance(json_body, dict) else None
+        if external_id == f"HOLD1-{tag}":
+            # HOLD1's answer waits (bounded) for SUB2, a subsidiary of the other holding company.
+            seen_while_hold1_waited.append(sub_sent.wait(timeout=30))
+        answer = send(transport, method, path, json_body=json_body, **kwargs)
+        if external_id == f"SUB2-{tag}":
+            sub_sent.set()
+        return answer
+
+    monkeypatch.setattr(Transport, "send", send_in_order)
+    with make_client(sandbox, concurrency=2) as client:
+        outcomes = client.ensure_companies([company(f"HOLD1-{tag}"), company(f"HOLD2-{tag}"),
+                                            company(f"SUB2-{tag}", parent=f"HOLD2-{tag}"),
+                                            company(f"SUB1-{tag}", parent=f"HOLD1-{tag}")])
+    assert [o.action for o in outcomes] == ["created"] * 4
+    assert seen_while_hold1_waited == [True]
+
+
 def test_a_change_run_costs_one_put_per_changed_company(sandbox, client, monkeypatch):
     tag = new_key()
     first = client.ensure_companies(fleet(tag))
@@ -230,8 +256,19 @@ def test_the_task_posts_new_companies_and_puts_those_the_sync_state_knows(sandbo
     calls = CompanyCalls(monkeypatch)
     assert run("run-1", companies_frame(*rows)) == {key: "created" for key, _, _ in rows}
     assert calls.since() == {"GET": 0, "POST": 3, "PUT": 0}
+    # Where the task's time with Capillary went, for benchmarks and for whoever reads the log.
+    timing = staging.read_json(staging.run_path("run-1", "timing", "ensure_companies.json"))
+    assert set(timing) == {"api_seconds", "budget_wait_seconds", "requests", "http_429"}
+    assert timing["requests"] == 3 and timing["http_429"] == 0 and timing["api_seconds"] > 0
 
     rows[1] = (f"SUB-{tag}", "Subsidiary renamed", f"HOLD-{tag}")
     calls = CompanyCalls(monkeypatch)
     assert run("run-2", companies_frame(*rows)) == {f"SUB-{tag}": "updated"}  # unchanged ones are not sent
     assert calls.since() == {"GET": 0, "POST": 0, "PUT": 1}
+
+    rows[2] = (f"OTHER-{tag}", "Other renamed", None)
+    validated = {"companies": staging.write_frame(companies_frame(*rows),
+                                                  staging.run_path("run-dry", "valid", "companies.parquet"))}
+    tasks.ensure_companies(validated=validated, warehouse_conn_id="warehouse_co", capillary_conn_id="capillary_co",
+                           run_id="run-dry", dry_run=True)
+    assert not staging.run_path("run-dry", "timing").exists()  # a dry run calls nothing: no timing

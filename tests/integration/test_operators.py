@@ -11,6 +11,8 @@ import pytest
 from associate import staged, staging
 from associate.company_requests import ensure_companies_from_frame
 from associate.operators import AssociateCustomersOperator
+from airflow.sdk import ObjectStoragePath
+
 from associate.sending import part_uri
 from test_hook import FAST_RETRIES, element, mobile_of, set_connection, start_sandbox, unique_mobile
 from validation_cases import validated_customers
@@ -113,6 +115,12 @@ def test_operator_sends_a_chunk_and_stages_one_outcome_per_customer(hook, compan
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Batch ")]
     assert len(progress) == 2 and progress[-1].startswith("Batch 2/2") and "customers/s" in progress[-1]
     assert not any(m in caplog.text for m in mobiles.values())
+
+    # The task's time with Capillary: batch 0 is one call, batch 1 five ([m1 p m2] bisected).
+    timing = staging.read_json(staging.run_path("manual__2026-11-25T00:00:00+00:00", "timing", "post-0.json"))
+    assert timing["requests"] == 6 and timing["http_429"] == 0
+    assert timing["api_seconds"] > 0 and timing["budget_wait_seconds"] >= 0
+    assert "Capillary: 6 requests, " in caplog.text and " s waiting for the rate budget" in caplog.text
 
 
 def test_warnings_are_kept_as_masked_json(hook, tmp_path):
@@ -337,3 +345,176 @@ def test_a_registration_that_kept_other_details_is_sent_again_as_an_update(
     third = run_pipeline(tmp_path, "run-3", validated_customers([row]), companies)
     assert third.loc["kept", "status"] == "success" and bulk_calls(sandbox, "PUT") == puts + 1
     assert hook.get_conn().customer_details("mobile", row["mobile"])["profiles"][0]["firstName"] == "New"
+
+
+def send_chunks(run_id: str, customers: pd.DataFrame, companies: pd.DataFrame, company_outcomes: pd.DataFrame,
+                *, record: bool = True) -> tuple[list[str], str]:
+    """detect_changes -> build_batches -> the operator per chunk (recording batches when ``record``)."""
+    from associate import tasks
+
+    outcomes_uri = staging.write_frame(company_outcomes, staging.run_path(run_id, "outcomes", "companies.parquet"))
+    validated = {
+        "customers": staging.write_frame(customers, staging.run_path(run_id, "valid", "customers.parquet")),
+        "companies": staging.write_frame(companies, staging.run_path(run_id, "valid", "companies.parquet")),
+    }
+    to_send = tasks.detect_changes(validated=validated, company_outcomes=outcomes_uri, warehouse_conn_id="warehouse_op",
+                                   run_id=run_id, customer_keys=None, dry_run=False)
+    chunks = tasks.build_batches(changes=to_send, run_id=run_id, batch_size=2)
+    outcomes = [AssociateCustomersOperator(task_id="associate", capillary_conn_id=CONN,
+                                           warehouse_conn_id="warehouse_op" if record else None,
+                                           **chunk).execute({"run_id": run_id}) for chunk in chunks]
+    return outcomes, outcomes_uri
+
+
+def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, monkeypatch):
+    from associate import reconcile, tables, tasks, warehouse
+    from associate.warehouse.dialect import connect
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
+    monkeypatch.setenv("ASSOCIATE_REPORTS_DIR", str(tmp_path / "reports"))
+    gone = f"GONE-{unique_mobile()[-7:]}"
+    company_outcomes = pd.concat([
+        staged.outcome_frame([staged.outcome_record("company", company, "success", capillary_id=1,
+                                                    payload_hash="h", synced_at=pd.Timestamp.now(tz="UTC"))]),
+        reconcile.not_sent_outcomes([gone], ["refused"], entity="company"),
+    ], ignore_index=True)
+    rows = [{"customer_key": "admin", "mobile": unique_mobile(), "company_external_id": company, "role_code": "FA"}]
+    rows += [{"customer_key": f"driver-{i}", "mobile": unique_mobile(), "company_external_id": company,
+              "role_code": "FC", "parent_customer_key": "admin"} for i in range(4)]
+    rows += [{"customer_key": "stranded", "mobile": unique_mobile(), "company_external_id": gone, "role_code": "FA"}]
+    customers = validated_customers(rows)
+    sent = {"admin", *(f"driver-{i}" for i in range(4))}
+
+    def results(run_id: str) -> pd.DataFrame:
+        return warehouse.read_table("warehouse_op", tables.RESULTS_TABLE, run_id)
+
+    def mark_recorded_rows(run_id: str) -> None:
+        # A note on every row post recorded: a write-back that rewrote them would wipe it.
+        with connect("warehouse_op") as (conn, _):
+            conn.execute("UPDATE associate_sync_results SET error_message = 'recorded by post' "
+                         "WHERE run_id = ? AND entity = 'customer'", (run_id,))
+
+    validated_companies = companies_frame((company, "Fleet", None, None))
+    outcomes, companies = send_chunks("run-rec", customers, validated_companies, company_outcomes)
+    assert set(results("run-rec")["entity_key"]) == sent  # each batch recorded as it was answered
+    mark_recorded_rows("run-rec")
+    for _ in range(2):  # a retried write_back writes the same rows again
+        written = tasks.write_back(run_id="run-rec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
+                                   customer_outcomes=outcomes)
+        assert written == {"results": 3, "warnings": 0, "recorded_by_post": 5}  # 2 companies + 1 held back
+        out = results("run-rec").set_index("entity_key")
+        assert out.index.is_unique and set(out.index) == sent | {company, gone, "stranded"}
+        assert set(out.loc[sorted(sent), "error_message"]) == {"recorded by post"}
+        assert out.loc["stranded", "status"] == "failed" and out.loc[gone, "status"] == "failed"
+    state = warehouse.read_sync_state("warehouse_op").set_index("entity_key")
+    assert state.loc["stranded", "last_status"] == "failed" and state.loc[company, "last_status"] == "success"
+
+    # post killed after a batch's part was staged, before it was recorded: its retry records it.
+    last_part = sorted(ObjectStoragePath(outcomes[-1] + ".parts").iterdir())[-1]
+    lost = set(staging.read_frame(str(last_part))["entity_key"])
+    with connect("warehouse_op") as (conn, _):
+        conn.execute(f"DELETE FROM associate_sync_results WHERE run_id = 'run-rec' AND entity_key IN "
+                     f"({', '.join('?' * len(lost))})", sorted(lost))
+    ObjectStoragePath(outcomes[-1]).unlink()
+    AssociateCustomersOperator(task_id="associate", capillary_conn_id=CONN, warehouse_conn_id="warehouse_op",
+                               payload_uri=outcomes[-1].replace("/outcomes/", "/payloads/"),
+                               outcome_uri=outcomes[-1]).execute({"run_id": "run-rec"})
+    assert lost <= set(results("run-rec")["entity_key"])
+    tasks.write_back(run_id="run-rec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
+                     customer_outcomes=outcomes)
+    out = results("run-rec")
+    assert out["entity_key"].is_unique and len(out) == len(sent) + 3
+
+    # post without a warehouse connection records nothing: write_back writes every row.
+    rows = [{**row, "mobile": unique_mobile(), "customer_key": row["customer_key"] + "-2",
+             "parent_customer_key": row.get("parent_customer_key") and row["parent_customer_key"] + "-2"}
+            for row in rows]
+    outcomes, companies = send_chunks("run-norec", validated_customers(rows), validated_companies, company_outcomes,
+                                      record=False)
+    assert results("run-norec").empty
+    written = tasks.write_back(run_id="run-norec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
+                               customer_outcomes=outcomes)
+    assert written == {"results": 8, "warnings": 0, "recorded_by_post": 0}
+    out = results("run-norec")
+    assert out["entity_key"].is_unique and len(out) == 8 and set(out["status"]) == {"success", "failed"}
+
+
+def fleet_hierarchies(tag: str, companies: int) -> list[dict]:
+    """Per company one SFA, three FAs under it and ten FCs under those: three depths."""
+    rows = []
+    for c in range(companies):
+        company, top = f"MULTI-{tag}-{c}", f"{tag}-{c}-sfa"
+        rows.append({"customer_key": top, "mobile": unique_mobile(), "company_external_id": company,
+                     "role_code": "SFA"})
+        for a in range(3):
+            admin = f"{tag}-{c}-fa{a}"
+            rows.append({"customer_key": admin, "mobile": unique_mobile(), "company_external_id": company,
+                         "role_code": "FA", "parent_customer_key": top})
+            rows += [{"customer_key": f"{admin}-fc{d}", "mobile": unique_mobile(), "company_external_id": company,
+                      "role_code": "FC", "parent_customer_key": admin} for d in range(4 if a == 0 else 3)]
+    return rows
+
+
+def settled_bulk_posts(sandbox) -> int:
+    """POST bulk calls the sandbox counted, once its counters stop moving (it counts after replying)."""
+    import time
+
+    last = bulk_calls(sandbox, "POST")
+    for _ in range(50):
+        time.sleep(0.05)
+        now = bulk_calls(sandbox, "POST")
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+@pytest.mark.parametrize("max_chunks", [1, 3])
+def test_bulk_calls_stay_at_the_fewest_across_chunks_sent_side_by_side(hook, sandbox, tmp_path, monkeypatch,
+                                                                       max_chunks):
+    """Sum over depths of ceil(customers / batch size), plus at most one partial batch per depth and chunk."""
+    import math
+    from concurrent.futures import ThreadPoolExecutor
+
+    from associate import tasks
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
+    monkeypatch.setenv("ASSOCIATE_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setattr(tasks, "CHUNK_MIN_BATCHES", 1)  # split this small run as a large one is split
+    tag, batch_size, run_id = unique_mobile()[-6:], 4, f"multi-{max_chunks}"
+    rows = fleet_hierarchies(tag, companies=6)
+    companies = companies_frame(*[(f"MULTI-{tag}-{c}", f"Fleet {c}", None, None) for c in range(6)])
+    company_outcomes = ensure_companies_from_frame(hook, companies)
+    assert set(company_outcomes["status"]) == {"success"}
+    validated = {
+        "customers": staging.write_frame(validated_customers(rows), staging.run_path(run_id, "valid", "customers.parquet")),
+        "companies": staging.write_frame(companies, staging.run_path(run_id, "valid", "companies.parquet")),
+    }
+    to_send = tasks.detect_changes(
+        validated=validated, warehouse_conn_id="warehouse_op", run_id=run_id, customer_keys=None, dry_run=False,
+        company_outcomes=staging.write_frame(company_outcomes, staging.run_path(run_id, "outcomes", "companies.parquet")))
+    chunks = tasks.build_batches(changes=to_send, run_id=run_id, batch_size=batch_size, max_chunks=max_chunks)
+    assert len(chunks) == max_chunks
+
+    depths = staging.read_frame(to_send)["depth"].value_counts()
+    assert sorted(depths.index) == [0, 1, 2]
+    fewest = sum(math.ceil(n / batch_size) for n in depths)
+    before = settled_bulk_posts(sandbox)
+    # The chunks go side by side, as mapped post tasks on several workers do.
+    with ThreadPoolExecutor(max_workers=len(chunks)) as workers:
+        uris = list(workers.map(lambda chunk: AssociateCustomersOperator(
+            task_id="associate", capillary_conn_id=CONN, **chunk).execute({"run_id": run_id}), reversed(chunks)))
+    sent = settled_bulk_posts(sandbox) - before
+
+    out = pd.concat([staging.read_frame(uri) for uri in uris]).set_index("entity_key")
+    assert len(out) == len(rows) and set(out["status"]) == {"success"}, out["error_message"].dropna().head()
+    # Parents before children in every chunk: each FC hangs under its FA in Capillary.
+    client = hook.get_conn()
+    for row in rows[:5]:
+        details = client.customer_details("mobile", row["mobile"])["associationDetails"]
+        parent = row.get("parent_customer_key")
+        assert details.get("parentCustomerId") == (out.loc[parent, "capillary_id"] if parent else None)
+    if max_chunks == 1:
+        assert sent == fewest
+    else:
+        assert fewest <= sent <= fewest + max_chunks * len(depths)

@@ -42,6 +42,10 @@ class CapillaryClient:
         """Request, retry, 429, timeout and 5xx counters."""
         return self.transport.stats
 
+    def api_time(self) -> dict[str, Any]:
+        """Requests, seconds in requests, seconds waiting for the rate budget and 429s of this client so far."""
+        return self.transport.api_time()
+
     @property
     def batch_limit(self) -> int:
         """Elements per bulk request: the configured size, halved for good after a 1060."""

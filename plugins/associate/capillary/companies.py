@@ -13,9 +13,9 @@ ambiguous answer:
   landed; a missing company is POSTed, a differing one PUT.
 
 Answers are decided by code, whatever the HTTP status (400, 404, 500, or 200 with ``errors``).
-Companies of one depth (a holding company is depth 0, its subsidiaries 1, ...) are sent
-side by side, ``concurrency`` threads within the shared rate budget; a depth starts when
-the one above is answered.
+Companies are sent side by side, ``concurrency`` threads within the shared rate budget,
+holding companies first (a holding company is depth 0, its subsidiaries 1, ...): a
+subsidiary is sent as soon as its own holding company is answered.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class CompanyEnsurer:
         ``known_ids`` maps the external id of each company the sync state says was created
         to its Capillary id: those are updated (PUT), the others created (POST).
         """
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
         known_ids = known_ids or {}
         requests_by_id: dict[str, dict[str, Any]] = {}
@@ -90,33 +90,48 @@ class CompanyEnsurer:
                 continue
             requests_by_id[external_id] = request
         levels, outcomes = depth_levels(requests_by_id)
-        progress = _Progress(len(requests_by_id), self.transport)
+        progress = _Progress(len(requests_by_id), self.transport, [len(level) for level in levels])
         for outcome in outcomes.values():
             progress.add(outcome)
+        # A subsidiary starts as soon as its own holding company is answered, not when its
+        # whole depth is: the threads never idle at a depth's tail while others could go.
+        depth_of = {external_id: depth for depth, level in enumerate(levels) for external_id in level}
+        subsidiaries: dict[str, list[str]] = {}
+        for level in levels:
+            for external_id in level:
+                parent = _parent_of(requests_by_id[external_id])
+                if parent in depth_of:
+                    subsidiaries.setdefault(parent, []).append(external_id)
         workers = max(1, int(self.transport.settings.concurrency))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capillary-company") as pool:
-            for depth, level in enumerate(levels):
-                futures = {}
-                for external_id in level:
-                    parent = _parent_of(requests_by_id[external_id])
-                    if parent in outcomes and outcomes[parent].action == FAILED:
-                        outcomes[external_id] = CompanyOutcome(
-                            external_id, FAILED, error_message=f"holding company {parent} could not be ensured"
-                        )
-                        progress.add(outcomes[external_id])
-                        continue
-                    futures[external_id] = pool.submit(
-                        self._ensure_one, requests_by_id[external_id], known_ids.get(external_id)
-                    )
-                try:
-                    for external_id, future in futures.items():
-                        outcomes[external_id] = future.result()
-                        progress.add(outcomes[external_id])
-                except BaseException:
-                    for future in futures.values():
-                        future.cancel()
-                    raise
-                progress.level_done(depth)
+            running: dict[Future, str] = {}
+
+            def start(external_id: str) -> None:
+                parent = _parent_of(requests_by_id[external_id])
+                if parent in outcomes and outcomes[parent].action == FAILED:
+                    finish(external_id, CompanyOutcome(
+                        external_id, FAILED, error_message=f"holding company {parent} could not be ensured"))
+                    return
+                future = pool.submit(self._ensure_one, requests_by_id[external_id], known_ids.get(external_id))
+                running[future] = external_id
+
+            def finish(external_id: str, outcome: CompanyOutcome) -> None:
+                outcomes[external_id] = outcome
+                progress.add(outcome, depth_of[external_id])
+                for subsidiary in subsidiaries.get(external_id, ()):
+                    start(subsidiary)
+
+            for external_id in levels[0] if levels else ():
+                start(external_id)
+            try:
+                while running:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for future in sorted(done, key=lambda f: depth_of[running[f]]):
+                        finish(running.pop(future), future.result())
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
         return [outcomes[key] for key in requests_by_id]
 
     # -- one company ----------------------------------------------------------------------------
@@ -230,11 +245,12 @@ class CompanyEnsurer:
 
 
 class _Progress:
-    """A log line every ``PROGRESS_EVERY`` companies and at the end of each depth."""
+    """A log line every ``PROGRESS_EVERY`` companies and when the last company of a depth is answered."""
 
-    def __init__(self, total: int, transport: Transport):
+    def __init__(self, total: int, transport: Transport, per_depth: list[int] | None = None):
         self.total, self.transport = total, transport
         self.counts = {CREATED: 0, UPDATED: 0, UNCHANGED: 0, FAILED: 0}
+        self.left = list(per_depth or [])
         self.started = time.monotonic()
         self.logged_at = 0
 
@@ -242,15 +258,16 @@ class _Progress:
     def done(self) -> int:
         return sum(self.counts.values())
 
-    def add(self, outcome: CompanyOutcome) -> None:
-        """Count one outcome; log when a batch of companies is complete."""
+    def add(self, outcome: CompanyOutcome, depth: int | None = None) -> None:
+        """Count one outcome (of a company at ``depth``); log when a batch of companies or a depth is complete."""
         self.counts[outcome.action] = self.counts.get(outcome.action, 0) + 1
+        if depth is not None:
+            self.left[depth] -= 1
+            if self.left[depth] == 0:
+                self._log(f" (depth {depth} done)")
+                return
         if self.done - self.logged_at >= PROGRESS_EVERY:
             self._log("")
-
-    def level_done(self, depth: int) -> None:
-        """Log the end of one depth (the next depth's companies start now)."""
-        self._log(f" (depth {depth} done)")
 
     def _log(self, suffix: str) -> None:
         self.logged_at = self.done

@@ -119,6 +119,40 @@ class CallStats:
             return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
+class WallTime:
+    """Wall seconds during which at least one thread is inside a span; overlapping spans count once.
+
+    Threads of one task send side by side: summing their spans would count the same second
+    once per thread, so the clock runs while any thread is inside (monotonic, one lock).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._since = 0.0
+        self._seconds = 0.0
+
+    def enter(self) -> None:
+        """A thread enters a span."""
+        with self._lock:
+            if self._inside == 0:
+                self._since = time.monotonic()
+            self._inside += 1
+
+    def leave(self) -> None:
+        """A thread leaves its span."""
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0:
+                self._seconds += time.monotonic() - self._since
+
+    @property
+    def seconds(self) -> float:
+        """The seconds counted so far (a span still open counts up to now)."""
+        with self._lock:
+            return self._seconds + (time.monotonic() - self._since if self._inside else 0.0)
+
+
 def retry_after(response: requests.Response) -> float | None:
     """Return the seconds a ``Retry-After`` header asks for (seconds or HTTP date), or None."""
     value = response.headers.get("Retry-After")
@@ -144,6 +178,27 @@ class Transport:
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
         self._limiter = None
+        # Where the task's time goes: inside requests (retries and backoff included), or
+        # blocked on the rate budget (429 pauses included: the limiter holds them).
+        self.request_time = WallTime()
+        self.budget_time = WallTime()
+
+    def api_time(self) -> dict[str, Any]:
+        """Requests, seconds in requests, seconds waiting for the rate budget and 429s so far."""
+        stats = self.stats.snapshot()
+        return {"api_seconds": round(self.request_time.seconds, 3),
+                "budget_wait_seconds": round(self.budget_time.seconds, 3),
+                "requests": int(stats["requests"]), "http_429": int(stats["throttled"])}
+
+    def _acquire(self) -> None:
+        """Wait for the rate budget: this thread's time counts as waiting, not as in a request."""
+        self.request_time.leave()
+        self.budget_time.enter()
+        try:
+            self.limiter.acquire()
+        finally:
+            self.budget_time.leave()
+            self.request_time.enter()
 
     def session(self) -> requests.Session:
         """Return the pooled session, sized to the configured concurrency (made on first use)."""
@@ -238,6 +293,15 @@ class Transport:
         authenticated: bool = True,
     ) -> CallResult:
         """Send one call with retries; return the last response (or transport failure) and the attempts."""
+        self.request_time.enter()
+        try:
+            return self._send(method, path, params=params, json_body=json_body, authenticated=authenticated)
+        finally:
+            self.request_time.leave()
+
+    def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None, json_body: Any,
+              authenticated: bool) -> CallResult:
+        """``send`` itself (its time is counted by the caller)."""
         # Waited out, not counted as retries: 429 (``ThrottleWaits``; past its bound
         # ``CapillaryThrottled`` is raised). Retried: 5xx, timeouts, dropped connections; an OAuth 401
         # once after a new token. Other 4xx are contract errors for the caller to interpret, and
@@ -252,7 +316,7 @@ class Transport:
         timeout = (settings.connect_timeout, settings.read_timeout)
         attempts, retries, refreshed = 0, 0, False
         while True:
-            self.limiter.acquire()
+            self._acquire()
             headers = self._auth_headers() if authenticated else {}
             attempts += 1
             self.stats.sent()

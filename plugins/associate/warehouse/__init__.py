@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from associate.warehouse.extraction import FULL_EXTRACT_SHARE, changed_share, effective_mode, extract
 from associate.warehouse.outputs import (
+    drop_stale_run_rows,
     ensure_output_tables,
     read_sync_state,
     read_table,
@@ -29,6 +30,7 @@ from associate.warehouse.outputs import (
 __all__ = [
     "FULL_EXTRACT_SHARE",
     "changed_share",
+    "drop_stale_run_rows",
     "effective_mode",
     "ensure_output_tables",
     "extract",

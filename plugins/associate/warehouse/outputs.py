@@ -158,6 +158,42 @@ def record_batch(conn_id: str, run_id: str, *, results: pd.DataFrame, warnings: 
         _upsert_state(conn, dialect, state)
 
 
+def drop_stale_run_rows(conn_id: str, run_id: str, keep: pd.DataFrame) -> int:
+    """Delete a run's results and warnings of entities not in ``keep`` (``entity``, ``entity_key``: unique pairs).
+
+    Rows replaced by key (``record_batch``) outlive an earlier try of the same run whose
+    entities this try no longer has (a run cleared and run again). Counting the run's
+    results is cheap (the run key index): the keys are read only when there are too many.
+    """
+    with connect(conn_id) as (conn, dialect):
+        mark = placeholder(conn)
+        cur = conn.cursor()
+        cur.execute(f"SELECT COUNT(*) FROM {table_name(tables.RESULTS_TABLE, dialect)} WHERE run_id = {mark}",
+                    (run_id,))
+        count = int(cur.fetchone()[0])
+        if count <= len(keep):  # every entity of the run has its one row: nothing left over
+            cur.close()
+            return 0
+        wanted = set(zip(keep["entity"].astype(str), keep["entity_key"].astype(str)))
+        dropped = 0
+        for table in KEYED_RUN_TABLES:
+            cur.execute(f"SELECT DISTINCT entity, entity_key FROM {table_name(table, dialect)} "
+                        f"WHERE run_id = {mark}", (run_id,))
+            stale = sorted({(str(e), str(k)) for e, k in cur.fetchall()} - wanted)
+            if stale:
+                keys = pd.DataFrame(stale, columns=["entity", "entity_key"])
+                _replace_keys(conn, dialect, table, run_id, _output_frame(table, _no_rows(table), run_id), keys)
+                dropped += len(stale) if table == tables.RESULTS_TABLE else 0
+        cur.close()
+    log.info("Dropped %d result(s) of run %s left by an earlier try (entities this try has no outcome of)",
+             dropped, run_id)
+    return dropped
+
+
+def _no_rows(table: str) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in tables.OUTPUT_TABLES[table]})
+
+
 def _replace_keys(conn, dialect: str, table: str, run_id: str, df: pd.DataFrame, keys: pd.DataFrame) -> None:
     """Delete this run's rows of the given (entity, entity_key) pairs, then insert ``df``."""
     mark = placeholder(conn)
