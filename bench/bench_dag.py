@@ -437,7 +437,7 @@ class DagBench:
                                                             "latency_ms": self.args.latency_ms},
                   **(extra or {})}
         if self.deployment is not None:
-            result.update(self.deployment_run(logical_date, conf, sandbox))
+            result.update(self.deployment_run(logical_date, conf))
         else:
             result.update(self.run_dag(self.env(backend, sandbox.url), logical_date, conf, name))
             if result["run_id"]:
@@ -445,7 +445,8 @@ class DagBench:
         result.update(self.timeline(result))
         stats = sandbox.stats()
         result["ok"] = result.get("state") == "success"
-        folder = run_dir(self.deployment_staging() if self.deployment else self.staging, result.get("run_id") or "")
+        staging = self.deployment.state_dir / "staging" if self.deployment is not None else self.staging
+        folder = run_dir(staging, result.get("run_id") or "")
         if result.get("run_id") and folder.is_dir():
             fewest = fewest_requests(folder, dry_run=dry, known_companies=known, batch_size=DEFAULT_BATCH_SIZE)
             result["api"] = api_figures(stats, fewest, dry_run=dry, rpm=self.args.rate_limit_rpm)
@@ -498,7 +499,11 @@ class DagBench:
             db = self.workdir / f"sandbox-{kind}-{size}.db"
             for suffix in ("", "-wal", "-shm", ".log"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
-            sandbox = SandboxProcess(db, rate_limit_rpm=self.args.rate_limit_rpm, latency_ms=self.args.latency_ms)
+            if self.args.deployment:
+                self.deployment = self.deployment_for(backend, size)
+                sandbox = DeploymentSandbox(self.deployment, self.sandbox_args())
+            else:
+                sandbox = SandboxProcess(db, rate_limit_rpm=self.args.rate_limit_rpm, latency_ms=self.args.latency_ms)
             today = _midnight(datetime.now(timezone.utc))
             try:
                 sandbox.start()
@@ -518,16 +523,15 @@ class DagBench:
                     # The run's data interval is the UTC day before its logical date: the touch's day.
                     day = _midnight(moment) + timedelta(days=1) if self.args.change_mode == "incremental" else today
                     run = f"{_percent(fraction)} changed ({self.args.change_mode})"
-                    for run_kind in self.args.kinds:
+                    for run_kind in self.args.change_kinds:
                         sandbox.restart()
                         self.measure(backend, size, run, run_kind, self.args.change_mode,
                                      self.next_logical_date(day), sandbox, {**companies, "touched": touched})
             finally:
                 sandbox.stop()
+                self.deployment = None
 
     def run(self) -> None:
-        if self.args.deployment:
-            self.start_deployment()
         try:
             for size in self.args.sizes:
                 for kind in self.args.backends:
@@ -537,21 +541,74 @@ class DagBench:
                         log(f"{kind} {size:,} FAILED: {type(exc).__name__}: {exc}")
                         self.setups.append({"backend": kind, "size": size, "ok": False, "error": str(exc)[:300]})
         finally:
-            if self.deployment is not None:
-                self.deployment.stop(quiet=True)
             if self.home.exists() and not self.args.keep_home:
                 shutil.rmtree(self.home, ignore_errors=True)
 
     # --- the local deployment (scripts/local_airflow.py), LocalExecutor
 
-    def start_deployment(self) -> None:
-        raise NotImplementedError("--deployment is not implemented yet")
+    def deployment_for(self, backend: Backend, size: int):
+        """A LocalDeployment (api-server, scheduler, dag-processor, its own sandbox) on this warehouse."""
+        from scripts.local_airflow import LocalDeployment, free_port
 
-    def deployment_staging(self) -> Path:
-        return self.staging
+        throttled = self.args.rate_limit_rpm > 0
+        extra = {"rate_limit_rpm": self.args.client_rpm or (self.args.rate_limit_rpm if throttled
+                                                             else UNTHROTTLED_CLIENT_RPM)}
+        if self.args.concurrency:
+            extra["concurrency"] = self.args.concurrency
+        state = self.workdir / f"deployment-{backend.kind}-{size}"
+        shutil.rmtree(state, ignore_errors=True)
+        return LocalDeployment(
+            state, api_port=free_port(), sandbox_port=free_port(), warehouse=Path(backend.target)
+            if backend.kind == "sqlite" else state / "unused.db",
+            sandbox_args=self.sandbox_args(), capillary_extra=extra,
+            extra_env={"AIRFLOW_CONN_WAREHOUSE_DEFAULT": backend.conn_env,
+                       # Only the runs the harness triggers: no scheduled run once the DAG is unpaused.
+                       "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
 
-    def deployment_run(self, logical_date: str, conf: dict, sandbox) -> dict:
-        raise NotImplementedError
+    def sandbox_args(self) -> tuple[str, ...]:
+        return ("--rate-limit-rpm", str(self.args.rate_limit_rpm), "--latency-ms", str(self.args.latency_ms))
+
+    def deployment_run(self, logical_date: str, conf: dict) -> dict:
+        """Trigger one run through the REST API; wall time from the trigger to the run's end, tasks from REST."""
+        import urllib.parse
+
+        deployment = self.deployment
+        scheduler = deployment.process("scheduler")
+        started = time.time()
+        run_id = deployment.trigger(conf, logical_date)
+        with TreeMemory(scheduler.pid) as tree:  # LocalExecutor's task processes are the scheduler's children
+            state = deployment.wait_for_run(run_id, timeout=RUN_TIMEOUT_S)
+        run = deployment.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}").json()
+        ended = _epoch(run.get("end_date")) or time.time()
+        return {"returncode": 0 if state == "success" else 1, "started": started, "ended": ended,
+                "wall_s": round(ended - started, 3), "run_id": run_id, "state": state,
+                "log": str(deployment.logs), "tasks": task_figures(deployment.task_instances(run_id)),
+                "peak_rss_mib": {"scheduler_tree_rss_sampled": round(tree.peak_rss_mb, 1),
+                                 "tree_pss_sampled": round(tree.peak_pss_mb, 1),
+                                 "processes": tree.max_processes}}
+
+
+class DeploymentSandbox:
+    """A deployment seen as the harness's sandbox: start starts the whole deployment, restart its sandbox alone."""
+
+    def __init__(self, deployment, sandbox_args: tuple[str, ...]):
+        self.deployment, self.sandbox_args = deployment, sandbox_args
+
+    def start(self) -> None:
+        started = time.perf_counter()
+        self.deployment.start(quiet=True)
+        self.deployment.wait_for_dag()
+        self.deployment.unpause()  # triggered runs wait while the DAG is paused
+        log(f"local deployment {self.deployment.api_url} ready in {time.perf_counter() - started:.0f} s")
+
+    def restart(self) -> None:
+        self.deployment.restart_sandbox(*self.sandbox_args)
+
+    def stats(self) -> dict:
+        return self.deployment.sandbox_stats()
+
+    def stop(self) -> None:
+        self.deployment.stop(quiet=True)
 
 
 def _wait4(process: subprocess.Popen, timeout: float):
@@ -663,6 +720,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backends", default="sqlite", help="sqlite, postgres or both")
     parser.add_argument("--kinds", default="dry,real", help="dry, real or both (dry runs first)")
     parser.add_argument("--changes", default="0.01", help="fractions changed for the change runs ('' for none)")
+    parser.add_argument("--change-kinds", help="kinds of the change runs (default: --kinds)")
     parser.add_argument("--change-mode", choices=["incremental", "full"], default="incremental",
                         help="change runs: incremental (the touch's day as data interval) or full (hash comparison)")
     parser.add_argument("--rate-limit-rpm", type=int, default=0, help="the sandbox's budget (0: unthrottled)")
@@ -688,15 +746,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if isinstance(value, str):
             setattr(args, name, [cast(v) for v in value.split(",") if v.strip()])
-    for name in ("backends", "kinds"):
+    args.change_kinds = args.change_kinds or args.kinds
+    for name in ("backends", "kinds", "change_kinds"):
         value = getattr(args, name)
         if isinstance(value, str):
             setattr(args, name, [v.strip() for v in value.split(",") if v.strip()])
     if set(args.backends) - {"sqlite", "postgres"}:
         parser.error("--backends: sqlite and/or postgres")
-    if set(args.kinds) - {"dry", "real"}:
-        parser.error("--kinds: dry and/or real")
-    args.kinds = [k for k in ("dry", "real") if k in args.kinds]  # a dry run changes no state: it goes first
+    if set(args.kinds + args.change_kinds) - {"dry", "real"}:
+        parser.error("--kinds, --change-kinds: dry and/or real")
+    # A dry run changes no state: it goes first.
+    args.kinds = [k for k in ("dry", "real") if k in args.kinds]
+    args.change_kinds = [k for k in ("dry", "real") if k in args.change_kinds]
     args.out = args.out or str(Path(args.workdir) / "BENCHMARKS-dag.md")
     return args
 
