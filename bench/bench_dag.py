@@ -736,6 +736,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=str(ROOT / "bench" / "out" / "dag"))
     parser.add_argument("--out", help="markdown file (default <workdir>/BENCHMARKS-dag.md)")
     parser.add_argument("--pg-admin-url", default=os.environ.get(PG_ADMIN_ENV, DEFAULT_PG_ADMIN))
+    parser.add_argument("--render-from", metavar="JSON,...",
+                        help="only render the markdown from earlier raw results (e.g. one file per size)")
     parser.add_argument("--keep-home", action="store_true", help="keep the AIRFLOW_HOME (metadata DB, task logs)")
     args = parser.parse_args(argv)
     args.command = "python -m bench.bench_dag " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -762,8 +764,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def render_from(args) -> int:
+    """Merge the raw results of several invocations into one markdown file."""
+    results, setups, commands, info = [], [], [], None
+    for name in args.render_from.split(","):
+        raw = json.loads(Path(name).read_text())
+        info = info or raw["machine"]
+        results += raw["results"]
+        setups += raw["setups"]
+        commands.append(raw["command"])
+    Path(args.out).write_text(render_markdown(results, setups, info, "`; `".join(commands)), encoding="utf-8")
+    print(f"wrote {args.out} from {len(commands)} result file(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_from:
+        return render_from(args)
     bench = DagBench(args)
     started = time.perf_counter()
     bench.run()
