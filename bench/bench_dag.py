@@ -737,7 +737,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="markdown file (default <workdir>/BENCHMARKS-dag.md)")
     parser.add_argument("--pg-admin-url", default=os.environ.get(PG_ADMIN_ENV, DEFAULT_PG_ADMIN))
     parser.add_argument("--render-from", metavar="JSON,...",
-                        help="only render the markdown from earlier raw results (e.g. one file per size)")
+                        help="only render the markdown from earlier raw results (a harness's .json, or runs' "
+                             "files from <workdir>/results/)")
     parser.add_argument("--keep-home", action="store_true", help="keep the AIRFLOW_HOME (metadata DB, task logs)")
     args = parser.parse_args(argv)
     args.command = "python -m bench.bench_dag " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -769,12 +770,17 @@ def render_from(args) -> int:
     results, setups, commands, info = [], [], [], None
     for name in args.render_from.split(","):
         raw = json.loads(Path(name).read_text())
+        if "results" not in raw:  # one run's file from <workdir>/results/
+            results.append(raw)
+            continue
         info = info or raw["machine"]
         results += raw["results"]
         setups += raw["setups"]
         commands.append(raw["command"])
-    Path(args.out).write_text(render_markdown(results, setups, info, "`; `".join(commands)), encoding="utf-8")
-    print(f"wrote {args.out} from {len(commands)} result file(s)")
+    info = info or machine_info(None)
+    command = "`; `".join(commands) or f"python -m bench.bench_dag --render-from {args.render_from}"
+    Path(args.out).write_text(render_markdown(results, setups, info, command), encoding="utf-8")
+    print(f"wrote {args.out} from {len(args.render_from.split(','))} file(s)")
     return 0
 
 
