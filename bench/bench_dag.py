@@ -455,6 +455,8 @@ class DagBench:
             if timing is not None:
                 result["local_work_s"] = round(result["wall_s"] - timing["api_seconds"]
                                                - timing["budget_wait_seconds"], 3)
+            elif dry:
+                result["local_work_s"] = result["wall_s"]  # a dry run sends nothing (one hierarchy read)
             plan = folder / "plan.json"
             if plan.exists():
                 result["plan"] = json.loads(plan.read_text())
@@ -548,8 +550,13 @@ class DagBench:
 
     def deployment_for(self, backend: Backend, size: int):
         """A LocalDeployment (api-server, scheduler, dag-processor, its own sandbox) on this warehouse."""
-        from scripts.local_airflow import LocalDeployment, free_port
+        import importlib.util
 
+        # scripts/ is no package: load `make airflow`'s module from its file.
+        spec = importlib.util.spec_from_file_location("local_airflow", ROOT / "scripts" / "local_airflow.py")
+        local_airflow = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(local_airflow)
+        LocalDeployment, free_port = local_airflow.LocalDeployment, local_airflow.free_port
         throttled = self.args.rate_limit_rpm > 0
         extra = {"rate_limit_rpm": self.args.client_rpm or (self.args.rate_limit_rpm if throttled
                                                              else UNTHROTTLED_CLIENT_RPM)}
@@ -700,6 +707,7 @@ def render_markdown(results: list[dict], setups: list[dict], info: dict, command
             _cell(api.get("requests"), "{:,}"), _cell(api.get("fewest_total"), "{:,}"), _cell(api.get("ratio"), "{:.2f}"),
             _cell(api.get("http_429"), "{}"), _cell(share, "{:.0%}"), _cell(r.get("local_work_s")),
         ]) + " |")
+    lines += targets(results)
     lines += ["", "Setup (not part of any run): generate + load the warehouse.", "",
               "| backend | customers | companies | generate s | load s |", "|---|---:|---:|---:|---:|"]
     for s in setups:
@@ -709,6 +717,29 @@ def render_markdown(results: list[dict], setups: list[dict], info: dict, command
         else:
             lines.append(f"| {s['backend']} | {s['size']:,} | failed: {s.get('error', '')[:120]} | | |")
     return "\n".join(lines) + "\n"
+
+
+def targets(results: list[dict]) -> list[str]:
+    """Issue #17 item 6's ratios per backend and size, from the runs that measured them."""
+    lines = []
+    by_case: dict[tuple, dict] = {}
+    for r in results:
+        if r.get("ok"):
+            by_case.setdefault((r["backend"], r["size"]), {})[(r["run"], r["kind"])] = r
+    for (backend, size), runs in by_case.items():
+        dry, real = runs.get(("full", "dry")), runs.get(("full", "real"))
+        notes = []
+        if dry and real and real.get("local_work_s") is not None and real.get("timing"):
+            notes.append(f"real full run's local work / dry full run's wall = {real['local_work_s']:.1f} / "
+                         f"{dry['wall_s']:.1f} s = {real['local_work_s'] / dry['wall_s']:.2f}x (target <= 1.2x)")
+        for (run, kind), r in runs.items():
+            full = runs.get(("full", kind))
+            if run != "full" and full:
+                notes.append(f"{run} {kind} / full {kind}: {r['wall_s']:.1f} / {full['wall_s']:.1f} s = "
+                             f"{r['wall_s'] / full['wall_s']:.0%} (target <= 10 %)")
+        if notes:
+            lines.append(f"- {backend} {size:,}: " + "; ".join(notes))
+    return ["", "Issue #17 item 6's ratios (wall times of whole runs, start-up included):", "", *lines] if lines else []
 
 
 # ---------------------------------------------------------------- CLI
