@@ -419,6 +419,8 @@ class DagBench:
         run_id, state = finished_run(text)
         return {"returncode": os.waitstatus_to_exitcode(status), "started": started, "ended": ended,
                 "wall_s": round(ended - started, 3), "run_id": run_id, "state": state, "log": str(log_path),
+                # CPU seconds of the process and its workers: less sensitive than wall to a busy machine.
+                "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
                 "peak_rss_mib": {"largest_process": round(usage.ru_maxrss / 1024, 1),
                                  "tree_rss_sampled": round(tree.peak_rss_mb, 1),
                                  "tree_pss_sampled": round(tree.peak_pss_mb, 1),
@@ -669,7 +671,8 @@ def render_markdown(results: list[dict], setups: list[dict], info: dict, command
              f"SQLite {info['sqlite']}, PostgreSQL {info['postgres']}.", "",
              "Each row is one `airflow dags test associate_customers <logical date> -c '{\"mode\": ..., "
              "\"dry_run\": ...}'` process (tasks run one after the other in that process). **wall** = the "
-             "process's elapsed seconds; **start-up** = from its start to the first task's start (CLI imports, "
+             "process's elapsed seconds; **CPU** = user + system seconds of the process and its children (payload "
+             "workers; not the sandbox's or PostgreSQL's), less sensitive than wall to a busy machine; **start-up** = from its start to the first task's start (CLI imports, "
              "DAG parse, serialisation, run creation); **tear-down** = from the last task's end to the process's "
              "exit; task columns = each task's duration as Airflow recorded "
              "it in the metadata DB (`gate` = wait_for_earlier_runs, the first task, which also pays the first "
@@ -682,7 +685,7 @@ def render_markdown(results: list[dict], setups: list[dict], info: dict, command
              "phase's (first to last company or bulk request) share of the sandbox's budget, throttled runs "
              "only. **local s** = wall minus the seconds tasks spent in HTTP requests and waiting for the rate "
              "budget (from the tasks' timing files; blank where the tasks write none).", ""]
-    header = (["backend", "customers", "run", "kind", "state", "wall s", "start-up s", "tear-down s"]
+    header = (["backend", "customers", "run", "kind", "state", "wall s", "CPU s", "start-up s", "tear-down s"]
               + [TASK_TITLES.get(t, t) + (" s (n)" if t == "post" else " s") for t in tasks]
               + ["peak MiB", "requests", "fewest", "ratio", "429s", "budget", "local s"])
     text_columns = {"backend", "run", "kind", "state"}
@@ -702,8 +705,10 @@ def render_markdown(results: list[dict], setups: list[dict], info: dict, command
         share = ((api.get("budget") or {}).get("sending") or {}).get("share")
         lines.append("| " + " | ".join([
             r["backend"], f"{r['size']:,}", r["run"], r["kind"], str(r.get("state")), _cell(r.get("wall_s")),
+            _cell(r.get("cpu_s")),
             _cell(r.get("startup_s")), _cell(r.get("teardown_s")), *cells,
-            f"{rss.get('largest_process', 0):.0f} / {rss.get('tree_pss_sampled', 0):.0f}" if rss else "",
+            f"{_cell(rss.get('largest_process'), '{:.0f}') or '-'} / {rss.get('tree_pss_sampled', 0):.0f}"
+            if rss else "",
             _cell(api.get("requests"), "{:,}"), _cell(api.get("fewest_total"), "{:,}"), _cell(api.get("ratio"), "{:.2f}"),
             _cell(api.get("http_429"), "{}"), _cell(share, "{:.0%}"), _cell(r.get("local_work_s")),
         ]) + " |")
