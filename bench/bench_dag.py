@@ -433,7 +433,8 @@ class DagBench:
         conf = {"mode": mode, "dry_run": dry}
         known = known_company_ids(backend)
         name = f"{backend.kind}-{size}-{_slug(run)}-{kind}"
-        log(f"{backend.kind} {size:,} {run} {kind}: airflow dags test {DAG_ID} {logical_date} -c '{json.dumps(conf)}'")
+        how = "REST trigger" if self.deployment is not None else f"airflow dags test {DAG_ID}"
+        log(f"{backend.kind} {size:,} {run} {kind}: {how} {logical_date} -c '{json.dumps(conf)}'")
         result = {"backend": backend.kind, "size": size, "run": run, "kind": kind, "mode": mode, "conf": conf,
                   "logical_date": logical_date, "sandbox": {"rate_limit_rpm": self.args.rate_limit_rpm,
                                                             "latency_ms": self.args.latency_ms},
