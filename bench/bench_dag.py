@@ -465,6 +465,11 @@ class DagBench:
                 result["plan"] = json.loads(plan.read_text())
         else:
             result["api"] = {"requests": None}
+        if result.get("run_id") and not self.args.keep_staging:
+            # A 1M run stages GBs (payloads, preview); the figures are read, the files are not needed.
+            reports = (self.deployment.state_dir if self.deployment is not None else self.workdir) / "reports"
+            for path in (folder, run_dir(reports, result["run_id"])):
+                shutil.rmtree(path, ignore_errors=True)
         self.save(result, name)
         log(summary_line(result))
         return result
@@ -776,6 +781,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--render-from", metavar="JSON,...",
                         help="only render the markdown from earlier raw results (a harness's .json, or runs' "
                              "files from <workdir>/results/)")
+    parser.add_argument("--keep-staging", action="store_true",
+                        help="keep each run's staged files and report (default: removed once measured)")
     parser.add_argument("--keep-home", action="store_true", help="keep the AIRFLOW_HOME (metadata DB, task logs)")
     args = parser.parse_args(argv)
     args.command = "python -m bench.bench_dag " + " ".join(argv if argv is not None else sys.argv[1:])
