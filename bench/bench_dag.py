@@ -20,6 +20,12 @@ when the sandbox is throttled, the sending phase's share of the budget. Where ta
 timing files (``staging.run_path(run_id, "timing", ...)``: seconds inside HTTP requests and
 waiting for the rate budget), a real run's local work is its wall time minus both.
 
+With ``--deployment`` each size gets a local deployment instead (scripts/local_airflow.py:
+api-server, scheduler, dag-processor, LocalExecutor, its own sandbox); runs are triggered
+through the REST API and task durations read from ``/api/v2/dags/{dag_id}/dagRuns/{run_id}/
+taskInstances``. ``--preset`` sets issue #17's jobs (it overrides the other flags it names).
+docs/benchmarks.md says what every figure means.
+
     PYTHONPATH=plugins .venv/bin/python -m bench.bench_dag [--sizes 10000] [--backends sqlite,postgres]
         [--kinds dry,real] [--changes 0.01] [--change-mode incremental|full]
         [--rate-limit-rpm N --latency-ms M] [--preset issue-job|budget-20k] [--deployment]
@@ -46,6 +52,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(ROOT / "plugins"), str(ROOT)) if p not in sys.path]
 
+from associate.sandbox.stats import UNBUDGETED  # noqa: E402  (requests outside the API budget)
 from bench.run import DEFAULT_PG_ADMIN, PG_ADMIN_ENV, Backend, machine_info  # noqa: E402
 
 DAG_ID = "associate_customers"
@@ -60,9 +67,6 @@ TASK_TITLES = {"wait_for_earlier_runs": "gate", "ensure_companies": "companies",
                "build_batches": "batches", "check_failures": "check"}
 COMPANY_ENDPOINTS = ("POST /v2/companies", "PUT /v2/companies", "GET /v2/companies")
 BULK_ENDPOINTS = ("POST /v2/customers/bulk", "PUT /v2/customers/bulk")
-HIERARCHY_READ = "GET /v2/fleetHierarchy/all"
-# Requests outside the API budget (associate.sandbox.stats.UNBUDGETED).
-UNBUDGETED = ("/oauth/", "/__sandbox/", "/openapi")
 DEFAULT_BATCH_SIZE = 100  # the DAG's batch_size param default
 UNTHROTTLED_CLIENT_RPM = 1_000_000  # the client's budget when the sandbox has none: rate control off
 RUN_TIMEOUT_S = 4 * 3600
