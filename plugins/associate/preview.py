@@ -72,8 +72,12 @@ class PayloadSample:
         depths = pd.Series(to_send["depth"].to_numpy())
         self.total += len(to_send)
         for counter, values in ((self.by_method, to_send["method"]), (self.by_change, to_send["change"]),
-                                (self.by_depth, depths), (self.by_company, companies)):
+                                (self.by_depth, depths)):
             counter.update({_plain(k): int(n) for k, n in values.value_counts(dropna=False).items()})
+        # Tens of thousands of companies a frame: their keys are text already, so no per-key
+        # conversion (_plain per key was a fifth of a 1M dry run's change detection).
+        counts = companies.value_counts()
+        self.by_company.update(dict(zip(counts.index.tolist(), counts.tolist())))
         if len(self.samples) >= self.limit:
             return
         # Only the first rows of each group in this frame can be sampled: the rest never leave pandas.

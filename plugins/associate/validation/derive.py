@@ -30,6 +30,15 @@ UNIQUE_IDENTIFIERS = {"mobile": "mobile__norm", "email": "email__norm",
                       "external_id": "external_id", "card_number": "card_number"}
 
 
+class SharedArray(np.ndarray):
+    """A read-only array that a frame's ``attrs`` hand on without a copy."""
+
+    # pandas deep-copies ``attrs`` on every frame operation (GX's metrics run hundreds):
+    # copying the 1M-row relation arrays each time cost seconds of the gate.
+    def __deepcopy__(self, memo: dict) -> SharedArray:
+        return self
+
+
 def _flag(passed, applicable) -> pd.arrays.BooleanArray:
     """A nullable boolean: ``passed`` where ``applicable``, NA elsewhere (GX skips NA)."""
     out = pd.array(np.array(passed, dtype=bool), dtype="boolean")
@@ -185,8 +194,8 @@ def prepare_companies(companies: pd.DataFrame, hierarchies: HierarchyIndex) -> p
     out["parent_company_external_id__acyclic"] = _flag(~cyclic, parent_pos >= 0)
     out["extended_fields"] = frame["extended_fields"]
     out["extended_fields__object"] = json_object_flags(out["extended_fields"])
-    out.attrs["parent_pos"] = parent_pos
-    out.attrs["cyclic"] = cyclic
+    out.attrs["parent_pos"] = parent_pos.view(SharedArray)
+    out.attrs["cyclic"] = cyclic.view(SharedArray)
     return out
 
 
@@ -309,5 +318,5 @@ def _derive_relations(out: pd.DataFrame, companies: pd.DataFrame, hierarchies: H
     out["parent__max_child"] = limit
     over = limit.notna() & (out["parent__child_count"] > limit.fillna(np.inf))
     out["parent_customer_key__within_max_child"] = _flag(~over, has_parent & limit.notna())
-    out.attrs["parent_pos"] = parent_pos
-    out.attrs["cyclic"] = cyclic
+    out.attrs["parent_pos"] = parent_pos.view(SharedArray)
+    out.attrs["cyclic"] = cyclic.view(SharedArray)

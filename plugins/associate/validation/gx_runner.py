@@ -74,6 +74,11 @@ class SuiteRunner:
     """An ephemeral GX context holding one pandas dataframe asset and one validation definition per suite."""
 
     def __init__(self, suites_dir: Path, data_docs_dir: Path | None = None) -> None:
+        gx_log = logging.getLogger("great_expectations")
+        if gx_log.level == logging.NOTSET:
+            # GX narrates its import (hundreds of "Skipping registering function" lines) and every
+            # data source it registers at INFO: noise in task logs. Set before the import, which logs.
+            gx_log.setLevel(logging.WARNING)
         import great_expectations as gx
         from great_expectations.data_context.types.base import (
             DataContextConfig,
@@ -88,10 +93,6 @@ class SuiteRunner:
         # frame) only to label it in the result's batch markers; we never read that label,
         # and at 1M rows it cost a quarter of the gate's time.
         pandas_execution_engine.HASH_THRESHOLD = 0
-        gx_log = logging.getLogger("great_expectations")
-        if gx_log.level == logging.NOTSET:
-            # GX narrates every data source it registers at INFO: noise in task logs.
-            gx_log.setLevel(logging.WARNING)
         config = DataContextConfig(
             store_backend_defaults=InMemoryStoreBackendDefaults(),
             analytics_enabled=False,
