@@ -41,8 +41,7 @@ def report(
 ) -> str:
     """Log the run summary as tables and write it as HTML next to the Data Docs."""
     from associate import approval, report_views, staging, warehouse
-    from associate.report import RunSummary
-    from associate.tables import QUARANTINE_TABLE
+    from associate.report import SAMPLES_PER_CHECK, RunSummary
 
     plan = staging.read_json(staging.run_path(run_id, "plan.json"))
     outcome_frames = _run_outcomes(run_id, company_outcomes, customer_outcomes)
@@ -54,7 +53,8 @@ def report(
         outcomes=outcome_frames,
         data_docs=validated.get("data_docs"),
         # The rows behind the counts (masked in the warehouse already) and the latest runs.
-        quarantine_rows=warehouse.read_table(warehouse_conn_id, QUARANTINE_TABLE, run_id) if warehouse_conn_id else None,
+        quarantine_rows=(warehouse.quarantine_samples(warehouse_conn_id, run_id, SAMPLES_PER_CHECK)
+                         if warehouse_conn_id else None),
         history=warehouse.run_history(warehouse_conn_id) if warehouse_conn_id else None,
     )
     # Customers a person rejected at the approval gate were not sent: the report says so first.

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 BUDGET = 60
-# About 330 valid customers in batches of one: more than 300 bulk requests in 8 chunks.
+# About 330 valid customers in batches of one: more than 300 bulk requests in 6 chunks.
 CUSTOMERS, CONF = 340, {"mode": "full", "batch_size": 1}
 BULK = "POST /v2/customers/bulk"
 

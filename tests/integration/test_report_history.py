@@ -70,3 +70,22 @@ def test_the_page_lists_failed_customers_with_what_to_do_and_draws_the_latest_ru
     text = page.read_text()
     assert "<svg" in text and "<polyline" in text and "Needs action in Capillary" in text
     assert "9876543210" not in text
+
+
+@pytest.mark.parametrize("conn", ["sqlite_conn", "pg_conn", "mariadb_conn"])
+def test_the_report_reads_five_quarantined_rows_per_check_however_many_there_are(conn, request):
+    conn_id = request.getfixturevalue(conn)
+    warehouse.ensure_output_tables(conn_id)
+    rows = pd.concat([quarantine("run_q", 4, 40),
+                      quarantine("run_q", 4, 2).assign(check="email_valid", column_name="email"),
+                      quarantine("run_other", 4, 9)], ignore_index=True)
+    warehouse.replace_run_rows(conn_id, QUARANTINE_TABLE, "run_q", rows[rows.index < 42])
+    warehouse.replace_run_rows(conn_id, QUARANTINE_TABLE, "run_other", rows[rows.index >= 42])
+
+    samples = warehouse.quarantine_samples(conn_id, "run_q", per_check=5)
+
+    summary = RunSummary.build(run_id="run_q", quarantine_rows=samples)
+    assert [(row[1], row[2]) for row in summary.quarantine_samples] == [
+        ("email_valid", "K0"), ("email_valid", "K1"),
+        *[("mobile_valid", key) for key in ("K0", "K1", "K10", "K11", "K12")],
+    ]

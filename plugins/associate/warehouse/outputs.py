@@ -383,6 +383,29 @@ def read_table(conn_id: str, table: str, run_id: str | None = None) -> pd.DataFr
 
 
 
+def quarantine_samples(conn_id: str, run_id: str, per_check: int) -> pd.DataFrame:
+    """At most ``per_check`` quarantined rows of a run per (entity, check), first by key (the report's samples).
+
+    A window function reads the samples in the database: a broken 1M-row load quarantines
+    hundreds of thousands of rows, and the report shows five of each check.
+    """
+    from associate.tables import QUARANTINE_TABLE
+
+    with connect(conn_id) as (conn, dialect):
+        check = ident("check", dialect)
+        columns = f"entity, {check}, entity_key, column_name, reason"
+        cur = conn.cursor()
+        cur.execute(
+            f"SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY entity, {check} "
+            f"ORDER BY entity_key, column_name, reason) AS sample_no FROM {table_name(QUARANTINE_TABLE, dialect)} "
+            f"WHERE run_id = {placeholder(conn)}) samples WHERE sample_no <= {int(per_check)}",
+            (run_id,),
+        )
+        rows = cur.fetchall()
+        cur.close()
+    return pd.DataFrame.from_records(rows, columns=["entity", "check", "entity_key", "column_name", "reason"])
+
+
 def run_history(conn_id: str, limit: int = 14) -> pd.DataFrame:
     """Customers per status and quarantined rows of the latest runs, oldest first (the report's chart)."""
     from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE
