@@ -30,7 +30,8 @@ settings.load_profile("deterministic")
 # files start first, so the run does not end waiting on one of them (rough minutes here).
 LONGEST_FIRST = (
     "e2e/test_celery_budget.py",  # ~9: 300+ requests at 60 a minute
-    "e2e/test_reliability_faults.py", "e2e/test_trigger.py", "e2e/test_celery_kill.py",
+    "e2e/test_reliability_faults.py", "e2e/test_approval.py", "e2e/test_trigger.py", "e2e/test_bench_dag.py",
+    "e2e/test_celery_kill.py",
     "e2e/test_dag.py", "e2e/test_secrets.py", "e2e/test_browser.py", "e2e/test_mariadb.py",
     "e2e/test_local_deployment.py", "e2e/test_lineage.py", "e2e/test_provider.py", "e2e/test_alerts.py",
     "integration/test_shared_budget.py", "integration/test_warehouse.py", "integration/test_bad_input.py",
