@@ -34,13 +34,14 @@ def write_api_time(client: CapillaryClient | None, run_id: str, name: str) -> di
     """Stage where a task's time with Capillary went (``timing/<name>.json``) and log it in one line.
 
     Keys: ``requests``, ``api_seconds`` (wall time inside requests, retries and backoff
-    included), ``budget_wait_seconds`` (wall time blocked on the rate budget), ``http_429``.
+    included), ``budget_wait_seconds`` (wall time blocked on the rate budget),
+    ``api_wall_seconds`` (wall time in either, counted once: threads overlap), ``http_429``.
     Without a client (nothing to send) every figure is zero.
     """
     from associate import staging
 
     timing = client.api_time() if client is not None else {
-        "api_seconds": 0.0, "budget_wait_seconds": 0.0, "requests": 0, "http_429": 0}
+        "api_seconds": 0.0, "budget_wait_seconds": 0.0, "api_wall_seconds": 0.0, "requests": 0, "http_429": 0}
     staging.write_json(timing, staging.run_path(run_id, "timing", f"{name}.json"))
     log.info("Capillary: %d requests, %.1f s in requests, %.1f s waiting for the rate budget",
              timing["requests"], timing["api_seconds"], timing["budget_wait_seconds"])

@@ -258,8 +258,11 @@ def test_the_task_posts_new_companies_and_puts_those_the_sync_state_knows(sandbo
     assert calls.since() == {"GET": 0, "POST": 3, "PUT": 0}
     # Where the task's time with Capillary went, for benchmarks and for whoever reads the log.
     timing = staging.read_json(staging.run_path("run-1", "timing", "ensure_companies.json"))
-    assert set(timing) == {"api_seconds", "budget_wait_seconds", "requests", "http_429"}
+    assert set(timing) == {"api_seconds", "budget_wait_seconds", "api_wall_seconds", "requests", "http_429"}
     assert timing["requests"] == 3 and timing["http_429"] == 0 and timing["api_seconds"] > 0
+    # Threads overlap: the union of requests and waits is at most their sum, at least either.
+    assert max(timing["api_seconds"], timing["budget_wait_seconds"]) <= timing["api_wall_seconds"] \
+        <= timing["api_seconds"] + timing["budget_wait_seconds"] + 0.01
 
     rows[1] = (f"SUB-{tag}", "Subsidiary renamed", f"HOLD-{tag}")
     calls = CompanyCalls(monkeypatch)

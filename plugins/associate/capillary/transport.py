@@ -182,12 +182,15 @@ class Transport:
         # blocked on the rate budget (429 pauses included: the limiter holds them).
         self.request_time = WallTime()
         self.budget_time = WallTime()
+        # Either of the two, counted once: the task's seconds with Capillary, the rest is local work.
+        self.call_time = WallTime()
 
     def api_time(self) -> dict[str, Any]:
         """Requests, seconds in requests, seconds waiting for the rate budget and 429s so far."""
         stats = self.stats.snapshot()
         return {"api_seconds": round(self.request_time.seconds, 3),
                 "budget_wait_seconds": round(self.budget_time.seconds, 3),
+                "api_wall_seconds": round(self.call_time.seconds, 3),
                 "requests": int(stats["requests"]), "http_429": int(stats["throttled"])}
 
     def _acquire(self) -> None:
@@ -293,11 +296,13 @@ class Transport:
         authenticated: bool = True,
     ) -> CallResult:
         """Send one call with retries; return the last response (or transport failure) and the attempts."""
+        self.call_time.enter()
         self.request_time.enter()
         try:
             return self._send(method, path, params=params, json_body=json_body, authenticated=authenticated)
         finally:
             self.request_time.leave()
+            self.call_time.leave()
 
     def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None, json_body: Any,
               authenticated: bool) -> CallResult:
