@@ -250,7 +250,9 @@ class StageRunner:
         staging.staging_base().exists()  # object-storage imports and setup happen before the timer
         getattr(self, f"prepare_{stage}")()
         rss_before = _current_rss_mb()
-        with _TreeMemory() as tree:
+        from bench.memory import TreeMemory
+
+        with TreeMemory(os.getpid()) as tree:
             wall0, cpu0 = time.perf_counter(), time.process_time()
             children0 = _children_cpu_s()
             rows_in, rows_out, extra = getattr(self, f"work_{stage}")()
@@ -259,45 +261,12 @@ class StageRunner:
         extra["rss_before_mb"] = round(rss_before, 1)
         extra["workers_cpu_s"] = round(workers_cpu, 2)
         extra["self_peak_rss_mb"] = round(_peak_rss_mb(), 1)
-        extra["tree_peak_pss_mb"] = round(tree.peak_mb, 1)
+        # Alone, the process's own high-water mark is exact: the tree counts only with workers.
+        tree_peak = tree.peak_pss_mb if tree.max_processes > 1 else 0.0
+        extra["tree_peak_pss_mb"] = round(tree_peak, 1)
         # Worker processes (payload build) count: their CPU, and memory as the process tree's PSS.
-        return {"wall_s": wall, "cpu_s": cpu + workers_cpu, "peak_rss_mb": max(_peak_rss_mb(), tree.peak_mb),
+        return {"wall_s": wall, "cpu_s": cpu + workers_cpu, "peak_rss_mb": max(_peak_rss_mb(), tree_peak),
                 "rows_in": int(rows_in), "rows_out": int(rows_out), "extra": extra}
-
-
-class _TreeMemory:
-    """Samples, while worker processes run, the summed PSS of this process and its workers; returns the peak.
-
-    A forked worker shares most of its pages with this process, so adding RSS values would
-    count them twice; PSS splits each shared page between its sharers.
-    """
-
-    INTERVAL_S = 0.5
-
-    def __init__(self):
-        import threading
-
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
-
-    def __enter__(self) -> _TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.wait(self.INTERVAL_S):
-            children = me.children(recursive=True)
-            if children:  # alone, the process's own high-water mark is exact (and free to read)
-                pids = [me.pid] + [child.pid for child in children]
-                self.peak_mb = max(self.peak_mb, sum(_pss_mb(pid) for pid in pids))
 
 
 def _children_cpu_s() -> float:
@@ -305,17 +274,6 @@ def _children_cpu_s() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _pss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # the worker has just ended
-        pass
-    return 0.0
 
 
 def _current_rss_mb() -> float:
