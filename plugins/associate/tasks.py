@@ -416,13 +416,15 @@ def write_back(
     not recorded (no warehouse connection on ``post``). Rows are replaced by key, so a
     retry writes the same rows again and the run keeps one result per entity.
     """
+    import pandas as pd
+
     from associate import reconcile, staged, warehouse
     from associate.tables import RESULTS_TABLE, WARNINGS_TABLE
 
     # One row per entity first: a key held back and also sent keeps its sent row, recorded or not.
     outcomes = reconcile.combine_outcomes(_run_outcomes(run_id, company_outcomes, customer_outcomes))
-    recorded = (outcomes[staged.RECORDED] if staged.RECORDED in outcomes.columns
-                else outcomes["entity_key"].isna()).eq(True)
+    recorded = (outcomes[staged.RECORDED].eq(True) if staged.RECORDED in outcomes.columns
+                else pd.Series(False, index=outcomes.index))
     unrecorded = outcomes.loc[~recorded]
     results, warnings = reconcile.results_from_outcomes(unrecorded, run_id)
     state = reconcile.state_from_outcomes(unrecorded, run_id)
