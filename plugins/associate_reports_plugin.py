@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from airflow.plugins_manager import AirflowPlugin
 
 from associate.report_views import PREFIX, REPORT_FILE, create_app
+
+
+@cache
+def _fastapi_apps() -> list[dict]:
+    return [{"app": create_app(), "url_prefix": PREFIX, "name": "associate reports"}]
 
 
 class AssociateReportsPlugin(AirflowPlugin):
     """Serves the reports the ``report`` task publishes, and links them from the UI."""
 
     name = "associate_reports"
-    fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "associate reports"}]
     external_views = [
         {"name": "Report", "href": f"{PREFIX}/reports/{{DAG_ID}}/{{RUN_ID}}/{REPORT_FILE}",
          "destination": "dag_run", "url_route": "associate_report"},
@@ -20,3 +26,12 @@ class AssociateReportsPlugin(AirflowPlugin):
         {"name": "Associate reports", "href": f"{PREFIX}/reports/associate_customers/",
          "destination": "nav", "url_route": "associate_reports", "category": "browse"},
     ]
+
+    # Built when asked for (the api-server mounts it, `airflow plugins` lists it), not when the
+    # module is imported: every process that deserializes a DAG loads the plugins (operator extra
+    # links, macros): each task process, the scheduler, `airflow dags test`. Building the app
+    # imports the api-server's modules (FastAPI, its security and models): 1.6 s of CPU
+    # in each of them for an app only the api-server serves.
+    @property
+    def fastapi_apps(self) -> list[dict]:
+        return _fastapi_apps()
