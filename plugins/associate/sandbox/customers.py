@@ -84,6 +84,25 @@ def _check_room(store: Store, conn: sqlite3.Connection, parent_id: int, parent_r
                            f"Total number of child for the role {parent_role['code']} can not exceed {max_child}")
 
 
+def _named(elements: list[CustomerElement]) -> tuple[set[tuple[str, str]], set[str]]:
+    """The stored forms of the identifiers a batch names (its customers, parents and children), and its companies."""
+    identifiers, companies = set(), set()
+    for element in elements:
+        profiles = list(element.profiles)
+        ad = element.associationDetails
+        if ad is not None:
+            if ad.fleetCompany is not None:
+                companies.add(ad.fleetCompany.externalId)
+            for ref in ([ad.parentCustomer] if ad.parentCustomer else []) + ad.childCustomers:
+                profiles += ref.profiles
+        for profile in profiles:
+            for ident in profile.identifiers:
+                value = normalize(ident.type, ident.value)
+                if value is not None:
+                    identifiers.add((ident.type, value))
+    return identifiers, companies
+
+
 class CustomerService:
     """The bulk calls (POST registers, PUT updates) and the lookups, on top of the Store."""
 
@@ -106,7 +125,8 @@ class CustomerService:
                 profile.source = profile.source or source or "INSTORE"
                 profile.accountId = profile.accountId or account_id
         results = []
-        with self.store.transaction() as conn:
+        with self.store.memoised() as conn:
+            self.store.prefetch(conn, *_named(elements))
             for element in elements:
                 try:
                     with self.store.transaction():
@@ -190,33 +210,32 @@ class CustomerService:
         stored_profiles = [p.to_api() for p in profiles]
         for p in stored_profiles:
             p.pop("identifiers", None)
-        if customer_id is None:
+        new = customer_id is None
+        if new:
             customer_id = self.store.next_customer_id(conn)
-            conn.execute(
-                "INSERT INTO customers(id, loyalty_type, profile, enrollments, extended_fields, referral_code,"
-                " created_at, modified_at, created_by, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (customer_id, loyalty_type or "loyalty", dumps(stored_profiles), dumps(enrollments or []),
-                 dumps(extended_fields or {}), referral_code, stamp, stamp, principal, principal))
+            self.store.insert_customer(conn, {
+                "id": customer_id, "loyalty_type": loyalty_type or "loyalty", "profile": dumps(stored_profiles),
+                "enrollments": dumps(enrollments or []), "extended_fields": dumps(extended_fields or {}),
+                "referral_code": referral_code, "created_at": stamp, "modified_at": stamp,
+                "created_by": principal, "modified_by": principal})
         else:
             row = self.store.customer(conn, customer_id)
             merged_profiles = {p.get("source"): p for p in json.loads(row["profile"])}
             merged_profiles.update({p.get("source"): p for p in stored_profiles})
             fields = json.loads(row["extended_fields"])
             fields.update(extended_fields or {})
-            conn.execute(
-                "UPDATE customers SET loyalty_type=?, profile=?, enrollments=?, extended_fields=?,"
-                " referral_code=COALESCE(?, referral_code), modified_at=?, modified_by=? WHERE id=?",
-                (loyalty_type or row["loyalty_type"], dumps(list(merged_profiles.values())),
-                 dumps(enrollments) if enrollments else row["enrollments"], dumps(fields), referral_code,
-                 stamp, principal, customer_id))
-        self._add_identifiers(conn, customer_id, identifiers)
+            self.store.update_customer(
+                conn, customer_id, loyalty_type=loyalty_type or row["loyalty_type"],
+                profile=dumps(list(merged_profiles.values())),
+                enrollments=dumps(enrollments) if enrollments else row["enrollments"], extended_fields=dumps(fields),
+                referral_code=referral_code if referral_code is not None else row["referral_code"],
+                modified_at=stamp, modified_by=principal)
+        self._add_identifiers(conn, customer_id, identifiers, new=new)
         return customer_id
 
-    @staticmethod
-    def _add_identifiers(conn: sqlite3.Connection, customer_id: int, identifiers: list[tuple[str, str, Any]]) -> None:
-        conn.executemany(
-            "INSERT OR IGNORE INTO identifiers(type, value, customer_id, extra) VALUES (?, ?, ?, ?)",
-            [(t, v, customer_id, dumps(extra) if extra else None) for t, v, extra in identifiers])
+    def _add_identifiers(self, conn: sqlite3.Connection, customer_id: int,
+                         identifiers: list[tuple[str, str, Any]], *, new: bool = False) -> None:
+        self.store.add_identifiers(conn, customer_id, identifiers, new=new)
 
     def _upsert_ref(self, conn: sqlite3.Connection, ref: CustomerRef, principal: str) -> tuple[int, bool, list]:
         """A parent or child given by its profiles: registered if missing, otherwise left as stored."""
@@ -246,8 +265,8 @@ class CustomerService:
         parent_id = row["parent_id"]
         if ad.parentCustomer is not None:
             parent_id = self._parent(conn, customer_id, ad.parentCustomer, hierarchy, role, company_id, principal)
-        conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=?, parent_id=? WHERE id=?",
-                     (hierarchy["id"], role["code"], company_id, parent_id, customer_id))
+        self.store.update_customer(conn, customer_id, hierarchy_id=hierarchy["id"], role_code=role["code"],
+                                   company_id=company_id, parent_id=parent_id)
         return hierarchy, role
 
     def _parent(self, conn: sqlite3.Connection, child_id: int, ref: CustomerRef, hierarchy: dict, child_role: dict,
@@ -263,8 +282,8 @@ class CustomerService:
                 raise ElementError(Codes.PARENT_NOT_MAPPED,
                                    f"Fleet parent customer {parent_id} not mapped in the hierarchy: role "
                                    f"{child_role['code']} is no role's child role")
-            conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=? WHERE id=?",
-                         (hierarchy["id"], parent_role["code"], company_id, parent_id))
+            self.store.update_customer(conn, parent_id, hierarchy_id=hierarchy["id"], role_code=parent_role["code"],
+                                       company_id=company_id)
         else:
             parent_role = role_of(hierarchy, parent["role_code"]) if parent["hierarchy_id"] == hierarchy["id"] else None
             if parent_role is None:
@@ -297,9 +316,8 @@ class CustomerService:
                 _check_company(child, company_id)
                 _check_cycle(self.store, conn, parent_id, child_id)
                 _check_room(self.store, conn, parent_id, parent_role, child_id)
-                conn.execute("UPDATE customers SET hierarchy_id=?, role_code=?, company_id=?, parent_id=? WHERE id=?",
-                             (hierarchy["id"], child_role_code, company_id or child["company_id"], parent_id,
-                              child_id))
+                self.store.update_customer(conn, child_id, hierarchy_id=hierarchy["id"], role_code=child_role_code,
+                                           company_id=company_id or child["company_id"], parent_id=parent_id)
                 return customer_entity(self.store, conn, child_id, new=is_new, child=True, warnings=warnings)
         except ElementError as exc:
             self._remember(conn, exc)

