@@ -154,13 +154,18 @@ def _ints(series: pd.Series) -> list[int | None]:
     return [None if v is None else int(v) for v in _values(series)]
 
 
-def hierarchy_depths(keys: list[str], parents: list[str | None]) -> dict[str, int | None]:
-    """Depth of each key in its parent chain (root = 0); None for keys on or below a cycle."""
+def hierarchy_depths(keys: list[str], parents: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's parent position (-1: none, or not among ``keys``) and depth in its parent chain
+    (root = 0; -1 on or below a cycle), as arrays in row order.
+
+    Arrays by position, not a dict by key: a million keys' dict cost a second to build and
+    ~100 MB that every forked worker inherited.
+    """
     from associate.validation.graph import depths, parent_positions
 
     # A parent outside ``keys`` makes its child a root, as a missing parent does.
-    depth = depths(parent_positions(keys, parents)).tolist()
-    return {key: (None if d < 0 else d) for key, d in zip(keys, depth)}
+    parent_at = parent_positions(keys, parents)
+    return parent_at, depths(parent_at)
 
 
 def _primary_identifiers(mobile: str | None, email: str | None, external_id: str | None) -> list[dict]:
@@ -215,24 +220,23 @@ class _Columns:
 
 
 class _ParentIdentifiers:
-    """What ``parentCustomer`` needs of every customer that is someone's parent, by key."""
+    """What ``parentCustomer`` needs of every customer that is someone's parent, by row position."""
 
-    def __init__(self, customers: pd.DataFrame, keys: list[str], parents: list[Any]):
-        referenced = {p for p in parents if p is not None}
-        rows = customers.loc[[key in referenced for key in keys]]
-        self._row = {key: i for i, key in enumerate(str(k) for k in _values(rows["customer_key"]))}
+    def __init__(self, customers: pd.DataFrame, parent_at: np.ndarray):
+        positions = np.unique(parent_at[parent_at >= 0])
+        rows = customers.take(positions)
+        # Row position -> slot in the lists below (-1: nobody's parent).
+        self._slot = np.full(len(customers), -1, dtype=np.int64)
+        self._slot[positions] = np.arange(len(positions))
         self._mobile, self._unreadable_mobile = _mobiles(rows["mobile"])
         self._email = [normalize_email(v) for v in _values(rows["email"])]
         self._external_id = _values(rows["external_id"])
         self._source = _values(rows["source"])
         self._account_id = _values(rows["account_id"])
 
-    def __contains__(self, key: Any) -> bool:
-        return key in self._row
-
-    def ref(self, key: str) -> dict:
-        """The parent as ``parentCustomer``: one profile with its primary identifiers."""
-        j = self._row[key]
+    def ref(self, position: int, key: str) -> dict:
+        """The parent at a row position (its key ``key``) as ``parentCustomer``: one profile with its primary identifiers."""
+        j = int(self._slot[position])
         if j in self._unreadable_mobile:
             raise PayloadError(f"parent {key}: {_UNREADABLE_MOBILE}")
         identifiers = _primary_identifiers(self._mobile[j], self._email[j], self._external_id[j])
@@ -260,7 +264,7 @@ class _Fragments:
 
     def __init__(self):
         self._objects: dict[tuple[str, str], Any] = {}
-        self._parents: dict[str, Any] = {}
+        self._parents: dict[int, Any] = {}
 
     def json_object(self, value: Any, column: str) -> Any:
         """``_json_object`` of a text, as a canonical fragment (the parsed object where it cannot be one)."""
@@ -272,11 +276,11 @@ class _Fragments:
             fragment = self._objects[key] = _raw(_json_object(value, column))
         return fragment
 
-    def parent(self, parent_ids: _ParentIdentifiers, key: str) -> Any:
-        """``parent_ids.ref(key)`` as a canonical fragment."""
-        fragment = self._parents.get(key)
+    def parent(self, parent_ids: _ParentIdentifiers, position: int, key: str) -> Any:
+        """``parent_ids.ref(position, key)`` as a canonical fragment."""
+        fragment = self._parents.get(position)
         if fragment is None:
-            fragment = self._parents[key] = _raw(parent_ids.ref(key))
+            fragment = self._parents[position] = _raw(parent_ids.ref(position, key))
         return fragment
 
 
@@ -373,7 +377,7 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
                   slice_rows: int = SLICE_ROWS, processes: int | None = None) -> Iterator[pd.DataFrame]:
     """Elements (see ``build_elements``) of at most ``slice_rows`` customers at a time, in row order.
 
-    Only hierarchy depths and the parents' identifiers are held for the whole frame, so
+    Only parent positions, hierarchy depths and the parents' identifiers are held for the whole frame, so
     memory follows the slice, not the warehouse: a million customers' payloads never sit
     in memory as Python objects at once. With more than one slice, slices are built by
     ``processes`` forked workers (default: the usable CPUs, at most 4; ``ASSOCIATE_PAYLOAD_PROCESSES``
@@ -384,9 +388,9 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
     hierarchy_of = dict(zip(_values(companies["company_external_id"]), _values(companies["hierarchy_code"])))
     keys = [str(k) for k in _values(customers["customer_key"])]
     parents = _values(customers["parent_customer_key"])
-    depth_of = hierarchy_depths(keys, parents)
-    parent_ids = _ParentIdentifiers(customers, keys, parents)
+    parent_at, depth = hierarchy_depths(keys, parents)
     del keys, parents
+    parent_ids = _ParentIdentifiers(customers, parent_at)
     rows = max(len(customers), 1)
     slices = -(-rows // slice_rows)
     workers = min(build_processes(processes), slices)
@@ -395,7 +399,7 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
         slices = -(-slices // workers) * workers
     size = -(-rows // slices)
     starts = list(range(0, rows, size))
-    build = _SliceBuilder(customers, size, hierarchy_of, depth_of, parent_ids)
+    build = _SliceBuilder(customers, size, hierarchy_of, parent_at, depth, parent_ids)
     pool = fork_pool(build, workers) if workers > 1 else None
     if pool is None:
         for start in starts:
@@ -412,17 +416,20 @@ class _SliceBuilder:
     """Builds the slice of customers starting at a row; what a forked worker inherits."""
 
     def __init__(self, customers: pd.DataFrame, slice_rows: int, hierarchy_of: dict,
-                 depth_of: dict, parent_ids: _ParentIdentifiers):
+                 parent_at: np.ndarray, depth: np.ndarray, parent_ids: _ParentIdentifiers):
         self.customers, self.slice_rows = customers, slice_rows
-        self.hierarchy_of, self.depth_of, self.parent_ids = hierarchy_of, depth_of, parent_ids
+        self.hierarchy_of, self.parent_ids = hierarchy_of, parent_ids
+        self.parent_at, self.depth = parent_at, depth
 
     def __call__(self, start: int) -> pd.DataFrame:
-        return _build_slice(self.customers.iloc[start:start + self.slice_rows],
-                            self.hierarchy_of, self.depth_of, self.parent_ids)
+        stop = start + self.slice_rows
+        return _build_slice(self.customers.iloc[start:stop], self.hierarchy_of,
+                            self.parent_at[start:stop].tolist(), self.depth[start:stop].tolist(), self.parent_ids)
 
 
-def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
-                 depth_of: dict[str, int | None], parent_ids: _ParentIdentifiers) -> pd.DataFrame:
+def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None], parent_at: list[int],
+                 depth_of: list[int], parent_ids: _ParentIdentifiers) -> pd.DataFrame:
+    """The elements of a slice of rows; ``parent_at`` and ``depth_of`` are those rows' (``hierarchy_depths``)."""
     c = _Columns(customers)
     fragments = _Fragments()
     keys, companies_out, depths, payloads, hashes, skipped = [], [], [], [], [], []
@@ -432,11 +439,11 @@ def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None],
             parent = c.parent_customer_key[i]
             ref = None
             if parent is not None:
-                if parent not in parent_ids:
+                if parent_at[i] < 0:
                     raise PayloadError(f"parent {parent} is not among the valid customers")
-                ref = fragments.parent(parent_ids, parent)
-            depth = depth_of.get(key)
-            if depth is None:
+                ref = fragments.parent(parent_ids, parent_at[i], parent)
+            depth = depth_of[i]
+            if depth < 0:
                 raise PayloadError("the parent chain has a cycle")
             raw = canonical_bytes(_element(c, i, hierarchy_of, ref, fragments))
         except (PayloadError, ValueError, TypeError) as exc:
