@@ -224,7 +224,7 @@ class _ParentIdentifiers:
 
     def __init__(self, customers: pd.DataFrame, parent_at: np.ndarray):
         positions = np.unique(parent_at[parent_at >= 0])
-        rows = customers.take(positions)
+        rows = customers[["mobile", "email", "external_id", "source", "account_id"]].take(positions)
         # Row position -> slot in the lists below (-1: nobody's parent).
         self._slot = np.full(len(customers), -1, dtype=np.int64)
         self._slot[positions] = np.arange(len(positions))
