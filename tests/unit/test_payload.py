@@ -153,6 +153,24 @@ def test_hash_is_sha256_of_the_canonical_payload_and_follows_the_parent():
     assert spaced.loc["admin", "payload_hash"] == first.loc["admin", "payload_hash"]
 
 
+def test_parts_shared_by_a_slice_encode_as_the_whole_element_would():
+    # A parent's reference and a fields text are encoded once per slice and inserted
+    # verbatim: every payload must still be canonical at every depth (its hash is the
+    # sync state's key to "changed"), numbers past 64 bits included.
+    fields = '{"z": {"b": 1, "a": [{"d": 1, "c": 2}]}, "\u00e9t\u00e9": "x", "A": 2.5}'
+    rows = [ADMIN] + [{**DRIVER, "customer_key": f"d{i}", "external_id": f"EXT-{i}", "card_number": None,
+                       "custom_fields": fields, "extended_fields": fields} for i in range(3)]
+    rows.append({**rows[-1], "customer_key": "huge", "extended_fields": '{"n": 123456789012345678901234567890}'})
+    built = payload.build_elements(validated_customers(rows), COMPANIES)
+    for text in built["payload"]:
+        assert text == payload.canonical_json(json.loads(text))
+    assert element_of(built, "d2")["profiles"][0]["fields"] == json.loads(fields)
+    assert len({element_of(built, f"d{i}")["associationDetails"]["parentCustomer"]["profiles"][0]["source"]
+                for i in range(3)}) == 1
+    assert element_of(built, "huge")["extendedFields"] == {"n": 123456789012345678901234567890}
+    assert not built.attrs["skipped"]
+
+
 def test_a_mobile_validation_refuses_is_never_sent_in_another_form():
     # Validation hands mobiles over as E.164 digits; a number written otherwise did not come
     # through it (and the payload has no region to read it with): left out with the reason,
