@@ -30,6 +30,10 @@ REQUIRED_META = ("check", "column", "reason")
 # GX imports these at import time for expectations and metrics our suites do not use (the
 # KL-divergence expectation and its chart, two KS-test metrics): about 40 % of importing GX.
 DEFERRED_MODULES = ("scipy.stats", "altair")
+# Per-row lists of a COMPLETE result: we read the indexes from the result GX returns; the
+# Data Docs show counts only (no samples: partial_unexpected_count 0), so the stored copy
+# the Data Docs render from goes without them.
+ROW_LISTS = ("unexpected_list", "unexpected_index_list")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,28 @@ def _group_by_columns(expectations: list[dict]) -> dict[tuple[str, ...], list[di
         columns += list(kwargs.get("column_list") or [])
         groups.setdefault(tuple(dict.fromkeys(columns)), []).append(exp)
     return groups
+
+
+def _store_without_row_lists(store) -> None:
+    """Make ``store`` keep results without their per-row lists (JSON of every failing row's value and index).
+
+    At 1M rows serialising those lists into the in-memory store, and reading them back for
+    the Data Docs, cost more than validating.
+    """
+    serialize = store.serialize
+
+    def serialize_without_row_lists(value):
+        taken = []
+        for item in value.results:
+            if item.result:
+                taken.append((item.result, {k: item.result.pop(k) for k in ROW_LISTS if k in item.result}))
+        try:
+            return serialize(value)
+        finally:
+            for result, lists in taken:
+                result.update(lists)
+
+    store.serialize = serialize_without_row_lists
 
 
 class _Deferred(types.ModuleType):
@@ -141,6 +167,7 @@ class SuiteRunner:
         # store after every source, suite and definition we add or drop (hundreds of times
         # a run, ~10 % of the gate at 1M rows); nothing ever reads that copy back.
         self.context._save_project_config = lambda: None
+        _store_without_row_lists(self.context.validation_results_store)
         self.suites_dir = Path(suites_dir)
         self.data_docs_dir = Path(data_docs_dir) if data_docs_dir else None
         if self.data_docs_dir:
