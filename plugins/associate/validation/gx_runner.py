@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
+import importlib.util
 import json
 import logging
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +27,13 @@ RESULT_FORMAT = {
     "partial_unexpected_count": 0,
 }
 REQUIRED_META = ("check", "column", "reason")
+# GX imports these at import time for expectations and metrics our suites do not use (the
+# KL-divergence expectation and its chart, two KS-test metrics): about 40 % of importing GX.
+DEFERRED_MODULES = ("scipy.stats", "altair")
+# Per-row lists of a COMPLETE result: we read the indexes from the result GX returns; the
+# Data Docs show counts only (no samples: partial_unexpected_count 0), so the stored copy
+# the Data Docs render from goes without them.
+ROW_LISTS = ("unexpected_list", "unexpected_index_list")
 
 
 @dataclass(frozen=True)
@@ -70,16 +82,68 @@ def _group_by_columns(expectations: list[dict]) -> dict[tuple[str, ...], list[di
     return groups
 
 
+def _store_without_row_lists(store) -> None:
+    """Make ``store`` keep results without their per-row lists (JSON of every failing row's value and index).
+
+    At 1M rows serialising those lists into the in-memory store, and reading them back for
+    the Data Docs, cost more than validating.
+    """
+    serialize = store.serialize
+
+    def serialize_without_row_lists(value):
+        taken = []
+        for item in value.results:
+            if item.result:
+                taken.append((item.result, {k: item.result.pop(k) for k in ROW_LISTS if k in item.result}))
+        try:
+            return serialize(value)
+        finally:
+            for result, lists in taken:
+                result.update(lists)
+
+    store.serialize = serialize_without_row_lists
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for a module while GX imports; the module itself loads on first attribute access."""
+
+    def __getattr__(self, name: str):
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def import_gx() -> types.ModuleType:
+    """Import GX without its unused heavy dependencies and without cyclic GC passes."""
+    gx_log = logging.getLogger("great_expectations")
+    if gx_log.level == logging.NOTSET:
+        # GX narrates its import (hundreds of "Skipping registering function" lines) and every
+        # data source it registers at INFO: noise in task logs. Set before the import, which logs.
+        gx_log.setLevel(logging.WARNING)
+    if "great_expectations" in sys.modules:
+        return sys.modules["great_expectations"]
+    deferred = [name for name in DEFERRED_MODULES
+                if name not in sys.modules and importlib.util.find_spec(name) is not None]
+    for name in deferred:
+        sys.modules[name] = _Deferred(name)
+    # Importing GX builds thousands of classes; the collector's passes over them find nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        import great_expectations
+    finally:
+        if collecting:
+            gc.enable()
+        # GX's modules keep the stand-ins; anyone else importing these gets the real module.
+        for name in deferred:
+            if sys.modules.get(name).__class__ is _Deferred:
+                del sys.modules[name]
+    return great_expectations
+
+
 class SuiteRunner:
     """An ephemeral GX context holding one pandas dataframe asset and one validation definition per suite."""
 
     def __init__(self, suites_dir: Path, data_docs_dir: Path | None = None) -> None:
-        gx_log = logging.getLogger("great_expectations")
-        if gx_log.level == logging.NOTSET:
-            # GX narrates its import (hundreds of "Skipping registering function" lines) and every
-            # data source it registers at INFO: noise in task logs. Set before the import, which logs.
-            gx_log.setLevel(logging.WARNING)
-        import great_expectations as gx
+        gx = import_gx()
         from great_expectations.data_context.types.base import (
             DataContextConfig,
             InMemoryStoreBackendDefaults,
@@ -103,6 +167,7 @@ class SuiteRunner:
         # store after every source, suite and definition we add or drop (hundreds of times
         # a run, ~10 % of the gate at 1M rows); nothing ever reads that copy back.
         self.context._save_project_config = lambda: None
+        _store_without_row_lists(self.context.validation_results_store)
         self.suites_dir = Path(suites_dir)
         self.data_docs_dir = Path(data_docs_dir) if data_docs_dir else None
         if self.data_docs_dir:
