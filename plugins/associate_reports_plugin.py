@@ -9,9 +9,16 @@ from airflow.plugins_manager import AirflowPlugin
 from associate.report_views import PREFIX, REPORT_FILE, create_app
 
 
-@cache
-def _fastapi_apps() -> list[dict]:
-    return [{"app": create_app(), "url_prefix": PREFIX, "name": "associate reports"}]
+class _ReportApps:
+    """The plugin's ``fastapi_apps``, built on first read, whether read from the class or an instance."""
+
+    @staticmethod
+    @cache
+    def _apps() -> list[dict]:
+        return [{"app": create_app(), "url_prefix": PREFIX, "name": "associate reports"}]
+
+    def __get__(self, instance, owner) -> list[dict]:
+        return self._apps()
 
 
 class AssociateReportsPlugin(AirflowPlugin):
@@ -32,6 +39,4 @@ class AssociateReportsPlugin(AirflowPlugin):
     # links, macros): each task process, the scheduler, `airflow dags test`. Building the app
     # imports the api-server's modules (FastAPI, its security and models): 1.6 s of CPU
     # in each of them for an app only the api-server serves.
-    @property
-    def fastapi_apps(self) -> list[dict]:
-        return _fastapi_apps()
+    fastapi_apps = _ReportApps()
