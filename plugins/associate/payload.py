@@ -7,8 +7,9 @@ Each customer is its own element; a parent is referenced by its primary identifi
 carry only profiles and extended fields (no loyalty info, enrolments or role of its own),
 so children go as full elements in later batches instead.
 
-Slices of a large frame are built by forked workers (``payload_workers``); the send order
-of the staged chunks and batches is laid out by ``chunking``.
+A slice's columns are converted once (``payload_columns``); slices of a large frame are built
+by forked workers (``payload_workers``); the send order of the staged chunks and batches is
+laid out by ``chunking``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import pandas as pd
 from associate import staging
 from associate.chunking import chunk_order, number_batches
 from associate.exceptions import PayloadError
-from associate.identifiers import e164_digits
+from associate.payload_columns import (  # normalize_email: part of this module's interface
+    UNREADABLE_MOBILE, Columns, e164_mobiles, normalize_email, plain_values, text_column, utf8_column,
+)
 from associate.payload_workers import build_processes, fork_pool, forget_worker_builder, pooled_slices
 from associate.staged import BATCH_KEY, CHUNK_COLUMNS, ELEMENT_COLUMNS
-from associate.tables import CUSTOMER_PUSH_TOKEN, DEFAULT_SOURCE
+from associate.tables import DEFAULT_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +90,6 @@ def payload_hash(payload: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def normalize_email(value: Any) -> str | None:
-    """Trimmed and lower-cased: Capillary matches emails case-insensitively in practice."""
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    return text or None
-
-
 def _json_object(value: Any, column: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -110,48 +105,6 @@ def _json_object(value: Any, column: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise PayloadError(f"{column} is not a JSON object")
     return parsed
-
-
-def _values(series: pd.Series) -> list[Any]:
-    """A column as a Python list with None for every kind of missing value."""
-    return series.astype(object).where(series.notna(), None).tolist()
-
-
-def _cap_datetimes(series: pd.Series) -> list[str | None]:
-    """Timestamps as the API's ``YYYY-MM-DDTHH:MM:SS+00:00`` (UTC); naive values are UTC."""
-    if not pd.api.types.is_datetime64_any_dtype(series.dtype):
-        series = pd.to_datetime(series.astype(object), utc=True, format="ISO8601", errors="coerce")
-    elif getattr(series.dt, "tz", None) is None:
-        series = series.dt.tz_localize("UTC")
-    seconds = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[s]")
-    present = ~np.isnat(seconds)
-    if present.any() and not (_FOUR_DIGIT_YEARS[0] <= seconds[present].min()
-                              and seconds[present].max() < _FOUR_DIGIT_YEARS[1]):
-        # strftime's own rendering of years outside 1000-9999 (numpy would pad them).
-        text = series.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-        return text.astype(object).where(series.notna(), None).tolist()
-    # numpy renders whole seconds (floored, as strftime's %S) 5x faster than strftime.
-    return [None if value == "NaT" else value + "+00:00"
-            for value in np.datetime_as_string(seconds, unit="s").tolist()]
-
-
-_FOUR_DIGIT_YEARS = (np.datetime64("1000-01-01T00:00:00", "s"), np.datetime64("10000-01-01T00:00:00", "s"))
-
-
-def _dates(series: pd.Series) -> list[str | None]:
-    out = []
-    for value in _values(series):
-        if value is None:
-            out.append(None)
-        elif hasattr(value, "isoformat"):
-            out.append(value.isoformat()[:10])
-        else:
-            out.append(pd.Timestamp(str(value)).strftime("%Y-%m-%d"))
-    return out
-
-
-def _ints(series: pd.Series) -> list[int | None]:
-    return [None if v is None else int(v) for v in _values(series)]
 
 
 def hierarchy_depths(keys: list[str], parents: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -179,46 +132,6 @@ def _primary_identifiers(mobile: str | None, email: str | None, external_id: str
     return identifiers
 
 
-def _mobiles(series: pd.Series) -> tuple[list[str | None], set[int]]:
-    """E.164 digits of a mobile column, and the positions of those present but written otherwise.
-
-    Validation hands mobiles over as E.164 digits (read with the run's default region); a
-    number in another form did not come through it, and the payload has no region to read
-    it with: its row is left out with a reason, not sent under a guessed number.
-    """
-    raw = _values(series)
-    mobiles = [e164_digits(v) for v in raw]
-    unreadable = {i for i, (value, mobile) in enumerate(zip(raw, mobiles))
-                  if mobile is None and value is not None and str(value).strip()}
-    return mobiles, unreadable
-
-
-_UNREADABLE_MOBILE = "mobile is not E.164 digits (an optional '+' and digits only)"
-
-
-class _Columns:
-    """Customer columns as plain lists, converted once per slice of rows."""
-
-    def __init__(self, customers: pd.DataFrame):
-        text = ("customer_key", "first_name", "last_name", "external_id", "card_number",
-                "card_series_code", "card_status_label", "loyalty_type", "company_external_id",
-                "role_code", "parent_customer_key", "till_code", "source", "account_id",
-                "extended_fields", "custom_fields")
-        for column in text:
-            setattr(self, column, _values(customers[column]))
-        self.customer_key = [str(k) for k in self.customer_key]
-        self.mobile, self.unreadable_mobile = _mobiles(customers["mobile"])
-        self.email = [normalize_email(v) for v in _values(customers["email"])]
-        for column in ("program_id", "tier_number", "loyalty_points"):
-            setattr(self, column, _ints(customers[column]))
-        for column in ("registered_at", "tier_expiry_date", "points_expiry_date"):
-            setattr(self, column, _cap_datetimes(customers[column]))
-        self.last_viewed_date = _dates(customers["last_viewed_date"])
-        token = customers.get(CUSTOMER_PUSH_TOKEN)
-        self.push_token = [None if v is None or not str(v).strip() else str(v).strip() for v in _values(token)] \
-            if token is not None else [None] * len(self.customer_key)
-
-
 class _ParentIdentifiers:
     """What ``parentCustomer`` needs of every customer that is someone's parent, by row position."""
 
@@ -228,17 +141,17 @@ class _ParentIdentifiers:
         # Row position -> slot in the lists below (-1: nobody's parent).
         self._slot = np.full(len(customers), -1, dtype=np.int64)
         self._slot[positions] = np.arange(len(positions))
-        self._mobile, self._unreadable_mobile = _mobiles(rows["mobile"])
-        self._email = [normalize_email(v) for v in _values(rows["email"])]
-        self._external_id = _values(rows["external_id"])
-        self._source = _values(rows["source"])
-        self._account_id = _values(rows["account_id"])
+        self._mobile, self._unreadable_mobile = e164_mobiles(rows["mobile"])
+        self._email = [normalize_email(v) for v in plain_values(rows["email"])]
+        self._external_id = plain_values(rows["external_id"])
+        self._source = plain_values(rows["source"])
+        self._account_id = plain_values(rows["account_id"])
 
     def ref(self, position: int, key: str) -> dict:
         """The parent at a row position (its key ``key``) as ``parentCustomer``: one profile with its primary identifiers."""
         j = int(self._slot[position])
         if j in self._unreadable_mobile:
-            raise PayloadError(f"parent {key}: {_UNREADABLE_MOBILE}")
+            raise PayloadError(f"parent {key}: {UNREADABLE_MOBILE}")
         identifiers = _primary_identifiers(self._mobile[j], self._email[j], self._external_id[j])
         if not identifiers:
             raise PayloadError(f"parent {key} has no primary identifier")
@@ -295,12 +208,12 @@ def _raw(obj: dict) -> Any:
         return obj
 
 
-def _element(c: _Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref: Any,
+def _element(c: Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref: Any,
              fragments: _Fragments | None = None) -> dict:
     """One CustomerElement in wire form, for row ``i`` (``fragments``: a slice's shared parts)."""
     json_object = fragments.json_object if fragments is not None else _json_object
     if i in c.unreadable_mobile:
-        raise PayloadError(_UNREADABLE_MOBILE)
+        raise PayloadError(UNREADABLE_MOBILE)
     identifiers = _primary_identifiers(c.mobile[i], c.email[i], c.external_id[i])
     if c.card_number[i]:
         card = {"type": "cardnumber", "value": c.card_number[i]}
@@ -385,9 +298,9 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
     """
     if slice_rows < 1:
         raise ValueError("slice_rows must be at least 1")
-    hierarchy_of = dict(zip(_values(companies["company_external_id"]), _values(companies["hierarchy_code"])))
-    keys = [str(k) for k in _values(customers["customer_key"])]
-    parents = _values(customers["parent_customer_key"])
+    hierarchy_of = dict(zip(plain_values(companies["company_external_id"]), plain_values(companies["hierarchy_code"])))
+    keys = [str(k) for k in plain_values(customers["customer_key"])]
+    parents = plain_values(customers["parent_customer_key"])
     parent_at, depth = hierarchy_depths(keys, parents)
     del keys, parents
     parent_ids = _ParentIdentifiers(customers, parent_at)
@@ -430,7 +343,7 @@ class _SliceBuilder:
 def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None], parent_at: list[int],
                  depth_of: list[int], parent_ids: _ParentIdentifiers) -> pd.DataFrame:
     """The elements of a slice of rows; ``parent_at`` and ``depth_of`` are those rows' (``hierarchy_depths``)."""
-    c = _Columns(customers)
+    c = Columns(customers)
     fragments = _Fragments()
     keys, companies_out, depths, payloads, hashes, skipped = [], [], [], [], [], []
     hierarchies, roles, sources, accounts = [], [], [], []
@@ -461,40 +374,18 @@ def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None], p
         hashes.append(hashlib.sha256(raw).hexdigest())
     # Arrow-backed text: a payload costs its bytes, not a Python object each.
     frame = pd.DataFrame({
-        "entity_key": _text(keys),
-        "company_external_id": _text(companies_out),
+        "entity_key": text_column(keys),
+        "company_external_id": text_column(companies_out),
         "depth": pd.Series(depths, dtype="int64"),
-        "payload": _utf8_column(payloads),
-        "payload_hash": _text(hashes),
-        "hierarchy_code": _text(hierarchies),
-        "role_code": _text(roles),
-        "source": _text(sources),
-        "account_id": _text(accounts),
+        "payload": utf8_column(payloads),
+        "payload_hash": text_column(hashes),
+        "hierarchy_code": text_column(hierarchies),
+        "role_code": text_column(roles),
+        "source": text_column(sources),
+        "account_id": text_column(accounts),
     }, columns=list(ELEMENT_COLUMNS))
     frame.attrs["skipped"] = skipped
     return frame
-
-
-def _text(values: list[str | None]) -> pd.Series:
-    """Text (None: missing) as an Arrow-backed ``str`` column, handed to Arrow directly
-    (``pd.Series(values, dtype="str")`` first copies them into an object array: 2x slower)."""
-    import pyarrow as pa
-
-    return pd.Series(pa.array(values, type=pa.large_string()), dtype="str")
-
-
-def _utf8_column(encoded: list[bytes]) -> pd.Series:
-    """UTF-8 encoded text as a ``str`` column, its bytes joined into one Arrow buffer.
-
-    A payload is never decoded into a Python string: the encoder's bytes are the
-    column's data (4x faster than decoding and converting a million payloads).
-    """
-    import pyarrow as pa
-
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-    array = pa.LargeStringArray.from_buffers(len(encoded), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
-    return pd.Series(array, dtype="str")
 
 
 def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
