@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 TILL = ("test.till", "test-till-password")
 DAG_ID = "associate_customers"
+# A manual run covers the latest complete interval; a first sync reads everything.
+FULL = {"mode": "full"}
 
 
 @dataclass
@@ -90,3 +95,41 @@ def task_tries(home: Path, run_id: str, task_id: str) -> tuple[int, str, int]:
             "SELECT count(*) FROM task_instance_history WHERE run_id = ? AND task_id = ?", (run_id, task_id),
         ).fetchone()
     return try_number, state, earlier
+
+
+# Fixtures of the DAG runs' test modules (import them by name).
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    migrate(airflow_env(home, {"conn_type": "sqlite", "host": str(home / "unused.db")}, "http://127.0.0.1:9"))
+    return home
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from bench.generate import generate_warehouse
+
+    return generate_warehouse(120, seed=3, bad_ratio=0.06)
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    from associate.sandbox.launcher import SandboxProcess
+
+    with SandboxProcess(tmp_path / "sandbox.db", credentials=[TILL]) as proc:
+        yield proc
+
+
+@pytest.fixture
+def sqlite_warehouse(tmp_path, sample):
+    from bench.generate import load_sqlite
+
+    path = tmp_path / "warehouse.db"
+    load_sqlite(path, *sample)
+    return path
+
+
+def sqlite_rows(path: Path, sql: str, *args) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql, args).fetchall()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from dag_support import DAG_ID, ROOT, TILL, airflow_env, migrate, run_dag, task_tries
+from dag_support import (  # noqa: F401 (airflow_home, sample, sandbox, sqlite_warehouse: fixtures)
+    DAG_ID, FULL, ROOT, TILL, airflow_env, airflow_home, run_dag, sample, sandbox, sqlite_rows, sqlite_warehouse,
+    task_tries,
+)
 
 pytestmark = pytest.mark.slow
-
-# A manual run covers the latest complete interval; a first sync reads everything.
-FULL = {"mode": "full"}
 
 
 def test_dag_file_imports_no_heavy_library_at_parse_time():
@@ -53,37 +52,6 @@ def test_dagbag_has_no_import_errors_and_every_dag_has_tags():
 # --- end to end --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow_home")
-    migrate(airflow_env(home, {"conn_type": "sqlite", "host": str(home / "unused.db")}, "http://127.0.0.1:9"))
-    return home
-
-
-@pytest.fixture(scope="module")
-def sample():
-    from bench.generate import generate_warehouse
-
-    return generate_warehouse(120, seed=3, bad_ratio=0.06)
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    from associate.sandbox.launcher import SandboxProcess
-
-    with SandboxProcess(tmp_path / "sandbox.db", credentials=[TILL]) as proc:
-        yield proc
-
-
-@pytest.fixture
-def sqlite_warehouse(tmp_path, sample):
-    from bench.generate import load_sqlite
-
-    path = tmp_path / "warehouse.db"
-    load_sqlite(path, *sample)
-    return path
-
-
 def bulk_requests(sandbox) -> int:
     stats = sandbox.stats()
     by_endpoint = stats.get("requests", {})
@@ -115,11 +83,6 @@ def assert_quiet_log(run) -> None:
     """No false error in a run's task logs, and the summary logged once."""
     assert "XCom not found" not in run.log, [l for l in run.log.splitlines() if "XCom not found" in l][:2]
     assert run.log.count("Run summary") == 1, run.log.count("Run summary")
-
-
-def sqlite_rows(path: Path, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(path) as db:
-        return db.execute(sql, args).fetchall()
 
 
 def test_sqlite_run_sends_valid_rows_quarantines_bad_ones_and_rerun_sends_nothing(
@@ -232,46 +195,3 @@ def test_quarantine_gate_stops_the_run_before_any_api_call(airflow_home, sandbox
     # No retry can fix a broken load: the gate fails its one try (the DAG allows two retries).
     assert task_tries(airflow_home, run.run_id, "validate") == (1, "failed", 0)
     assert "max_quarantine_ratio" in run.log
-
-
-def test_customer_keys_resend_exactly_those(airflow_home, sandbox, sqlite_warehouse):
-    env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
-    assert run_dag(env, conf=FULL).returncode == 0
-    keys = [k for (k,) in sqlite_rows(
-        sqlite_warehouse,
-        "SELECT entity_key FROM associate_sync_state WHERE entity = 'customer' AND last_status = 'success' "
-        "ORDER BY entity_key LIMIT 2",
-    )]
-    run = run_dag(env, conf={"customer_keys": keys})
-    assert run.returncode == 0, run.log[-5000:]
-    sent = {k for (k,) in sqlite_rows(
-        sqlite_warehouse,
-        "SELECT entity_key FROM associate_sync_results WHERE run_id = ? AND entity = 'customer'", run.run_id,
-    )}
-    assert sent == set(keys)
-
-
-def test_backfill_over_three_intervals_sends_each_intervals_changes(airflow_home, sandbox, sqlite_warehouse):
-    env = airflow_env(airflow_home, {"conn_type": "sqlite", "host": str(sqlite_warehouse)}, sandbox.url)
-    assert run_dag(env, conf=FULL).returncode == 0  # the initial full sync
-    keys = [k for (k,) in sqlite_rows(
-        sqlite_warehouse,
-        "SELECT entity_key FROM associate_sync_state WHERE entity = 'customer' AND last_status = 'success' "
-        "ORDER BY entity_key LIMIT 6",
-    )]
-    days = ["2026-03-01", "2026-03-02", "2026-03-03"]
-    for i, day in enumerate(days):
-        # Two customers change on each day, just before that day's interval runs.
-        with sqlite3.connect(sqlite_warehouse) as db:
-            for key in keys[2 * i: 2 * i + 2]:
-                db.execute(
-                    "UPDATE customers SET first_name = first_name || ' B', updated_at = ? WHERE customer_key = ?",
-                    (f"{day}T12:00:00+00:00", key),
-                )
-        run = run_dag(env, logical_date=f"2026-03-0{i + 2}")  # the run of [day, day + 1)
-        assert run.returncode == 0, run.log[-5000:]
-        sent = {k for (k,) in sqlite_rows(
-            sqlite_warehouse,
-            "SELECT entity_key FROM associate_sync_results WHERE run_id = ? AND entity = 'customer'", run.run_id,
-        )}
-        assert sent == set(keys[2 * i: 2 * i + 2]), f"interval {day}: sent {sorted(sent)}"
