@@ -5,20 +5,12 @@ from __future__ import annotations
 import pytest
 import requests
 
-from dag_support import TILL, airflow_env, migrate, run_dag
+from dag_support import TILL, airflow_env, migrate, run_dag, sandbox  # noqa: F401 (sandbox: a fixture)
 
 pytestmark = pytest.mark.slow
 
 WAREHOUSE = "warehouse_e2e"
 CHANGED_ON = "2026-03-01T12:00:00"  # inside the interval of the run of logical date 2026-03-02
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    from associate.sandbox.launcher import SandboxProcess
-
-    with SandboxProcess(tmp_path / "sandbox.db", credentials=[TILL]) as proc:
-        yield proc
 
 
 @pytest.fixture
