@@ -283,7 +283,7 @@ def _element(c: Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref
     return element
 
 
-SLICE_ROWS = 50_000
+SLICE_ROWS = 25_000
 
 
 def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
