@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from associate import staging
+from associate import json_codec, staging
 from associate.chunking import chunk_order, number_batches
 from associate.exceptions import PayloadError
 from associate.payload_columns import (  # normalize_email: part of this module's interface
@@ -41,38 +41,9 @@ log = logging.getLogger(__name__)
 # (and the date); without a token the date is not sent (README, "Assumptions").
 
 
-def _encoder():
-    try:
-        import msgspec  # an Airflow dependency; ~5x faster than json for this
-    except ImportError:  # pragma: no cover - depends on the install
-        return lambda obj: json.dumps(obj, sort_keys=True, separators=(",", ":"),
-                                      ensure_ascii=False).encode("utf-8")
-    encoder = msgspec.json.Encoder(order="sorted")
-    return encoder.encode
-
-
-def _decoder():
-    try:
-        import msgspec
-    except ImportError:  # pragma: no cover - depends on the install
-        return json.loads
-    decode = msgspec.json.decode
-
-    def loads(text: str) -> Any:
-        try:
-            return decode(text)
-        except (msgspec.DecodeError, OverflowError):
-            return json.loads(text)  # the reference parser decides (and names the error)
-
-    return loads
-
-
-_encode = _encoder()
-_decode = _decoder()
-try:
-    from msgspec import Raw as _Raw
-except ImportError:  # pragma: no cover - depends on the install
-    _Raw = None
+_encode = json_codec.canonical
+_decode = json_codec.loads
+_Raw = json_codec.Raw
 
 
 def canonical_bytes(element: dict[str, Any]) -> bytes:

@@ -11,12 +11,11 @@ then leaves alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from associate import staged
+from associate import json_codec, staged
 from associate.masking import PiiMaskingFilter
 from associate.tables import DEFAULT_SOURCE, ENTITY_CUSTOMER, METHOD_REGISTER, METHOD_UPDATE, STATUS_FAILED
 
@@ -232,7 +231,7 @@ class _FailedParents:
 
 def _parsed(payload: Any) -> Any:
     try:
-        return json.loads(payload)
+        return json_codec.loads(payload)
     except (TypeError, ValueError):
         return None
 
@@ -301,7 +300,7 @@ def _send_batch(client: CapillaryClient, group: pd.DataFrame, held_back: dict[st
             results[position] = BulkOutcome(error_message=staged.parent_failed_message(held_back[str(row.entity_key)]))
             continue
         try:
-            element = json.loads(row.payload)
+            element = json_codec.loads(row.payload)
             if not isinstance(element, dict):
                 raise ValueError("payload is not a JSON object")
         except (TypeError, ValueError) as exc:

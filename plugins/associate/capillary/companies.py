@@ -76,7 +76,8 @@ class CompanyEnsurer:
         ``known_ids`` maps the external id of each company the sync state says was created
         to its Capillary id: those are updated (PUT), the others created (POST).
         """
-        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+        from concurrent.futures import Future, ThreadPoolExecutor
+        from queue import SimpleQueue
 
         known_ids = known_ids or {}
         requests_by_id: dict[str, dict[str, Any]] = {}
@@ -105,6 +106,9 @@ class CompanyEnsurer:
         workers = max(1, int(self.transport.settings.concurrency))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capillary-company") as pool:
             running: dict[Future, str] = {}
+            # Answers are taken as they come: waiting on the set of running futures costs a
+            # pass over all of them per answer, quadratic with thousands of companies at one depth.
+            answered: SimpleQueue[Future] = SimpleQueue()
 
             def start(external_id: str) -> None:
                 parent = _parent_of(requests_by_id[external_id])
@@ -114,6 +118,7 @@ class CompanyEnsurer:
                     return
                 future = pool.submit(self._ensure_one, requests_by_id[external_id], known_ids.get(external_id))
                 running[future] = external_id
+                future.add_done_callback(answered.put)
 
             def finish(external_id: str, outcome: CompanyOutcome) -> None:
                 outcomes[external_id] = outcome
@@ -125,9 +130,8 @@ class CompanyEnsurer:
                 start(external_id)
             try:
                 while running:
-                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                    for future in sorted(done, key=lambda f: depth_of[running[f]]):
-                        finish(running.pop(future), future.result())
+                    future = answered.get()
+                    finish(running.pop(future), future.result())
             except BaseException:
                 for future in running:
                     future.cancel()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from associate import json_codec
 from associate.exceptions import CapillaryAuthError, CapillaryError
 from associate.masking import mask_text
 from associate.models import Codes
@@ -29,8 +30,10 @@ DETAILS_KEPT = ("already registered in Capillary with other details; registratio
 
 def parse_json(response: requests.Response | None) -> Any:
     """Return the JSON body of a response, or None when there is none or it is not JSON."""
+    if response is None or not response.content:
+        return None
     try:
-        return response.json() if response is not None else None
+        return json_codec.loads(response.content)
     except ValueError:
         return None
 
