@@ -68,9 +68,18 @@ def _masked(series: pd.Series) -> pd.Series:
     return series.astype(object).map(lambda v: None if v is None or v != v else mask_text(v))
 
 
+def records_from_outcomes(outcomes: Outcomes, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Results, warnings and sync-state rows of the outcomes (``results_from_outcomes``, ``state_from_outcomes``), combined once."""
+    frame = combine_outcomes(outcomes)
+    return (*_results(frame, run_id), _state(frame, run_id))
+
+
 def results_from_outcomes(outcomes: Outcomes, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows of associate_sync_results (one per entity sent) and associate_warnings (one per warning)."""
-    frame = combine_outcomes(outcomes)
+    return _results(combine_outcomes(outcomes), run_id)
+
+
+def _results(frame: pd.DataFrame, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = pd.DataFrame({
         "run_id": run_id,
         "entity": frame["entity"].astype(object),
@@ -105,8 +114,10 @@ def state_from_outcomes(outcomes: Outcomes, run_id: str) -> pd.DataFrame:
     The association columns are those of a successful send, null otherwise (the upsert
     then keeps the stored association).
     """
-    frame = combine_outcomes(outcomes)
+    return _state(combine_outcomes(outcomes), run_id)
 
+
+def _state(frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
     def text(column: str) -> pd.Series:
         return frame[column].astype(object).where(frame[column].notna(), None)
 

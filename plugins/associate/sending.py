@@ -140,12 +140,11 @@ def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:
 
 def _record_batch(warehouse_conn_id: str, run_id: str, outcome: pd.DataFrame) -> None:
     """Write one batch's results, warnings and sync state to the warehouse (one transaction)."""
-    from associate.reconcile import results_from_outcomes, state_from_outcomes
+    from associate.reconcile import records_from_outcomes
     from associate.warehouse import record_batch
 
-    results, warnings = results_from_outcomes(outcome, run_id)
-    record_batch(warehouse_conn_id, run_id, results=results, warnings=warnings,
-                 state=state_from_outcomes(outcome, run_id))
+    results, warnings, state = records_from_outcomes(outcome, run_id)
+    record_batch(warehouse_conn_id, run_id, results=results, warnings=warnings, state=state)
 
 
 class _Progress:

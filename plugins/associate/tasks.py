@@ -426,8 +426,7 @@ def write_back(
     recorded = (outcomes[staged.RECORDED].eq(True) if staged.RECORDED in outcomes.columns
                 else pd.Series(False, index=outcomes.index))
     unrecorded = outcomes.loc[~recorded]
-    results, warnings = reconcile.results_from_outcomes(unrecorded, run_id)
-    state = reconcile.state_from_outcomes(unrecorded, run_id)
+    results, warnings, state = reconcile.records_from_outcomes(unrecorded, run_id)
     warehouse.ensure_output_tables(warehouse_conn_id)
     if not recorded.any():
         # Nothing recorded (post ran without a warehouse, or sent nothing): the run's rows
