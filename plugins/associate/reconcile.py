@@ -37,6 +37,8 @@ def combine_outcomes(outcomes: Outcomes) -> pd.DataFrame:
             frame[column] = None
     frame["entity_key"] = frame["entity_key"].astype(str)
     frame["synced_at"] = pd.to_datetime(frame["synced_at"], utc=True)
+    if len(frames) == 1 and not frame.duplicated(["entity", "entity_key"]).any():
+        return frame  # one row per key already (a batch's outcome): nothing to choose
     frame["_own"] = frame["payload_hash"].notna()
     frame = frame.sort_values(["_own", "synced_at"], kind="stable", na_position="first")
     frame = frame.drop_duplicates(["entity", "entity_key"], keep="last").drop(columns="_own")
@@ -56,6 +58,12 @@ def not_sent_outcomes(entity_keys: Sequence[str], reasons: Sequence[str], *, ent
         staged.outcome_record(entity, key, STATUS_FAILED, error_code=code, error_message=reason, synced_at=now)
         for key, reason, code in zip(entity_keys, reasons, codes)
     )
+
+
+def _objects(series: pd.Series) -> list[Any]:
+    """A column's values as a list, None where missing."""
+    return [None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) else v
+            for v in series.tolist()]
 
 
 def _int64(series: pd.Series) -> pd.Series:
@@ -97,11 +105,16 @@ def _results(frame: pd.DataFrame, run_id: str) -> tuple[pd.DataFrame, pd.DataFra
 def warnings_from_outcomes(frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
     """One row per warning in the outcomes' ``warnings`` JSON lists."""
     rows = []
-    has = frame["warnings"].notna() & ~frame["warnings"].astype(str).isin(("", "[]"))
-    for entity, key, capillary_id, text in frame.loc[has, ["entity", "entity_key", "capillary_id", "warnings"]].itertuples(index=False):
-        for warning in json.loads(text) if isinstance(text, str) else text:
-            rows.append((run_id, entity, key, None if pd.isna(capillary_id) else int(capillary_id),
-                         warning.get("code"), mask_text(warning.get("message") or "")))
+    # Plain lists: most rows have no warning, and a batch's hundred rows are read once per batch.
+    texts = _objects(frame["warnings"])
+    with_warnings = [i for i, text in enumerate(texts) if text is not None and str(text) not in ("", "[]")]
+    if with_warnings:
+        entities, keys, ids = (frame[c].tolist() for c in ("entity", "entity_key", "capillary_id"))
+        for i in with_warnings:
+            text, capillary_id = texts[i], ids[i]
+            for warning in json.loads(text) if isinstance(text, str) else text:
+                rows.append((run_id, entities[i], keys[i], None if pd.isna(capillary_id) else int(capillary_id),
+                             warning.get("code"), mask_text(warning.get("message") or "")))
     warnings = pd.DataFrame(rows, columns=list(OUTPUT_TABLES[WARNINGS_TABLE]), dtype=object)
     warnings["capillary_id"] = _int64(warnings["capillary_id"])
     warnings["code"] = _int64(warnings["code"])
@@ -119,7 +132,7 @@ def state_from_outcomes(outcomes: Outcomes, run_id: str) -> pd.DataFrame:
 
 def _state(frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
     def text(column: str) -> pd.Series:
-        return frame[column].astype(object).where(frame[column].notna(), None)
+        return pd.Series(_objects(frame[column]), index=frame.index, dtype=object)
 
     return pd.DataFrame({
         "entity": frame["entity"].astype(object),
