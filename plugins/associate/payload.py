@@ -290,9 +290,11 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
             yield build(start)
         return
     try:
-        with pool:
-            yield from pooled_slices(pool, starts, workers)
+        yield from pooled_slices(pool, starts, workers)
+        pool.close()  # every slice is in: the workers end on their own
+        pool.join()
     finally:
+        pool.terminate()
         forget_worker_builder()
 
 

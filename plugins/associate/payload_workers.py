@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -49,7 +50,7 @@ def fork_pool(build: Callable[[int], pd.DataFrame], workers: int):
     # writes to every tracked object it visits, and each page written is a page copied.
     gc.freeze()
     try:
-        return multiprocessing.get_context("fork").Pool(workers)
+        return multiprocessing.get_context("fork").Pool(workers, initializer=_default_signals)
     except (AssertionError, OSError) as exc:
         # A daemonic multiprocessing process may not have children: build here.
         log.info("Building payloads in this process (no worker processes: %s)", exc)
@@ -72,6 +73,12 @@ def release_free_memory() -> None:
     trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
     if trim is not None:  # glibc only
         trim(0)
+
+
+def _default_signals() -> None:
+    # A worker inherits the task runner's SIGTERM handler, which ignores the signal in any
+    # process but the task's own: Pool.terminate() would then wait forever for the worker.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def forget_worker_builder() -> None:
