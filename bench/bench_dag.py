@@ -384,6 +384,7 @@ class DagBench:
                                                             "latency_ms": self.args.latency_ms},
                   **(extra or {})}
         if self.deployment is not None:
+            result["where"] = "deployment"
             result.update(self.deployment_run(logical_date, conf))
         else:
             result.update(self.run_dag(self.env(backend, sandbox.url), logical_date, conf, name))
@@ -633,7 +634,10 @@ def render_markdown(results: list[dict], setups: list[dict], info: dict, command
              "the hierarchy read; a dry run's fewest is the hierarchy read alone. **budget** = the sending "
              "phase's (first to last company or bulk request) share of the sandbox's budget, throttled runs "
              "only. **local s** = wall minus the seconds tasks spent in HTTP requests or waiting for the rate "
-             "budget, counted once where threads overlap (the tasks' timing files; blank where none).", ""]
+             "budget, counted once where threads overlap (the tasks' timing files; blank where none). Rows "
+             "marked **(deployment)** ran on a local LocalExecutor deployment, triggered through the REST API: "
+             "wall = from the trigger to the run's end, start-up = to the first task's start, tear-down = from the "
+             "last task's end to the run's end; CPU not measured, peak = the scheduler's process tree.", ""]
     header = (["backend", "customers", "run", "kind", "state", "wall s", "CPU s", "start-up s", "tear-down s"]
               + [TASK_TITLES.get(t, t) + (" s (n)" if t == "post" else " s") for t in tasks]
               + ["peak MiB", "requests", "fewest", "ratio", "429s", "budget", "local s"])
@@ -653,7 +657,8 @@ def render_markdown(results: list[dict], setups: list[dict], info: dict, command
         rss = r.get("peak_rss_mib") or {}
         share = ((api.get("budget") or {}).get("sending") or {}).get("share")
         lines.append("| " + " | ".join([
-            r["backend"], f"{r['size']:,}", r["run"], r["kind"], str(r.get("state")), _cell(r.get("wall_s")),
+            r["backend"], f"{r['size']:,}", r["run"] + (" (deployment)" if r.get("where") == "deployment" else ""),
+            r["kind"], str(r.get("state")), _cell(r.get("wall_s")),
             _cell(r.get("cpu_s")),
             _cell(r.get("startup_s")), _cell(r.get("teardown_s")), *cells,
             f"{_cell(rss.get('largest_process'), '{:.0f}') or '-'} / {rss.get('tree_pss_sampled', 0):.0f}"
@@ -761,6 +766,9 @@ def render_from(args) -> int:
             results.append(raw)
             continue
         info = info or raw["machine"]
+        if "--deployment" in raw["command"]:  # results written before runs said where they ran
+            for result in raw["results"]:
+                result.setdefault("where", "deployment")
         results += raw["results"]
         setups += raw["setups"]
         commands.append(raw["command"])

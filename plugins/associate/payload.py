@@ -15,7 +15,6 @@ laid out by ``chunking``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
