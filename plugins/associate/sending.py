@@ -11,6 +11,7 @@ then leaves alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from associate.capillary.client import CapillaryClient
     from associate.hook import CapillaryHook
+    from associate.warehouse import BatchRecorder
 
 log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
@@ -83,26 +85,31 @@ def send_payload_chunk(
         log.info("Resuming: %d of %d batches already have an outcome from an earlier try", len(done), len(batches))
 
     if warehouse_conn_id and batches:
-        from associate.warehouse import ensure_output_tables
+        from associate.warehouse import BatchRecorder, ensure_output_tables
 
         ensure_output_tables(warehouse_conn_id)
+        # One connection records every batch of the chunk, a transaction each.
+        recording = BatchRecorder(warehouse_conn_id, run_id)
+    else:
+        recording = contextlib.nullcontext()
     client = hook.get_conn()
     progress = _Progress(total=len(batches), done=len(done), client=client)
     outcomes: dict[int, pd.DataFrame] = {no: _recorded_flag(staging.read_frame(part_uri(outcome_uri, no)))
                                          for no in sorted(done)}
-    if warehouse_conn_id and done:
-        # Each part is written, then recorded, batch after batch, and a failed recording
-        # stops the task: only the last part of an earlier try may lack its recording.
-        # Recording it again replaces its rows by key, so once more is harmless.
-        last = max(done)
-        _record_batch(warehouse_conn_id, run_id, outcomes[last])
-        outcomes[last][staged.RECORDED] = True
-    # Customers that failed in this chunk, by identifier: their children are held back.
-    failed = _FailedParents()
-    for no, group in batches:
-        if no in done:
-            failed.add(group, outcomes[no])
-    with ThreadPoolExecutor(max_workers=client.settings.concurrency, thread_name_prefix="capillary") as pool:
+    with recording as recorder, ThreadPoolExecutor(max_workers=client.settings.concurrency,
+                                                   thread_name_prefix="capillary") as pool:
+        if recorder is not None and done:
+            # Each part is written, then recorded, batch after batch, and a failed recording
+            # stops the task: only the last part of an earlier try may lack its recording.
+            # Recording it again replaces its rows by key, so once more is harmless.
+            last = max(done)
+            _record_batch(recorder, run_id, outcomes[last])
+            outcomes[last][staged.RECORDED] = True
+        # Customers that failed in this chunk, by identifier: their children are held back.
+        failed = _FailedParents()
+        for no, group in batches:
+            if no in done:
+                failed.add(group, outcomes[no])
         for wave in _independent_waves(pending):
             # Batches of one wave need no answer of one another, so they may travel side by side;
             # their outcomes are recorded in batch order. A parent is in an earlier wave
@@ -114,10 +121,10 @@ def send_payload_chunk(
                 failed.add(group, outcome)
                 # The part says whether its recording follows (the part comes first: a task
                 # killed between the two resumes after this batch and records it then).
-                outcome[staged.RECORDED] = bool(warehouse_conn_id)
+                outcome[staged.RECORDED] = recorder is not None
                 staging.write_frame(outcome, part_uri(outcome_uri, no))
-                if warehouse_conn_id:
-                    _record_batch(warehouse_conn_id, run_id, outcome)
+                if recorder is not None:
+                    _record_batch(recorder, run_id, outcome)
                 progress.batch_done(no, outcome)
 
     parts = [outcomes[no] for no, _ in batches]
@@ -138,13 +145,12 @@ def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:
     return part
 
 
-def _record_batch(warehouse_conn_id: str, run_id: str, outcome: pd.DataFrame) -> None:
+def _record_batch(recorder: BatchRecorder, run_id: str, outcome: pd.DataFrame) -> None:
     """Write one batch's results, warnings and sync state to the warehouse (one transaction)."""
     from associate.reconcile import records_from_outcomes
-    from associate.warehouse import record_batch
 
     results, warnings, state = records_from_outcomes(outcome, run_id)
-    record_batch(warehouse_conn_id, run_id, results=results, warnings=warnings, state=state)
+    recorder.record(results=results, warnings=warnings, state=state)
 
 
 class _Progress:

@@ -309,6 +309,25 @@ def test_empty_frame_clears_a_runs_rows(sqlite_conn):
     assert outputs.read_table(sqlite_conn, tables.RESULTS_TABLE).empty
 
 
+def test_one_recorder_records_batch_after_batch_and_outlives_a_dropped_connection(conn_id):
+    warehouse.ensure_output_tables(conn_id)
+    no_warnings = pd.DataFrame(columns=list(tables.OUTPUT_TABLES[tables.WARNINGS_TABLE]))
+
+    def batch(keys_):
+        state = pd.DataFrame([_state(k, f"h-{k}", "success", i + 1, "run-r") for i, k in enumerate(keys_)])
+        return {"results": _results("run-r", keys_), "warnings": no_warnings, "state": state}
+
+    with warehouse.BatchRecorder(conn_id, "run-r") as recorder:
+        recorder.record(**batch(["a", "b"]))
+        recorder._conn[0].close()  # the warehouse closed it between two batches (idle timeout, restart)
+        recorder.record(**batch(["c"]))
+        recorder.record(**batch(["a"]))  # a batch recorded again replaces its rows
+    results = warehouse.read_table(conn_id, tables.RESULTS_TABLE)
+    assert sorted(results.loc[results["run_id"] == "run-r", "entity_key"]) == ["a", "b", "c"]
+    state = warehouse.read_sync_state(conn_id, "customer")
+    assert set(state["entity_key"]) >= {"a", "b", "c"}
+
+
 def _state(key, hash_, status, capillary_id, run_id):
     return {"entity": "customer", "entity_key": key, "payload_hash": hash_, "capillary_id": capillary_id,
             "last_status": status, "last_run_id": run_id,

@@ -6,7 +6,7 @@ Modules, each layer importing only those above it:
 - ``rows``: frames as DB-API rows and their bulk insert (PostgreSQL COPY, executemany);
 - ``extraction``: the extract SQL rendered for a run, the changed share, the streamed
   extract and its canonical frames (uses ``dialect``);
-- ``outputs``: output tables, per-run rows, ``record_batch``, the sync state (uses
+- ``outputs``: output tables, per-run rows, ``record_batch`` / ``BatchRecorder``, the sync state (uses
   ``dialect`` and ``rows``).
 
 This package re-exports the names the DAG's tasks and operators call; anything else is
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from associate.warehouse.extraction import FULL_EXTRACT_SHARE, changed_share, effective_mode, extract
 from associate.warehouse.outputs import (
+    BatchRecorder,
     drop_stale_run_rows,
     ensure_output_tables,
     read_sync_state,
@@ -38,6 +39,7 @@ __all__ = [
     "read_sync_state",
     "quarantine_samples",
     "read_table",
+    "BatchRecorder",
     "record_batch",
     "replace_run_rows",
     "run_history",

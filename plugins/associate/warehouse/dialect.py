@@ -89,8 +89,8 @@ def placeholder(conn) -> str:
 
 
 @contextlib.contextmanager
-def connect(conn_id: str) -> Iterator[tuple[Any, str]]:
-    """One DB-API connection in one transaction: commit on success, rollback on error."""
+def session(conn_id: str) -> Iterator[tuple[Any, str]]:
+    """One DB-API connection, set up for the pipeline, for one or more ``transaction``s; closed at the end."""
     hook = db_hook(conn_id)
     dialect = dialect_of(hook)
     conn = hook.get_conn()
@@ -106,14 +106,28 @@ def connect(conn_id: str) -> Iterator[tuple[Any, str]]:
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             cur.close()
         yield conn, dialect
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+@contextlib.contextmanager
+def transaction(conn) -> Iterator[None]:
+    """Commit what the block wrote on the connection, or roll it back when the block raises."""
+    try:
+        yield
         conn.commit()
     except BaseException:
         with contextlib.suppress(Exception):
             conn.rollback()
         raise
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
+
+
+@contextlib.contextmanager
+def connect(conn_id: str) -> Iterator[tuple[Any, str]]:
+    """One DB-API connection in one transaction: commit on success, rollback on error."""
+    with session(conn_id) as (conn, dialect), transaction(conn):
+        yield conn, dialect
 
 
 def utc_session(conn) -> None:

@@ -7,6 +7,7 @@ sync state is upserted by (entity, entity_key) and read back by the next run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,9 @@ from associate.warehouse.dialect import (
     create_table_sql,
     ident,
     placeholder,
+    session,
     table_name,
+    transaction,
 )
 from associate.warehouse.rows import copy_in, frame_rows, insert_rows
 
@@ -147,15 +150,59 @@ def upsert_sync_state(conn_id: str, df: pd.DataFrame) -> int:
 
 def record_batch(conn_id: str, run_id: str, *, results: pd.DataFrame, warnings: pd.DataFrame,
                  state: pd.DataFrame) -> None:
-    """Record one sent batch in one transaction: its results, warnings and sync state.
+    """Record one sent batch on a connection of its own (``BatchRecorder.record``)."""
+    with BatchRecorder(conn_id, run_id) as recorder:
+        recorder.record(results=results, warnings=warnings, state=state)
 
-    Because the three are written together right after the batch, a run killed at any
-    point leaves results and state that agree, and the next run resumes from them.
+
+class BatchRecorder:
+    """Records sent batches over one warehouse connection, each batch in a transaction of its own.
+
+    A connection per batch cost a connect every hundred customers (on a remote warehouse a
+    TLS handshake and a login too). A reused connection that fails is replaced once:
+    recording a batch again replaces its rows by key.
     """
-    with connect(conn_id) as (conn, dialect):
-        for table, frame in ((tables.RESULTS_TABLE, results), (tables.WARNINGS_TABLE, warnings)):
-            _replace_keys(conn, dialect, table, run_id, _output_frame(table, frame, run_id), state)
-        _upsert_state(conn, dialect, state)
+
+    def __init__(self, conn_id: str, run_id: str):
+        self.conn_id, self.run_id = conn_id, run_id
+        self._open = contextlib.ExitStack()
+        self._conn: tuple[Any, str] | None = None
+
+    def __enter__(self) -> BatchRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(self, *, results: pd.DataFrame, warnings: pd.DataFrame, state: pd.DataFrame) -> None:
+        """Record one sent batch in one transaction: its results, warnings and sync state.
+
+        Because the three are written together right after the batch, a run killed at any
+        point leaves results and state that agree, and the next run resumes from them.
+        """
+        reused = self._conn is not None
+        try:
+            self._write(results, warnings, state)
+        except Exception as exc:
+            self.close()
+            if not reused:
+                raise
+            log.info("Recording the batch on a new warehouse connection (the open one failed: %s)", type(exc).__name__)
+            self._write(results, warnings, state)
+
+    def _write(self, results: pd.DataFrame, warnings: pd.DataFrame, state: pd.DataFrame) -> None:
+        if self._conn is None:
+            self._conn = self._open.enter_context(session(self.conn_id))
+        conn, dialect = self._conn
+        with transaction(conn):
+            for table, frame in ((tables.RESULTS_TABLE, results), (tables.WARNINGS_TABLE, warnings)):
+                _replace_keys(conn, dialect, table, self.run_id, _output_frame(table, frame, self.run_id), state)
+            _upsert_state(conn, dialect, state)
+
+    def close(self) -> None:
+        """Close the connection (a later ``record`` opens a new one)."""
+        self._conn = None
+        self._open.close()
 
 
 def drop_stale_run_rows(conn_id: str, run_id: str, keep: pd.DataFrame) -> int:
