@@ -77,7 +77,7 @@ def _masked(series: pd.Series) -> pd.Series:
 
 
 def records_from_outcomes(outcomes: Outcomes, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Results, warnings and sync-state rows of the outcomes (``results_from_outcomes``, ``state_from_outcomes``), combined once."""
+    """``results_from_outcomes`` and ``state_from_outcomes`` of the same outcomes, combined once."""
     frame = combine_outcomes(outcomes)
     return (*_results(frame, run_id), _state(frame, run_id))
 
