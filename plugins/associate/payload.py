@@ -40,19 +40,14 @@ log = logging.getLogger(__name__)
 # (and the date); without a token the date is not sent (README, "Assumptions").
 
 
-_encode = json_codec.canonical
-_decode = json_codec.loads
-_Raw = json_codec.Raw
-
-
 def canonical_bytes(element: dict[str, Any]) -> bytes:
     """The canonical JSON of an element as UTF-8: sorted keys, no spaces, text not escaped."""
-    return _encode(element)
+    return json_codec.canonical(element)
 
 
 def canonical_json(element: dict[str, Any]) -> str:
     """The canonical JSON of an element as text (what the payload column holds)."""
-    return _encode(element).decode("utf-8")
+    return json_codec.canonical(element).decode("utf-8")
 
 
 def payload_hash(payload: str) -> str:
@@ -69,7 +64,7 @@ def _json_object(value: Any, column: str) -> dict[str, Any]:
     if text in ("", "{}"):
         return {}
     try:
-        parsed = _decode(text)
+        parsed = json_codec.loads(text)
     except ValueError as exc:
         raise PayloadError(f"{column} is not valid JSON ({exc})") from exc
     if not isinstance(parsed, dict):
@@ -170,10 +165,10 @@ class _Fragments:
 def _raw(obj: dict) -> Any:
     """An object as a ``msgspec.Raw`` of its canonical JSON; the object itself where it does not encode
     (the whole element then fails to encode, with the reason, as it always did)."""
-    if _Raw is None:  # pragma: no cover - msgspec is an Airflow dependency
+    if json_codec.Raw is None:  # pragma: no cover - msgspec is an Airflow dependency
         return obj
     try:
-        return _Raw(_encode(obj))
+        return json_codec.Raw(json_codec.canonical(obj))
     except (ValueError, TypeError, OverflowError):
         return obj
 

@@ -103,7 +103,7 @@ def send_payload_chunk(
             # stops the task: only the last part of an earlier try may lack its recording.
             # Recording it again replaces its rows by key, so once more is harmless.
             last = max(done)
-            _record_batch(recorder, run_id, outcomes[last])
+            _record_batch(recorder, outcomes[last])
             outcomes[last][staged.RECORDED] = True
         # Customers that failed in this chunk, by identifier: their children are held back.
         failed = _FailedParents()
@@ -124,7 +124,7 @@ def send_payload_chunk(
                 outcome[staged.RECORDED] = recorder is not None
                 staging.write_frame(outcome, part_uri(outcome_uri, no))
                 if recorder is not None:
-                    _record_batch(recorder, run_id, outcome)
+                    _record_batch(recorder, outcome)
                 progress.batch_done(no, outcome)
 
     parts = [outcomes[no] for no, _ in batches]
@@ -145,11 +145,11 @@ def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:
     return part
 
 
-def _record_batch(recorder: BatchRecorder, run_id: str, outcome: pd.DataFrame) -> None:
+def _record_batch(recorder: BatchRecorder, outcome: pd.DataFrame) -> None:
     """Write one batch's results, warnings and sync state to the warehouse (one transaction)."""
     from associate.reconcile import records_from_outcomes
 
-    results, warnings, state = records_from_outcomes(outcome, run_id)
+    results, warnings, state = records_from_outcomes(outcome, recorder.run_id)
     recorder.record(results=results, warnings=warnings, state=state)
 
 
