@@ -37,8 +37,8 @@ def combine_outcomes(outcomes: Outcomes) -> pd.DataFrame:
             frame[column] = None
     frame["entity_key"] = frame["entity_key"].astype(str)
     frame["synced_at"] = pd.to_datetime(frame["synced_at"], utc=True)
-    if len(frames) == 1 and not frame.duplicated(["entity", "entity_key"]).any():
-        return frame  # one row per key already (a batch's outcome): nothing to choose
+    if not frame.duplicated(["entity", "entity_key"]).any():
+        return frame  # one row per key already (answered batches): nothing to choose
     frame["_own"] = frame["payload_hash"].notna()
     frame = frame.sort_values(["_own", "synced_at"], kind="stable", na_position="first")
     frame = frame.drop_duplicates(["entity", "entity_key"], keep="last").drop(columns="_own")

@@ -213,6 +213,35 @@ def test_sync_state_is_recorded_batch_by_batch(hook, company, tmp_path, monkeypa
     assert set(state["last_run_id"]) == {"scheduled__1"}
 
 
+def test_a_retried_task_records_the_last_group_of_parts_its_killed_try_did_not(hook, sandbox, company, tmp_path,
+                                                                               monkeypatch):
+    import sqlite3
+
+    from associate import tables, warehouse
+
+    db = tmp_path / "warehouse.db"
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    payload_uri, _ = fleet_chunk(tmp_path, company)
+    outcome_uri = "file://" + str(tmp_path / "outcomes" / "chunk-000.parquet")
+    first = run_operator(payload_uri, outcome_uri, run_id="scheduled__1", warehouse_conn_id="warehouse_op")
+    # The try was killed after both batches' parts were staged, before their one transaction
+    # committed: the warehouse holds nothing of them, and the chunk's outcome is missing.
+    with sqlite3.connect(db) as conn:
+        for table in (tables.RESULTS_TABLE, tables.WARNINGS_TABLE, tables.STATE_TABLE):
+            conn.execute(f"DELETE FROM {table}")
+    ObjectStoragePath(outcome_uri).unlink()
+    before = sum(sandbox.stats()["requests"]["POST /v2/customers/bulk"].values())
+    second = run_operator(payload_uri, outcome_uri, run_id="scheduled__1", warehouse_conn_id="warehouse_op")
+
+    assert sum(sandbox.stats()["requests"]["POST /v2/customers/bulk"].values()) == before  # nothing sent again
+    assert second[staged.RECORDED].all()
+    results = warehouse.read_table("warehouse_op", tables.RESULTS_TABLE, "scheduled__1").set_index("entity_key")
+    assert sorted(results.index) == sorted(first.index)
+    assert results.loc["admin", "capillary_id"] == first.loc["admin", "capillary_id"]
+    state = warehouse.read_sync_state("warehouse_op", "customer").set_index("entity_key")
+    assert sorted(state.index) == sorted(first.index) and state.loc["poisoned", "last_status"] == "failed"
+
+
 def test_ensure_companies_from_frame_returns_outcome_rows(hook):
     tag = unique_mobile()[-7:]
     frame = companies_frame(
