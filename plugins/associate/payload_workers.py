@@ -9,7 +9,6 @@ in its own process.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pandas as pd
 
-from associate import config
+from associate import config, heap
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +44,17 @@ def fork_pool(build: Callable[[int], pd.DataFrame], workers: int):
     if "fork" not in multiprocessing.get_all_start_methods():
         return None
     _worker_builder = build
-    release_free_memory()
+    heap.release_free_memory()
     # Objects the workers inherit stay out of their garbage collections: a collection
     # writes to every tracked object it visits, and each page written is a page copied.
-    gc.freeze()
-    try:
-        return multiprocessing.get_context("fork").Pool(workers, initializer=_default_signals)
-    except (AssertionError, OSError) as exc:
-        # A daemonic multiprocessing process may not have children: build here.
-        log.info("Building payloads in this process (no worker processes: %s)", exc)
-        forget_worker_builder()
-        return None
-    finally:
-        gc.unfreeze()
-
-
-def release_free_memory() -> None:
-    """Hand memory freed by earlier work back to the system before forking (glibc and Arrow keep it)."""
-    import ctypes
-    import ctypes.util
-
-    import pyarrow as pa
-
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    libc = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
-    if trim is not None:  # glibc only
-        trim(0)
+    with heap.frozen():
+        try:
+            return multiprocessing.get_context("fork").Pool(workers, initializer=_default_signals)
+        except (AssertionError, OSError) as exc:
+            # A daemonic multiprocessing process may not have children: build here.
+            log.info("Building payloads in this process (no worker processes: %s)", exc)
+            forget_worker_builder()
+            return None
 
 
 def _default_signals() -> None:

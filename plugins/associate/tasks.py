@@ -198,7 +198,7 @@ def ensure_companies(
     *, validated: dict[str, Any], warehouse_conn_id: str, capillary_conn_id: str, run_id: str, dry_run: bool
 ) -> str:
     """Make sure every new or changed fleet company exists in Capillary; stage one outcome per company sent."""
-    from associate import staging, warehouse
+    from associate import heap, staging, warehouse
     from associate.company_requests import ensure_companies_from_frame
     from associate.hook import CapillaryHook
     from associate.sending import write_api_time
@@ -230,7 +230,8 @@ def ensure_companies(
         companies = companies.iloc[0:0]
     hook = CapillaryHook(capillary_conn_id=capillary_conn_id) if len(companies) else None
     try:
-        written = staging.write_frame(ensure_companies_from_frame(hook, companies, known_ids), uri)
+        with heap.frozen():  # answers make objects company by company (associate.heap)
+            written = staging.write_frame(ensure_companies_from_frame(hook, companies, known_ids), uri)
         if not dry_run:
             write_api_time(hook.get_conn() if hook is not None else None, run_id, "ensure_companies")
         return written
