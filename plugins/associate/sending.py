@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from associate import heap, json_codec, staged
@@ -119,24 +120,33 @@ def send_payload_chunk(
         for no, group in batches:
             if no in done:
                 failed.add(group, outcomes[no])
-        for wave in _independent_waves(pending):
-            # Batches of one wave need no answer of one another, so they may travel side by side;
-            # their outcomes are recorded in batch order. A parent is in an earlier wave
-            # than its children, so its outcome is known when theirs are sent.
-            futures = [(no, group, pool.submit(_send_batch, client, group, failed.held_back(group)))
-                       for no, group in wave]
-            for answered in _answered_groups(futures, RECORD_GROUP_BATCHES):
-                for no, group, outcome in answered:
-                    outcomes[no] = outcome
-                    failed.add(group, outcome)
-                    # The part says whether its recording follows (parts come first: a task
-                    # killed before the group's transaction resumes after them and records them then).
-                    outcome[staged.RECORDED] = recorder is not None
-                    staging.write_frame(outcome, part_uri(outcome_uri, no))
-                if recorder is not None:
-                    _record_batches(recorder, [outcome for _, _, outcome in answered])
-                for no, _, outcome in answered:
-                    progress.batch_done(no, outcome)
+
+        def take(answered: list[tuple[int, pd.DataFrame, pd.DataFrame]]) -> None:
+            for no, group, outcome in answered:
+                outcomes[no] = outcome
+                failed.add(group, outcome)
+                # The part says whether its recording follows (parts come first: a task
+                # killed before the group's transaction resumes after them and records them then).
+                outcome[staged.RECORDED] = recorder is not None
+                staging.write_frame(outcome, part_uri(outcome_uri, no))
+            if recorder is not None:
+                _record_batches(recorder, [outcome for _, _, outcome in answered])
+            for no, _, outcome in answered:
+                progress.batch_done(no, outcome)
+
+        # Batches of one wave need no answer of one another, so they travel side by side as
+        # soon as each is read; their outcomes are taken in batch order. A batch that needs
+        # an answer of its wave (its parent's) waits until the wave is answered.
+        waves, in_flight = _WaveSplitter(), deque()
+        for no, group in pending:
+            if waves.starts_wave(group):
+                for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=True):
+                    take(answered)
+            in_flight.append((no, group, pool.submit(_send_batch, client, group, failed.held_back(group))))
+            for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=False):
+                take(answered)
+        for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=True):
+            take(answered)
 
     parts = [outcomes[no] for no, _ in batches]
     combined = (pd.concat(parts, ignore_index=True) if parts
@@ -156,23 +166,21 @@ def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:
     return part
 
 
-def _answered_groups(futures: list[tuple[int, Any, Any]], most: int):
-    """Yield answered batches in batch order as lists of (batch_no, group, outcome).
+def _answered_groups(in_flight: deque, most: int, *, wait: bool):
+    """Take answered batches off the front of ``in_flight`` in batch order, as lists of (batch_no, group, outcome).
 
-    Each list is the next batch (waited for) and the ones after it already answered, at
-    most ``most``: a list grows only while answers are ahead of the caller.
+    A list holds at most ``most``: the first batch (waited for with ``wait``, else only if
+    answered) and the answered ones after it. With ``wait`` it goes on until nothing is
+    in flight; without, it stops at the first batch not yet answered.
     """
-    position = 0
-    while position < len(futures):
-        no, group, future = futures[position]
-        answered = [(no, group, future.result())]
-        position += 1
-        while position < len(futures) and len(answered) < most:
-            no, group, future = futures[position]
-            if not future.done() or future.exception() is not None:
-                break  # a failed send raises when it is waited for, after the answers before it
+    while in_flight and (wait or in_flight[0][2].done()):
+        answered = []
+        while in_flight and len(answered) < most:
+            no, group, future = in_flight[0]
+            if answered and (not future.done() or future.exception() is not None):
+                break  # a failed send raises when it is taken, after the answers before it
             answered.append((no, group, future.result()))
-            position += 1
+            in_flight.popleft()
         yield answered
 
 
@@ -272,8 +280,8 @@ def _parsed(payload: Any) -> Any:
         return None
 
 
-def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
-    """Return consecutive batches grouped while none needs another's answer; a batch that does starts a new wave.
+class _WaveSplitter:
+    """Consecutive batches grouped while none needs another's answer; a batch that does starts a new wave.
 
     A batch waits for an earlier one when it names (as parent or child) a customer that
     one registers, or registers a customer that one names or registers too: parents are
@@ -281,23 +289,26 @@ def _independent_waves(batches: list[tuple[int, Any]]) -> list[list[tuple[int, A
     same customer. Batches that only name the same parent (siblings split over batches)
     travel side by side: the parent was answered in an earlier wave.
     """
-    waves: list[list[tuple[int, Any]]] = []
-    registered: set[tuple[str, str]] = set()
-    named: set[tuple[str, str]] = set()
-    for no, group in batches:
+
+    def __init__(self):
+        self._registered: set[tuple[str, str]] = set()
+        self._named: set[tuple[str, str]] = set()
+        self._first = True
+
+    def starts_wave(self, group: pd.DataFrame) -> bool:
+        """Add the next batch; whether it starts a new wave (the first batch does)."""
         own: set[tuple[str, str]] = set()
         refs: set[tuple[str, str]] = set()
         for payload in group["payload"]:
             element = _parsed(payload)
             own |= _profile_identifiers(element)
             refs |= _references(element)
-        if not waves or (own | refs) & registered or own & named:
-            waves.append([])
-            registered, named = set(), set()
-        waves[-1].append((no, group))
-        registered |= own
-        named |= refs
-    return waves
+        new = self._first or bool((own | refs) & self._registered or own & self._named)
+        if new:
+            self._registered, self._named, self._first = set(), set(), False
+        self._registered |= own
+        self._named |= refs
+        return new
 
 
 def batch_call(group: pd.DataFrame) -> tuple[bool, str, str | None]:

@@ -1,4 +1,4 @@
-"""Which batches of a chunk travel side by side (``sending._independent_waves``), and which are recorded together."""
+"""Which batches of a chunk travel side by side (``sending._WaveSplitter``), and which are recorded together."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from associate.sending import _answered_groups, _independent_waves
+from collections import deque
+
+from associate.sending import _answered_groups, _WaveSplitter
 
 
 def ref(mobile: str) -> dict:
@@ -22,8 +24,12 @@ def element(mobile: str, parent: str | None = None) -> str:
 
 
 def waves(*batches: list[str]) -> list[list[int]]:
-    numbered = [(no, pd.DataFrame({"payload": payloads})) for no, payloads in enumerate(batches)]
-    return [[no for no, _ in wave] for wave in _independent_waves(numbered)]
+    splitter, found = _WaveSplitter(), []
+    for no, payloads in enumerate(batches):
+        if splitter.starts_wave(pd.DataFrame({"payload": payloads})):
+            found.append([])
+        found[-1].append(no)
+    return found
 
 
 def test_children_of_one_parent_split_over_batches_travel_side_by_side():
@@ -43,8 +49,8 @@ def test_two_batches_never_race_to_register_the_same_customer():
     assert waves([element("a")], [element("b")], [element("a")]) == [[0, 1], [2]]
 
 
-def answered(futures, most):
-    return [[no for no, _, _ in group] for group in _answered_groups(futures, most)]
+def answered(futures, most, wait=True):
+    return [[no for no, _, _ in group] for group in _answered_groups(deque(futures), most, wait=wait)]
 
 
 def done(no, value="ok"):
@@ -55,7 +61,7 @@ def done(no, value="ok"):
     return (no, None, future)
 
 
-def test_batches_answered_ahead_are_recorded_together_up_to_a_limit():
+def test_batches_answered_ahead_are_taken_together_up_to_a_limit():
     # Every answer is in: groups of at most three, in batch order.
     assert answered([done(n) for n in range(7)], 3) == [[0, 1, 2], [3, 4, 5], [6]]
 
@@ -64,20 +70,31 @@ def test_a_group_stops_at_a_batch_still_in_flight():
     from concurrent.futures import Future
 
     later = Future()
-    groups = _answered_groups([done(0), done(1), (2, None, later), done(3)], 10)
+    in_flight = deque([done(0), done(1), (2, None, later), done(3)])
     # Batch 2 is not answered when batches 0 and 1 are taken: it starts the next group.
+    groups = _answered_groups(in_flight, 10, wait=True)
     assert [no for no, _, _ in next(groups)] == [0, 1]
     later.set_result("late")
     assert [no for no, _, _ in next(groups)] == [2, 3]
+    assert not in_flight
 
 
-def test_a_failed_send_raises_after_the_answers_before_it_are_given():
+def test_without_waiting_only_the_answered_front_is_taken():
+    from concurrent.futures import Future
+
+    later = Future()
+    in_flight = deque([done(0), (1, None, later), done(2)])
+    assert [[no for no, _, _ in g] for g in _answered_groups(in_flight, 10, wait=False)] == [[0]]
+    assert [no for no, _, _ in in_flight] == [1, 2]  # still in flight, in order
+    assert answered([], 10, wait=False) == []
+
+
+def test_a_failed_send_raises_after_the_answers_before_it_are_taken():
     from concurrent.futures import Future
 
     broken = Future()
     broken.set_exception(RuntimeError("no retry can fix this"))
-    groups = _answered_groups([done(0), done(1), (2, None, broken), done(3)], 10)
+    groups = _answered_groups(deque([done(0), done(1), (2, None, broken), done(3)]), 10, wait=True)
     assert [no for no, _, _ in next(groups)] == [0, 1]
     with pytest.raises(RuntimeError, match="no retry can fix this"):
         next(groups)
-

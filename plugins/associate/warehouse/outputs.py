@@ -246,19 +246,21 @@ def _replace_keys(conn, dialect: str, table: str, run_id: str, df: pd.DataFrame,
     mark = placeholder(conn)
     cur = conn.cursor()
     sql = f"DELETE FROM {table_name(table, dialect)} WHERE run_id = {mark} AND entity = {mark} AND entity_key"
-    pairs = list(zip(keys["entity"], keys["entity_key"]))
-    if dialect == "mysql":
-        # A MySQL driver sends an executemany DELETE one statement at a time: one IN list
-        # per entity instead (the run key index serves it as ranges).
-        by_entity: dict[str, list[str]] = {}
-        for entity, key in pairs:
-            by_entity.setdefault(entity, []).append(key)
+    by_entity: dict[str, list[str]] = {}
+    for entity, key in zip(keys["entity"], keys["entity_key"]):
+        by_entity.setdefault(entity, []).append(key)
+    if dialect == "postgres":
+        # psycopg2 sends an executemany one statement (one round trip) per row: one array per entity.
+        for entity, entity_keys in by_entity.items():
+            cur.execute(f"{sql} = ANY({mark})", (run_id, entity, entity_keys))
+    elif dialect == "mysql":
+        # So do MySQL drivers: one IN list per entity instead (the run key index serves it as ranges).
         for entity, entity_keys in by_entity.items():
             for start in range(0, len(entity_keys), STATE_KEYS_PER_QUERY):
                 part = entity_keys[start:start + STATE_KEYS_PER_QUERY]
                 cur.execute(f"{sql} IN ({', '.join([mark] * len(part))})", (run_id, entity, *part))
     else:
-        cur.executemany(f"{sql} = {mark}", [(run_id, entity, key) for entity, key in pairs])
+        cur.executemany(f"{sql} = {mark}", [(run_id, entity, key) for entity, ks in by_entity.items() for key in ks])
     cur.close()
     insert_rows(conn, dialect, table, tables.OUTPUT_TABLES[table], _rows(df, tables.OUTPUT_TABLES[table], dialect))
 
