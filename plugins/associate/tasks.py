@@ -19,10 +19,6 @@ from associate.tables import ENTITY_COMPANY, ENTITY_CUSTOMER
 log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
 
-# A chunk is a mapped post task: each costs a task start and ends in partial batches, and the
-# API budget, not the number of tasks, bounds the send. 20k customers in batches of 100: 4 chunks.
-CHUNK_MIN_BATCHES = 50
-
 
 def run_interval(context: Mapping[str, Any]) -> tuple[datetime, datetime]:
     """The data interval a run covers, from its task context; never undefined.
@@ -378,13 +374,12 @@ def _preview_file(preview):
 def build_batches(*, changes: str, run_id: str, batch_size: int, max_chunks: int = 8) -> list[dict[str, str]]:
     """Stage the customers to send as chunks of batches, one chunk per mapped ``post`` task."""
     from associate import payload, staging
+    from associate.chunking import chunk_count
 
     rows = len(staging.read_columns(changes, ["entity_key"]))
     if not rows:
         return []
-    # Every chunk ends in partial batches (one per hierarchy depth): split only when each
-    # chunk still has plenty of full batches, so small runs do not waste API calls.
-    chunks = max(1, min(max_chunks, rows // (batch_size * CHUNK_MIN_BATCHES)))
+    chunks = chunk_count(rows, batch_size, max_chunks)
     uris = payload.write_chunks_from(changes, run_id=run_id, batch_size=batch_size, max_chunks=chunks)
     return [{"payload_uri": uri, "outcome_uri": uri.replace("/payloads/", "/outcomes/")} for uri in uris]
 

@@ -23,7 +23,7 @@ from reliability_support import AUDITOR, Warehouse, audit, results_cover, wait_u
 pytestmark = pytest.mark.slow
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
-# Several chunks (build_batches: rows // (batch_size * CHUNK_MIN_BATCHES)) of many small batches each.
+# Many small batches in one chunk (build_batches: fewer than CHUNK_MIN_BATCHES batches per chunk).
 CONF = {"mode": "full", "batch_size": 2}
 SANDBOX_LATENCY_MS = "300"
 # The DAG retries after a minute; the test's cluster policy shortens that so the suite stays short.

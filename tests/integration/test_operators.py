@@ -509,7 +509,11 @@ def test_bulk_calls_stay_at_the_fewest_across_chunks_sent_side_by_side(hook, san
 
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
     monkeypatch.setenv("ASSOCIATE_REPORTS_DIR", str(tmp_path / "reports"))
-    monkeypatch.setattr(tasks, "CHUNK_MIN_BATCHES", 1)  # split this small run as a large one is split
+    from associate import chunking
+
+    # Split this small run as a large one is split.
+    monkeypatch.setattr(chunking, "CHUNK_MIN_BATCHES", 1)
+    monkeypatch.setattr(chunking, "CHUNK_FULL_BATCHES", 1)
     tag, batch_size, run_id = unique_mobile()[-6:], 4, f"multi-{max_chunks}"
     rows = fleet_hierarchies(tag, companies=6)
     companies = companies_frame(*[(f"MULTI-{tag}-{c}", f"Fleet {c}", None, None) for c in range(6)])
