@@ -26,7 +26,7 @@ from associate.warehouse.dialect import (
     table_name,
     transaction,
 )
-from associate.warehouse.rows import copy_in, frame_rows, insert_rows
+from associate.warehouse.rows import copy_in, execute_pages, frame_rows, insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +250,9 @@ def _replace_keys(conn, dialect: str, table: str, run_id: str, df: pd.DataFrame,
     for entity, key in zip(keys["entity"], keys["entity_key"]):
         by_entity.setdefault(entity, []).append(key)
     if dialect == "postgres":
-        # psycopg2 sends an executemany one statement (one round trip) per row: one array per entity.
-        for entity, entity_keys in by_entity.items():
-            cur.execute(f"{sql} = ANY({mark})", (run_id, entity, entity_keys))
+        # Pages of statements: psycopg2's executemany is a round trip per row. (One `= ANY(array)` is
+        # planned on stale statistics, the run's rows growing from none: it scanned the whole table.)
+        execute_pages(cur, f"{sql} = {mark}", [(run_id, e, key) for e, keys in by_entity.items() for key in keys])
     elif dialect == "mysql":
         # So do MySQL drivers: one IN list per entity instead (the run key index serves it as ranges).
         for entity, entity_keys in by_entity.items():

@@ -102,6 +102,19 @@ def copy_in(cur, table_sql: str, columns: Sequence[str], rows: list[tuple]) -> N
             copy.write(data)
 
 
+def execute_pages(cur, sql: str, params: list[tuple], page_size: int = 500) -> None:
+    """``executemany`` for PostgreSQL: psycopg2's sends a statement per round trip, its ``execute_batch`` a page."""
+    try:
+        from psycopg2.extensions import cursor as psycopg2_cursor
+        from psycopg2.extras import execute_batch
+    except ImportError:  # psycopg 3 pipelines executemany itself
+        psycopg2_cursor = None
+    if psycopg2_cursor is not None and isinstance(cur, psycopg2_cursor):
+        execute_batch(cur, sql, params, page_size=page_size)
+    else:
+        cur.executemany(sql, params)
+
+
 def insert_rows(conn, dialect: str, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
     """Insert rows into a table of ``associate.tables`` in the connection's open transaction."""
     if not rows:
