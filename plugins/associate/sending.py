@@ -135,16 +135,19 @@ def send_payload_chunk(
                 progress.batch_done(no, outcome)
 
         # Batches of one wave need no answer of one another, so they travel side by side as
-        # soon as each is read; their outcomes are taken in batch order. A batch that needs
-        # an answer of its wave (its parent's) waits until the wave is answered.
+        # soon as each is read; their outcomes are taken in batch order, while a group's
+        # worth of batches waits for the senders (who would otherwise idle while a group is
+        # recorded). A batch that needs an answer of its wave (its parent's) waits until the
+        # wave is answered.
         waves, in_flight = _WaveSplitter(), deque()
         for no, group in pending:
             if waves.starts_wave(group):
                 for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=True):
                     take(answered)
             in_flight.append((no, group, pool.submit(_send_batch, client, group, failed.held_back(group))))
-            for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=False):
-                take(answered)
+            if sum(not future.done() for _, _, future in in_flight) >= RECORD_GROUP_BATCHES:
+                for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=False):
+                    take(answered)
         for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=True):
             take(answered)
 
