@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from associate import heap, json_codec, staged
 from associate.masking import PiiMaskingFilter
@@ -324,12 +324,20 @@ def batch_call(group: pd.DataFrame) -> tuple[bool, str, str | None]:
     def first(column: str) -> str | None:
         if column not in group.columns or not len(group):
             return None
-        values = group[column].dropna().unique()
+        # Plain values, not pandas operations: this runs once per batch, in the senders' threads.
+        values = {v for v in group[column].tolist() if not (v is None or v is pd.NA or v != v)}
         if len(values) > 1:
             raise ValueError(f"batch {group['batch_no'].iloc[0]} mixes {column} values {sorted(map(str, values))}")
-        return None if not len(values) or pd.isna(values[0]) or values[0] == "" else str(values[0])
+        value = next(iter(values), None)
+        return None if value is None or value == "" else str(value)
 
     return first("method") == METHOD_UPDATE, first("source") or DEFAULT_SOURCE, first("account_id")
+
+
+class _Row(NamedTuple):
+    entity_key: Any
+    payload: Any
+    payload_hash: Any
 
 
 def _send_batch(client: CapillaryClient, group: pd.DataFrame, held_back: dict[str, str] | None = None) -> pd.DataFrame:
@@ -342,7 +350,7 @@ def _send_batch(client: CapillaryClient, group: pd.DataFrame, held_back: dict[st
     from associate.capillary.outcomes import BulkOutcome
 
     held_back = held_back or {}
-    rows = list(group[["entity_key", "payload", "payload_hash"]].itertuples(index=False))
+    rows = [_Row(*values) for values in zip(*(group[c].tolist() for c in ("entity_key", "payload", "payload_hash")))]
     update, source, account_id = batch_call(group)
     elements, sendable, results, associations = [], [], {}, {}
     for position, row in enumerate(rows):

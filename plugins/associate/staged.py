@@ -111,10 +111,31 @@ def typed_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def outcome_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Return outcome rows (dicts with the format's columns; missing ones are empty) as a typed frame."""
+    """Return outcome rows (dicts with the format's columns; missing ones are empty) as a typed frame.
+
+    The same frame as ``typed_outcomes`` makes of them, built column by column from lists:
+    a batch's hundred rows are framed a thousand times per 100k customers, in the senders'
+    threads, and pandas' per-column operations cost more than the rows.
+    """
     import pandas as pd
 
-    return typed_outcomes(pd.DataFrame.from_records(list(records), columns=list(OUTCOMES.columns)))
+    rows = list(records)
+
+    def empty(v: Any) -> bool:
+        return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
+
+    columns: dict[str, Any] = {}
+    for column, dtype in OUTCOMES.dtypes.items():
+        values = [row.get(column) for row in rows]
+        if dtype == "Int64":
+            columns[column] = pd.array([None if empty(v) else int(v) for v in values], dtype=dtype)
+        elif dtype == "object":
+            columns[column] = pd.Series([None if empty(v) else v for v in values], dtype=object)
+        elif column == "synced_at":
+            columns[column] = pd.to_datetime(pd.Series(values, dtype=object), utc=True).astype(dtype)
+        else:
+            columns[column] = pd.Series(values).astype(dtype)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(rows)))
 
 
 def outcome_record(entity: str, entity_key: str, status: str, *, capillary_id: int | None = None,

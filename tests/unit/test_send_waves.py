@@ -1,4 +1,4 @@
-"""Which batches of a chunk travel side by side (``sending._WaveSplitter``), and which are recorded together."""
+"""Which batches of a chunk travel side by side (``sending._WaveSplitter``), which are recorded together, and the call a batch is."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from collections import deque
 
-from associate.sending import _answered_groups, _WaveSplitter
+from associate.sending import _answered_groups, _WaveSplitter, batch_call
 
 
 def ref(mobile: str) -> dict:
@@ -98,3 +98,12 @@ def test_a_failed_send_raises_after_the_answers_before_it_are_taken():
     assert [no for no, _, _ in next(groups)] == [0, 1]
     with pytest.raises(RuntimeError, match="no retry can fix this"):
         next(groups)
+
+
+def test_a_batch_is_one_call_and_a_batch_mixing_calls_is_refused():
+    batch = pd.DataFrame({"batch_no": [4, 4], "method": ["PUT", "PUT"], "source": ["WECHAT", None],
+                          "account_id": [None, float("nan")]})
+    assert batch_call(batch) == (True, "WECHAT", None)
+    assert batch_call(batch.drop(columns=["method", "source"])) == (False, "INSTORE", None)
+    with pytest.raises(ValueError, match=r"batch 4 mixes account_id values \['a1', 'a2'\]"):
+        batch_call(batch.assign(account_id=["a1", "a2"]))

@@ -39,6 +39,24 @@ def test_outcome_rows_are_typed_masked_and_failed_rows_carry_no_id():
     assert frame.loc[1, "payload_hash"] is None and frame.loc[1, "warnings"] == "[]"
 
 
+def test_outcome_rows_framed_from_lists_are_the_frame_typed_outcomes_makes():
+    now = pd.Timestamp("2026-01-01T00:00:00Z")
+    rows = [staged.outcome_record("customer", f"k{i}", ("success", "warning", "failed")[i % 3],
+                                  capillary_id=100 + i, error_code=None if i % 3 else 400,
+                                  error_message=None if i % 3 else "refused 919876543210", attempts=i % 2 + 1,
+                                  synced_at=now, payload_hash=f"h{i}",
+                                  warnings=[{"code": 8058, "message": "odd"}] if i % 3 == 1 else (),
+                                  association={"hierarchy_code": "fleet", "role_code": "FC"})
+            for i in range(7)]
+    # Rows made elsewhere: a NaN id, a text time, columns left out.
+    rows.append({"entity": "customer", "entity_key": "loose", "status": "failed", "capillary_id": float("nan"),
+                 "attempts": 0, "synced_at": "2026-01-02T03:04:05+00:00"})
+    expected = staged.typed_outcomes(pd.DataFrame.from_records(rows, columns=list(staged.OUTCOMES.columns)))
+    pd.testing.assert_frame_equal(staged.outcome_frame(rows), expected)
+    pd.testing.assert_frame_equal(staged.outcome_frame([]), staged.typed_outcomes(
+        pd.DataFrame.from_records([], columns=list(staged.OUTCOMES.columns))))
+
+
 def test_typed_outcomes_keeps_extra_columns_after_the_format():
     frame = staged.COMPANY_OUTCOMES.empty()
     typed = staged.typed_outcomes(frame.assign(action=pd.Series([], dtype=object)))
