@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -68,9 +69,16 @@ def test_data_docs_are_built_when_asked(tmp_path):
                                  data_docs_dir=tmp_path / "docs")
     index = tmp_path / "docs" / "index.html"
     assert result.data_docs == str(index) and index.exists()
-    html = index.read_text()
-    assert "customers.email__valid" in html
     assert f"Data Docs: {index}" in format_summary(result)
+    # One page per suite (not one per group of columns GX ran separately), under the run's name.
+    docs = tmp_path / "docs"
+    pages = sorted(p.relative_to(docs).parts[:3] for p in (docs / "validations").rglob("*.html"))
+    assert pages == [("validations", "companies", "r"), ("validations", "customers", "r")]
+    customers_page = next((tmp_path / "docs" / "validations" / "customers").rglob("*.html")).read_text()
+    expectations = len(json.loads((ROOT / "expectations" / "customers.json").read_text())["expectations"])
+    text = re.sub(r"<[^>]+>|\s+", "", customers_page)
+    assert f"EvaluatedExpectations{expectations}" in text and "UnsuccessfulExpectations1" in text
+    assert "email__valid" in customers_page
 
 
 def test_incremental_extract_counts_children_it_did_not_read():

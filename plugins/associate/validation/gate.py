@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from associate import config, tables
+from associate import config, staging, tables
 from associate.validation import derive, graph, quarantine
 from associate.validation.gx_runner import SuiteRunner
 
@@ -37,7 +37,8 @@ def run_gate(customers: pd.DataFrame, companies: pd.DataFrame, hierarchies, *, r
     cust = derive.prepare_customers(customers, comp, index, phone_region)
     prepared = time.perf_counter()
 
-    runner = SuiteRunner(Path(suites_dir) if suites_dir else config.expectations_dir(), data_docs_dir)
+    runner = SuiteRunner(Path(suites_dir) if suites_dir else config.expectations_dir(), data_docs_dir,
+                         run_name=staging.safe_name(run_id))
     # GX stores the parameters with the results, so they must serialise: ISO text compares fine.
     parameters = {"now": now_utc.isoformat()}
     comp_failures = runner.run(tables.ENTITY_COMPANY, COMPANY_SUITE, comp, parameters)
