@@ -35,18 +35,27 @@ def assign_chunks(frame: pd.DataFrame, max_chunks: int) -> pd.Series:
         raise ValueError("max_chunks must be at least 1")
     # Parents are in the same company (validation), so a company keeps whole chains;
     # a customer without a company has no parent link in its payload and stands alone.
-    group = frame["company_external_id"].astype(object).where(
-        frame["company_external_id"].notna(), "\x00" + frame["entity_key"].astype(str)
-    )
-    sizes = group.value_counts(sort=False)
-    order = sorted(sizes.items(), key=lambda item: (-item[1], str(item[0])))
+    # Groups: companies in name order, then each loner in key order (as "\x00" + key, a
+    # loner's group name sorted before every company's). Integer codes, not texts: ~2.5 s
+    # of build_batches at 1M rows as text operations.
+    codes, _ = pd.factorize(frame["company_external_id"], sort=True)
+    codes = codes.astype(np.int64, copy=False)
+    loners = np.flatnonzero(codes < 0)
+    companies = int(codes.max()) + 1 if len(codes) and codes.max() >= 0 else 0
+    loner_keys = frame["entity_key"].astype(str).to_numpy()[loners]
+    codes[loners[np.argsort(loner_keys, kind="stable")]] = companies + np.arange(len(loners))
+    sizes = np.bincount(codes, minlength=companies + len(loners))
+    # Largest first; ties by group name: loners (named "\x00" + key) before companies.
+    group_codes = np.arange(len(sizes))
+    name_rank = np.where(group_codes >= companies, group_codes - companies, group_codes + len(loners))
+    order = np.lexsort((name_rank, -sizes))
     heap = [(0, n) for n in range(min(max_chunks, len(order)))]
-    chunk_of = {}
-    for name, size in order:
+    chunk_of = np.zeros(len(sizes), dtype=np.int64)
+    for group in order.tolist():
         load, n = heapq.heappop(heap)
-        chunk_of[name] = n
-        heapq.heappush(heap, (load + size, n))
-    return group.map(chunk_of).astype("int64")
+        chunk_of[group] = n
+        heapq.heappush(heap, (load + int(sizes[group]), n))
+    return pd.Series(chunk_of[codes], index=frame.index, dtype="int64")
 
 
 def number_batches(keys: pd.DataFrame | pd.Series, batch_size: int) -> pd.Series:
@@ -77,14 +86,23 @@ def number_batches(keys: pd.DataFrame | pd.Series, batch_size: int) -> pd.Series
 
 def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
     """Row positions of each chunk, in send order (depth, method, source, account, then company, then key)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     frame = frame.reset_index(drop=True)
     call = [c for c in ("method", "source", "account_id") if c in frame.columns]
-    order = frame[["depth", "company_external_id", "entity_key"]].assign(
-        _chunk=assign_chunks(frame, max_chunks).to_numpy(),
-        # One sortable number per (method, source, account_id): cheaper to sort than three texts.
-        _call=frame.groupby(call, dropna=False, sort=True).ngroup().to_numpy() if call else 0,
-    )
-    order = order.sort_values(["_chunk", "depth", "_call", "company_external_id", "entity_key"], kind="stable",
-                              na_position="last")
-    starts = np.flatnonzero(np.diff(order["_chunk"].to_numpy())) + 1
-    return np.split(order.index.to_numpy(), starts)
+    chunk = assign_chunks(frame, max_chunks).to_numpy()
+    # Arrow's stable multi-key sort: a third of pandas' sort_values on these text columns at 1M rows.
+    # One sortable number per (method, source, account_id): cheaper to sort than three texts.
+    calls = frame.groupby(call, dropna=False, sort=True).ngroup().to_numpy() if call else np.zeros(len(frame), np.int64)
+    keys = pa.table({
+        "chunk": chunk,
+        "depth": pa.array(frame["depth"], from_pandas=True),
+        "call": calls,
+        "company": pa.array(frame["company_external_id"], type=pa.string(), from_pandas=True),
+        "key": pa.array(frame["entity_key"].astype(str), type=pa.string()),
+    })
+    positions = pc.sort_indices(keys, sort_keys=[(name, "ascending", "at_end") for name in keys.column_names])
+    positions = positions.to_numpy()
+    starts = np.flatnonzero(np.diff(chunk[positions])) + 1
+    return np.split(positions, starts)
