@@ -74,7 +74,9 @@ def test_data_docs_are_built_when_asked(tmp_path):
     docs = tmp_path / "docs"
     pages = sorted(p.relative_to(docs).parts[:3] for p in (docs / "validations").rglob("*.html"))
     assert pages == [("validations", "companies", "r"), ("validations", "customers", "r")]
-    customers_page = next((tmp_path / "docs" / "validations" / "customers").rglob("*.html")).read_text()
+    customers_page = next((docs / "validations" / "customers").rglob("*.html"))
+    assert customers_page.name == "customers.html"  # a plain file name: it is a URL segment too
+    customers_page = customers_page.read_text()
     expectations = len(json.loads((ROOT / "expectations" / "customers.json").read_text())["expectations"])
     text = re.sub(r"<[^>]+>|\s+", "", customers_page)
     assert f"EvaluatedExpectations{expectations}" in text and "UnsuccessfulExpectations1" in text

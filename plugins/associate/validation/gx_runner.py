@@ -105,7 +105,7 @@ def _merged_result(suite, entity: str, parts: list):
             "success_percent": statistics.success_percent,
         },
         meta=meta,
-        batch_id=f"associate:{suite.name}",
+        batch_id=suite.name,
     )
 
 
@@ -275,7 +275,8 @@ class SuiteRunner:
             suite_validation_result=result,
             suite_validation_result_identifier=ValidationResultIdentifier(
                 expectation_suite_identifier=suite_id, run_id=result.meta["run_id"],
-                batch_identifier=f"associate:{suite.name}",
+                # The page's file name: no ':' (a URL segment, a file on any object store).
+                batch_identifier=suite.name,
             ),
             expectation_suite_identifier=suite_id,
         )
