@@ -92,9 +92,10 @@ def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
     frame = frame.reset_index(drop=True)
     call = [c for c in ("method", "source", "account_id") if c in frame.columns]
     chunk = assign_chunks(frame, max_chunks).to_numpy()
-    # Arrow's stable multi-key sort: a third of pandas' sort_values on these text columns at 1M rows.
     # One sortable number per (method, source, account_id): cheaper to sort than three texts.
     calls = frame.groupby(call, dropna=False, sort=True).ngroup().to_numpy() if call else np.zeros(len(frame), np.int64)
+    # Arrow's stable multi-key sort: two thirds of the time of pandas' sort_values on the
+    # company and key texts at 1M rows.
     keys = pa.table({
         "chunk": chunk,
         "depth": pa.array(frame["depth"], from_pandas=True),

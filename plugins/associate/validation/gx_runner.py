@@ -168,7 +168,7 @@ def import_gx() -> types.ModuleType:
 
 
 class SuiteRunner:
-    """An ephemeral GX context holding one pandas dataframe asset and one validation definition per suite."""
+    """An ephemeral GX context: each suite runs in column groups through GX's Validator, merged into one result."""
 
     def __init__(self, suites_dir: Path, data_docs_dir: Path | None = None, run_name: str | None = None) -> None:
         gx = import_gx()
