@@ -3,12 +3,13 @@
 Each batch is one ``send_customers`` call: POST (register) or PUT (update), with the
 batch's ``source`` and ``account_id`` as query.
 
-Each batch's outcome is staged as a part as soon as it is answered (a retried task
-resumes after the last one) and, with a warehouse, recorded there in the same breath;
-the chunk's outcome marks the rows recorded (``staged.RECORDED``), which ``write_back``
-then leaves alone. Batches answered while the ones before them were being recorded are
-recorded together, in one transaction (at most ``RECORD_GROUP_BATCHES``): when answers come
-faster than a warehouse takes them, per-transaction costs stop adding up per batch.
+Answered batches are taken in groups, in batch order: a group's outcomes are staged as one
+part (a retried task resumes after the batches it holds) and, with a warehouse, handed to
+``associate.recording``, whose thread records them there while the senders go on; the
+chunk's outcome marks the rows recorded (``staged.RECORDED``), which ``write_back`` then
+leaves alone. A group holds the first batch not yet taken and the ones answered within
+``RECORD_GROUP_SECONDS`` of it, at most ``RECORD_GROUP_BATCHES``: framing and staging
+cost about as much for a hundred rows as for two thousand.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ if TYPE_CHECKING:
 
     from associate.capillary.client import CapillaryClient
     from associate.hook import CapillaryHook
-    from associate.warehouse import BatchRecorder
 
 log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
 
-# At most this many answered batches are recorded in one transaction. A retried task records
-# the last this many parts again: only the last group may lack its recording.
+# At most this many answered batches are staged together (and handed over for recording).
 RECORD_GROUP_BATCHES = 20
+# A group takes the batches answered within this many seconds of its first: with a slow
+# budget each batch is staged (and logged) soon after its answer.
+RECORD_GROUP_SECONDS = 1.0
+# Column of a staged part: the batch each outcome row belongs to.
+PART_BATCH_NO = "batch_no"
 
 
 def write_api_time(client: CapillaryClient | None, run_id: str, name: str) -> dict[str, Any]:
@@ -57,8 +61,40 @@ def write_api_time(client: CapillaryClient | None, run_id: str, name: str) -> di
 
 
 def part_uri(outcome_uri: str, batch_no: int) -> str:
-    """Return where the outcome of one batch is kept until the chunk is done (resume after a retry)."""
+    """Return where the outcomes of a group of batches starting at ``batch_no`` are kept until the chunk is done."""
     return f"{outcome_uri}.parts/batch-{int(batch_no):05d}.parquet"
+
+
+def staged_parts(outcome_uri: str) -> dict[int, pd.DataFrame]:
+    """The outcomes an earlier try of the chunk staged, by batch_no (parts written whole only)."""
+    from airflow.sdk import ObjectStoragePath
+
+    from associate import staging
+
+    folder = ObjectStoragePath(f"{outcome_uri}.parts")
+    if not folder.exists():
+        return {}
+    outcomes: dict[int, pd.DataFrame] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not (path.name.startswith("batch-") and path.name.endswith(".parquet")):
+            continue  # a ``.partial`` file: its writer was killed before the rename
+        part = staging.read_frame(str(path))
+        if PART_BATCH_NO not in part.columns:  # staged when a part held one batch
+            outcomes[int(path.name[len("batch-"):-len(".parquet")])] = part
+            continue
+        for no, rows in part.groupby(PART_BATCH_NO, sort=True):
+            outcomes[int(no)] = rows.drop(columns=PART_BATCH_NO).reset_index(drop=True)
+    return outcomes
+
+
+def _write_part(outcome_uri: str, answered: list[tuple[int, pd.DataFrame, pd.DataFrame]]) -> None:
+    """Stage a group's outcomes as one part, named after its first batch."""
+    import pandas as pd
+
+    from associate import staging
+
+    part = pd.concat([outcome.assign(**{PART_BATCH_NO: no}) for no, _, outcome in answered], ignore_index=True)
+    staging.write_frame(part, part_uri(outcome_uri, answered[0][0]))
 
 
 def send_payload_chunk(
@@ -79,6 +115,7 @@ def send_payload_chunk(
     import pandas as pd
 
     from associate import staging
+    from associate.recording import BACKLOG_BATCHES, RecordingThread
 
     frame = staging.read_frame(payload_uri)
     for column, default in (("method", METHOD_REGISTER), ("source", DEFAULT_SOURCE), ("account_id", None)):
@@ -86,33 +123,33 @@ def send_payload_chunk(
             frame[column] = default
     staged.CHUNK.check(frame, payload_uri)
     batches = [(int(no), group) for no, group in frame.groupby("batch_no", sort=True)]
-    done = {no for no, _ in batches if staging.exists(part_uri(outcome_uri, no))}
+    earlier = staged_parts(outcome_uri)
+    done = {no for no, _ in batches if no in earlier}
     pending = [(no, group) for no, group in batches if no not in done]
     if done:
         log.info("Resuming: %d of %d batches already have an outcome from an earlier try", len(done), len(batches))
 
+    client = hook.get_conn()
+    progress = _Progress(total=len(batches), done=len(done), client=client)
     if warehouse_conn_id and batches:
         from associate.warehouse import BatchRecorder, ensure_output_tables
 
         ensure_output_tables(warehouse_conn_id)
-        # One connection records every batch of the chunk, a transaction each.
-        recording = BatchRecorder(warehouse_conn_id, run_id)
+        # One thread records every group of the chunk, over one connection.
+        recording = RecordingThread(BatchRecorder(warehouse_conn_id, run_id))
     else:
         recording = contextlib.nullcontext()
-    client = hook.get_conn()
-    progress = _Progress(total=len(batches), done=len(done), client=client)
-    outcomes: dict[int, pd.DataFrame] = {no: _recorded_flag(staging.read_frame(part_uri(outcome_uri, no)))
-                                         for no in sorted(done)}
+    outcomes: dict[int, pd.DataFrame] = {no: _recorded_flag(earlier[no]) for no in sorted(done)}
     # Each batch makes frames that outlive a few collections: full ones would visit every
     # object of the task's imports too, ~0.5 s each (associate.heap).
     with heap.frozen(), recording as recorder, ThreadPoolExecutor(max_workers=client.settings.concurrency,
                                                                   thread_name_prefix="capillary") as pool:
         if recorder is not None and done:
-            # A group's parts are written, then recorded, group after group, and a failed
-            # recording stops the task: only the last group of an earlier try may lack its
-            # recording. Recording again replaces rows by key, in batch order: harmless.
-            last = sorted(done)[-RECORD_GROUP_BATCHES:]
-            _record_batches(recorder, [outcomes[no] for no in last])
+            # Parts are staged before they are handed over for recording: only the last
+            # batches of an earlier try may lack their recording. Recording again replaces
+            # rows by key, in batch order: harmless.
+            last = sorted(done)[-(BACKLOG_BATCHES + RECORD_GROUP_BATCHES):]
+            recorder.put([outcomes[no] for no in last])
             for no in last:
                 outcomes[no][staged.RECORDED] = True
         # Customers that failed in this chunk, by identifier: their children are held back.
@@ -125,31 +162,34 @@ def send_payload_chunk(
             for no, group, outcome in answered:
                 outcomes[no] = outcome
                 failed.add(group, outcome)
-                # The part says whether its recording follows (parts come first: a task
-                # killed before the group's transaction resumes after them and records them then).
+                # The part says whether its recording follows (the part comes first: a task
+                # killed before the group's transaction resumes after it and records it then).
                 outcome[staged.RECORDED] = recorder is not None
-                staging.write_frame(outcome, part_uri(outcome_uri, no))
             if recorder is not None:
-                _record_batches(recorder, [outcome for _, _, outcome in answered])
+                recorder.wait_for_room()
+            _write_part(outcome_uri, answered)
+            if recorder is not None:
+                recorder.put([outcome for _, _, outcome in answered])
             for no, _, outcome in answered:
                 progress.batch_done(no, outcome)
 
-        # Batches of one wave need no answer of one another, so they travel side by side as
-        # soon as each is read; their outcomes are taken in batch order, while a group's
-        # worth of batches waits for the senders (who would otherwise idle while a group is
-        # recorded). A batch that needs an answer of its wave (its parent's) waits until the
-        # wave is answered.
+        # Batches of one wave need no answer of one another, so they all travel side by side
+        # (as many at once as the connection's concurrency); their outcomes are taken in
+        # batch order, group by group, while the senders go on. A batch that needs an answer
+        # of its wave (its parent's) waits until the wave is answered.
         waves, in_flight = _WaveSplitter(), deque()
-        for no, group in pending:
-            if waves.starts_wave(group):
-                for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=True):
-                    take(answered)
-            in_flight.append((no, group, pool.submit(_send_batch, client, group, failed.held_back(group))))
-            if sum(not future.done() for _, _, future in in_flight) >= RECORD_GROUP_BATCHES:
-                for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=False):
-                    take(answered)
-        for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, wait=True):
-            take(answered)
+        try:
+            for no, group in pending:
+                if waves.starts_wave(group):
+                    for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, RECORD_GROUP_SECONDS):
+                        take(answered)
+                in_flight.append((no, group, pool.submit(_send_batch, client, group, failed.held_back(group))))
+            for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, RECORD_GROUP_SECONDS):
+                take(answered)
+        except BaseException:
+            # The wave's batches are all queued: a failure no retry fixes sends none of the rest.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
     parts = [outcomes[no] for no, _ in batches]
     combined = (pd.concat(parts, ignore_index=True) if parts
@@ -169,30 +209,29 @@ def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:
     return part
 
 
-def _answered_groups(in_flight: deque, most: int, *, wait: bool):
-    """Take answered batches off the front of ``in_flight`` in batch order, as lists of (batch_no, group, outcome).
+def _answered_groups(in_flight: deque, most: int, linger: float):
+    """Take every batch off ``in_flight`` in batch order, as lists of (batch_no, group, outcome).
 
-    A list holds at most ``most``: the first batch (waited for with ``wait``, else only if
-    answered) and the answered ones after it. With ``wait`` it goes on until nothing is
-    in flight; without, it stops at the first batch not yet answered.
+    A list holds the first batch left (waited for) and the batches after it answered within
+    ``linger`` seconds of it, at most ``most``. A failed send raises when it is taken, after
+    the answers before it.
     """
-    while in_flight and (wait or in_flight[0][2].done()):
-        answered = []
+    from concurrent.futures import wait
+
+    while in_flight:
+        answered: list[tuple[int, Any, Any]] = []
+        deadline = 0.0
         while in_flight and len(answered) < most:
             no, group, future = in_flight[0]
-            if answered and (not future.done() or future.exception() is not None):
-                break  # a failed send raises when it is taken, after the answers before it
+            if answered:
+                wait([future], timeout=max(0.0, deadline - time.monotonic()))
+                if not future.done() or future.exception() is not None:
+                    break
             answered.append((no, group, future.result()))
             in_flight.popleft()
+            if len(answered) == 1:
+                deadline = time.monotonic() + linger
         yield answered
-
-
-def _record_batches(recorder: BatchRecorder, outcomes: list[pd.DataFrame]) -> None:
-    """Write answered batches' results, warnings and sync state to the warehouse (one transaction)."""
-    from associate.reconcile import records_from_outcomes
-
-    results, warnings, state = records_from_outcomes(outcomes, recorder.run_id)
-    recorder.record(results=results, warnings=warnings, state=state)
 
 
 class _Progress:

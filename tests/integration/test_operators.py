@@ -151,6 +151,25 @@ def test_a_retried_task_skips_batches_already_recorded(hook, sandbox, company, t
     assert first.loc["admin", "synced_at"] == second.loc["admin", "synced_at"]  # not re-sent
 
 
+def test_batches_answered_together_are_one_part_that_a_retried_task_resumes_from(hook, sandbox, company, tmp_path,
+                                                                                  monkeypatch):
+    from associate import sending
+
+    monkeypatch.setattr(sending, "RECORD_GROUP_SECONDS", 60.0)  # however slow the machine, one group
+    payload_uri = write_chunk(tmp_path, [(no, f"admin-{no}", element(role="FA", company=company)) for no in range(3)])
+    outcome_uri = "file://" + str(tmp_path / "outcomes" / "chunk-000.parquet")
+    first = run_operator(payload_uri, outcome_uri)
+    parts = ObjectStoragePath(outcome_uri + ".parts")
+    assert sorted(p.name for p in parts.iterdir()) == ["batch-00000.parquet"]
+    # The task died after the group's part was staged (and a later part's writer mid-file).
+    ObjectStoragePath(outcome_uri).unlink()
+    (parts / "batch-00003.parquet.partial").write_bytes(b"PAR1")
+    before = sum(sandbox.stats()["requests"]["POST /v2/customers/bulk"].values())
+    second = run_operator(payload_uri, outcome_uri)
+    assert sum(sandbox.stats()["requests"]["POST /v2/customers/bulk"].values()) == before  # nothing sent again
+    pd.testing.assert_frame_equal(first, second)
+
+
 def test_children_of_a_parent_that_failed_are_held_back_not_sent(hook, sandbox, company, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     admin = element(role="FA", company=company)

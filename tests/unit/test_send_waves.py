@@ -49,8 +49,8 @@ def test_two_batches_never_race_to_register_the_same_customer():
     assert waves([element("a")], [element("b")], [element("a")]) == [[0, 1], [2]]
 
 
-def answered(futures, most, wait=True):
-    return [[no for no, _, _ in group] for group in _answered_groups(deque(futures), most, wait=wait)]
+def answered(futures, most, linger=0.0):
+    return [[no for no, _, _ in group] for group in _answered_groups(deque(futures), most, linger)]
 
 
 def done(no, value="ok"):
@@ -64,29 +64,30 @@ def done(no, value="ok"):
 def test_batches_answered_ahead_are_taken_together_up_to_a_limit():
     # Every answer is in: groups of at most three, in batch order.
     assert answered([done(n) for n in range(7)], 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert answered([], 3) == []
 
 
-def test_a_group_stops_at_a_batch_still_in_flight():
+def test_a_group_stops_at_a_batch_not_answered_within_the_linger():
     from concurrent.futures import Future
 
     later = Future()
     in_flight = deque([done(0), done(1), (2, None, later), done(3)])
-    # Batch 2 is not answered when batches 0 and 1 are taken: it starts the next group.
-    groups = _answered_groups(in_flight, 10, wait=True)
+    # Batch 2 is not answered within the linger after batch 0: it starts the next group.
+    groups = _answered_groups(in_flight, 10, 0.05)
     assert [no for no, _, _ in next(groups)] == [0, 1]
     later.set_result("late")
     assert [no for no, _, _ in next(groups)] == [2, 3]
     assert not in_flight
 
 
-def test_without_waiting_only_the_answered_front_is_taken():
+def test_a_group_waits_for_answers_that_come_within_the_linger():
+    import threading
     from concurrent.futures import Future
 
     later = Future()
-    in_flight = deque([done(0), (1, None, later), done(2)])
-    assert [[no for no, _, _ in g] for g in _answered_groups(in_flight, 10, wait=False)] == [[0]]
-    assert [no for no, _, _ in in_flight] == [1, 2]  # still in flight, in order
-    assert answered([], 10, wait=False) == []
+    threading.Timer(0.05, later.set_result, ("soon",)).start()
+    # Answered 50 ms after batch 0, within its 10 s linger: one group, taken when it is in.
+    assert answered([done(0), (1, None, later), done(2)], 10, linger=10.0) == [[0, 1, 2]]
 
 
 def test_a_failed_send_raises_after_the_answers_before_it_are_taken():
@@ -94,7 +95,7 @@ def test_a_failed_send_raises_after_the_answers_before_it_are_taken():
 
     broken = Future()
     broken.set_exception(RuntimeError("no retry can fix this"))
-    groups = _answered_groups(deque([done(0), done(1), (2, None, broken), done(3)]), 10, wait=True)
+    groups = _answered_groups(deque([done(0), done(1), (2, None, broken), done(3)]), 10, 10.0)
     assert [no for no, _, _ in next(groups)] == [0, 1]
     with pytest.raises(RuntimeError, match="no retry can fix this"):
         next(groups)
@@ -107,3 +108,21 @@ def test_a_batch_is_one_call_and_a_batch_mixing_calls_is_refused():
     assert batch_call(batch.drop(columns=["method", "source"])) == (False, "INSTORE", None)
     with pytest.raises(ValueError, match=r"batch 4 mixes account_id values \['a1', 'a2'\]"):
         batch_call(batch.assign(account_id=["a1", "a2"]))
+
+
+def test_a_retry_finds_each_batch_in_the_parts_an_earlier_try_staged(tmp_path):
+    from associate import staging
+    from associate.sending import part_uri, staged_parts
+
+    outcome_uri = "file://" + str(tmp_path / "outcomes" / "chunk-0000.parquet")
+    assert staged_parts(outcome_uri) == {}  # a first try: nothing staged
+    # A group of batches 5 and 6; a part of an older version (one batch, no batch_no column);
+    # a writer killed mid-file.
+    staging.write_frame(pd.DataFrame({"entity_key": ["a", "b", "c"], "batch_no": [5, 5, 6]}), part_uri(outcome_uri, 5))
+    staging.write_frame(pd.DataFrame({"entity_key": ["z"]}), part_uri(outcome_uri, 4))
+    (tmp_path / "outcomes" / "chunk-0000.parquet.parts" / "batch-00007.parquet.partial").write_bytes(b"PAR1")
+
+    parts = staged_parts(outcome_uri)
+    assert sorted(parts) == [4, 5, 6]
+    assert {no: list(frame["entity_key"]) for no, frame in parts.items()} == {4: ["z"], 5: ["a", "b"], 6: ["c"]}
+    assert "batch_no" not in parts[5].columns
