@@ -37,7 +37,8 @@ def combine_outcomes(outcomes: Outcomes) -> pd.DataFrame:
             frame[column] = None
     frame["entity_key"] = frame["entity_key"].astype(str)
     frame["synced_at"] = pd.to_datetime(frame["synced_at"], utc=True)
-    if not frame.duplicated(["entity", "entity_key"]).any():
+    # Keys alone first: one text column hashes in a third of the time of the pair.
+    if not frame["entity_key"].duplicated().any() or not frame.duplicated(["entity", "entity_key"]).any():
         return frame  # one row per key already (answered batches): nothing to choose
     frame["_own"] = frame["payload_hash"].notna()
     frame = frame.sort_values(["_own", "synced_at"], kind="stable", na_position="first")

@@ -115,7 +115,9 @@ class RunSummary:
         moved = failed[failed["error_code"].isin(ASSOCIATION_CODES) & failed["payload_hash"].isna()]
         summary.association_blocked_by_code = _by_code(moved["error_code"])
         codes: Counter[str] = Counter()
-        for text in customers["warnings"].dropna():
+        texts = customers["warnings"].dropna()
+        # Most customers have none: a million "[]" were a million json.loads (1.5 s).
+        for text in texts[texts.astype(str) != "[]"]:
             for warning in json.loads(text) if isinstance(text, str) else text:
                 codes[str(warning.get("code", NO_CODE))] += 1
         summary.warnings_by_code = dict(sorted(codes.items()))

@@ -87,14 +87,25 @@ def staged_parts(outcome_uri: str) -> dict[int, pd.DataFrame]:
     return outcomes
 
 
-def _write_part(outcome_uri: str, answered: list[tuple[int, pd.DataFrame, pd.DataFrame]]) -> None:
-    """Stage a group's outcomes as one part, named after its first batch."""
+def _stage_part(outcome_uri: str, answered: list[tuple[int, pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """Stage a group's outcomes as one part, named after its first batch; return the part."""
     import pandas as pd
 
     from associate import staging
 
     part = pd.concat([outcome.assign(**{PART_BATCH_NO: no}) for no, _, outcome in answered], ignore_index=True)
     staging.write_frame(part, part_uri(outcome_uri, answered[0][0]))
+    return part
+
+
+def _chunk_outcome(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The chunk's outcome rows, in batch order, from parts with a ``batch_no`` column."""
+    import pandas as pd
+
+    if not parts:
+        return staged.typed_outcomes(staged.OUTCOMES.empty().assign(**{staged.RECORDED: pd.Series([], dtype=bool)}))
+    combined = pd.concat(parts, ignore_index=True).sort_values(PART_BATCH_NO, kind="stable", ignore_index=True)
+    return staged.typed_outcomes(combined.drop(columns=PART_BATCH_NO))
 
 
 def send_payload_chunk(
@@ -139,7 +150,10 @@ def send_payload_chunk(
         recording = RecordingThread(BatchRecorder(warehouse_conn_id, run_id))
     else:
         recording = contextlib.nullcontext()
-    outcomes: dict[int, pd.DataFrame] = {no: _recorded_flag(earlier[no]) for no in sorted(done)}
+    outcomes = {no: _recorded_flag(earlier[no]) for no in sorted(done)}  # of an earlier try's batches
+    # The chunk's outcome is built from whole groups: concatenating a thousand batch frames
+    # at the end took 0.6 s a chunk of 120,000 customers.
+    parts: list[pd.DataFrame] = []
     # Each batch makes frames that outlive a few collections: full ones would visit every
     # object of the task's imports too, ~0.5 s each (associate.heap).
     with heap.frozen(), recording as recorder, ThreadPoolExecutor(max_workers=client.settings.concurrency,
@@ -160,14 +174,13 @@ def send_payload_chunk(
 
         def take(answered: list[tuple[int, pd.DataFrame, pd.DataFrame]]) -> None:
             for no, group, outcome in answered:
-                outcomes[no] = outcome
                 failed.add(group, outcome)
                 # The part says whether its recording follows (the part comes first: a task
                 # killed before the group's transaction resumes after it and records it then).
                 outcome[staged.RECORDED] = recorder is not None
             if recorder is not None:
                 recorder.wait_for_room()
-            _write_part(outcome_uri, answered)
+            parts.append(_stage_part(outcome_uri, answered))
             if recorder is not None:
                 recorder.put([outcome for _, _, outcome in answered])
             for no, _, outcome in answered:
@@ -191,10 +204,9 @@ def send_payload_chunk(
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
-    parts = [outcomes[no] for no, _ in batches]
-    combined = (pd.concat(parts, ignore_index=True) if parts
-                else staged.OUTCOMES.empty().assign(**{staged.RECORDED: pd.Series([], dtype=bool)}))
-    uri = staging.write_frame(staged.typed_outcomes(combined), outcome_uri)
+    parts += [outcome.assign(**{PART_BATCH_NO: no}) for no, outcome in outcomes.items()]
+    combined = _chunk_outcome(parts)
+    uri = staging.write_frame(combined, outcome_uri)
     if timing_name:
         write_api_time(client, run_id, timing_name)
     log.info("Chunk done: %d customers (%s); outcome %s", len(combined), staged.format_counts(combined["status"]), uri)

@@ -94,3 +94,16 @@ def test_held_back_outcomes_carry_their_code():
     results, _ = reconcile.results_from_outcomes(held, "run-1")
     assert results.loc[0, "error_code"] == 1627 and results.loc[0, "status"] == "failed"
     assert results.loc[0, "error_message"].startswith("role change FC -> FA")
+
+
+def test_one_outcome_per_entity_and_key_the_sent_row_over_the_held_back_one():
+    held = outcome("a", "failed", message="not sent: parent p failed in this run", hash_=None, attempts=0,
+                   at="2026-01-01T00:09:00Z")
+    sent = outcome("a", "success", 101)
+    company = outcome("a", "success", 7, entity="company")  # a company with the same key is another entity
+    combined = reconcile.combine_outcomes([frame([held, company]), frame([sent])]).set_index(["entity", "entity_key"])
+    assert len(combined) == 2
+    assert combined.loc[("customer", "a"), "status"] == "success"
+    assert combined.loc[("company", "a"), "capillary_id"] == 7
+    # Keys shared across entities only: every row is kept as it is.
+    assert len(reconcile.combine_outcomes(frame([sent, company]))) == 2
