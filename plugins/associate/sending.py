@@ -123,8 +123,6 @@ def send_payload_chunk(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import pandas as pd
-
     from associate import staging
     from associate.recording import BACKLOG_BATCHES, RecordingThread
 
