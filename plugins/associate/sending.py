@@ -156,19 +156,20 @@ def send_payload_chunk(
     # object of the task's imports too, ~0.5 s each (associate.heap).
     with heap.frozen(), recording as recorder, ThreadPoolExecutor(max_workers=client.settings.concurrency,
                                                                   thread_name_prefix="capillary") as pool:
-        if recorder is not None and done:
-            # Parts are staged before they are handed over for recording: only the last
-            # batches of an earlier try may lack their recording. Recording again replaces
-            # rows by key, in batch order: harmless.
-            last = sorted(done)[-(BACKLOG_BATCHES + RECORD_GROUP_BATCHES):]
-            recorder.put([outcomes[no] for no in last])
-            for no in last:
-                outcomes[no][staged.RECORDED] = True
         # Customers that failed in this chunk, by identifier: their children are held back.
         failed = _FailedParents()
         for no, group in batches:
             if no in done:
                 failed.add(group, outcomes[no])
+
+        if recorder is not None and done:
+            # Parts are staged before they are handed over for recording: only the last
+            # batches of an earlier try may lack their recording. Recording again replaces
+            # rows by key, in batch order: harmless.
+            last = sorted(done)[-(BACKLOG_BATCHES + RECORD_GROUP_BATCHES):]
+            for no in last:  # before the hand-over: the recording thread reads these frames
+                outcomes[no][staged.RECORDED] = True
+            recorder.put([outcomes[no] for no in last])
 
         def take(answered: list[tuple[int, pd.DataFrame, pd.DataFrame]]) -> None:
             for no, group, outcome in answered:
@@ -179,10 +180,11 @@ def send_payload_chunk(
             if recorder is not None:
                 recorder.wait_for_room()
             parts.append(_stage_part(outcome_uri, answered))
-            if recorder is not None:
-                recorder.put([outcome for _, _, outcome in answered])
             for no, _, outcome in answered:
                 progress.batch_done(no, outcome)
+            if recorder is not None:
+                # Last: from here on the recording thread reads these frames.
+                recorder.put([outcome for _, _, outcome in answered])
 
         # Batches of one wave need no answer of one another, so they all travel side by side
         # (as many at once as the connection's concurrency); their outcomes are taken in
