@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from associate import heap, json_codec, staged
@@ -126,21 +127,15 @@ def send_payload_chunk(
     from associate import staging
     from associate.recording import BACKLOG_BATCHES, RecordingThread
 
-    frame = staging.read_frame(payload_uri)
-    for column, default in (("method", METHOD_REGISTER), ("source", DEFAULT_SOURCE), ("account_id", None)):
-        if column not in frame.columns:  # staged by an earlier version (or bench): registered, as then
-            frame[column] = default
-    staged.CHUNK.check(frame, payload_uri)
-    batches = [(int(no), group) for no, group in frame.groupby("batch_no", sort=True)]
+    batch_nos, batches = chunk_batches(payload_uri)
     earlier = staged_parts(outcome_uri)
-    done = {no for no, _ in batches if no in earlier}
-    pending = [(no, group) for no, group in batches if no not in done]
+    done = {no for no in batch_nos if no in earlier}
     if done:
-        log.info("Resuming: %d of %d batches already have an outcome from an earlier try", len(done), len(batches))
+        log.info("Resuming: %d of %d batches already have an outcome from an earlier try", len(done), len(batch_nos))
 
     client = hook.get_conn()
-    progress = _Progress(total=len(batches), done=len(done), client=client)
-    if warehouse_conn_id and batches:
+    progress = _Progress(total=len(batch_nos), done=len(done), client=client)
+    if warehouse_conn_id and batch_nos:
         from associate.warehouse import BatchRecorder, ensure_output_tables
 
         ensure_output_tables(warehouse_conn_id)
@@ -158,9 +153,6 @@ def send_payload_chunk(
                                                                   thread_name_prefix="capillary") as pool:
         # Customers that failed in this chunk, by identifier: their children are held back.
         failed = _FailedParents()
-        for no, group in batches:
-            if no in done:
-                failed.add(group, outcomes[no])
 
         if recorder is not None and done:
             # Parts are staged before they are handed over for recording: only the last
@@ -192,7 +184,10 @@ def send_payload_chunk(
         # of its wave (its parent's) waits until the wave is answered.
         waves, in_flight = _WaveSplitter(), deque()
         try:
-            for no, group in pending:
+            for no, group in batches:
+                if no in done:  # an earlier try's: its failures still hold children back
+                    failed.add(group, outcomes[no])
+                    continue
                 if waves.starts_wave(group):
                     for answered in _answered_groups(in_flight, RECORD_GROUP_BATCHES, RECORD_GROUP_SECONDS):
                         take(answered)
@@ -211,6 +206,52 @@ def send_payload_chunk(
         write_api_time(client, run_id, timing_name)
     log.info("Chunk done: %d customers (%s); outcome %s", len(combined), staged.format_counts(combined["status"]), uri)
     return uri
+
+
+def chunk_batches(payload_uri: str) -> tuple[list[int], Iterator[tuple[int, pd.DataFrame]]]:
+    """The batch numbers of a staged chunk, and its batches in batch order, read as they are needed.
+
+    Rows in batch order (as ``payload.write_chunks_from`` stages them) are read a row group
+    at a time, so the first batches go out before the rest of the chunk is read; other
+    files are read whole and grouped.
+    """
+    import numpy as np
+
+    from associate import staging
+
+    numbers = staging.read_columns(payload_uri, ["batch_no"])["batch_no"].to_numpy()
+    in_order = bool((numbers[1:] >= numbers[:-1]).all())
+
+    def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+        for column, default in (("method", METHOD_REGISTER), ("source", DEFAULT_SOURCE), ("account_id", None)):
+            if column not in frame.columns:  # staged by an earlier version (or bench): registered, as then
+                frame[column] = default
+        staged.CHUNK.check(frame, payload_uri)
+        return frame
+
+    def batches() -> Iterator[tuple[int, pd.DataFrame]]:
+        import pandas as pd
+
+        if not in_order:
+            frame = with_defaults(staging.read_frame(payload_uri))
+            yield from ((int(no), group) for no, group in frame.groupby("batch_no", sort=True))
+            return
+        carry = None  # the last batch of a row group may go on in the next
+        for frame in staging.iter_frames(payload_uri):
+            frame = with_defaults(frame)
+            if carry is not None:
+                frame = pd.concat([carry, frame], ignore_index=True)
+            if not len(frame):
+                continue
+            nos = frame["batch_no"].to_numpy()
+            starts = np.flatnonzero(np.r_[True, nos[1:] != nos[:-1]])
+            for start, end in zip(starts[:-1], starts[1:]):
+                yield int(nos[start]), frame.iloc[start:end]
+            carry = frame.iloc[starts[-1]:]
+        if carry is not None and len(carry):
+            yield int(carry["batch_no"].iloc[0]), carry
+
+    return sorted(set(numbers.tolist())), batches()
 
 
 def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:

@@ -173,7 +173,13 @@ def iter_tables(uri: ObjectStoragePath | str):
             yield parquet.read_row_group(group)
 
 
-def write_table(table, path: ObjectStoragePath | str) -> str:
+def iter_frames(uri: ObjectStoragePath | str):
+    """A staged file as frames (as ``read_frame`` makes them), one per row group: work starts on the first."""
+    for table in iter_tables(uri):
+        yield table.to_pandas()
+
+
+def write_table(table, path: ObjectStoragePath | str, row_group_size: int | None = None) -> str:
     """Write an Arrow table as Parquet (atomically, as ``write_frame``) and return its URI."""
     import pyarrow.parquet as pq
     from airflow.sdk import ObjectStoragePath
@@ -182,7 +188,8 @@ def write_table(table, path: ObjectStoragePath | str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.parent / (path.name + ".partial")
     with partial.open("wb") as handle:
-        pq.write_table(table, handle, use_dictionary=_dictionary_columns(table.column_names))
+        pq.write_table(table, handle, row_group_size=row_group_size,
+                       use_dictionary=_dictionary_columns(table.column_names))
     partial.rename(path)
     return str(path)
 

@@ -126,3 +126,40 @@ def test_a_retry_finds_each_batch_in_the_parts_an_earlier_try_staged(tmp_path):
     assert sorted(parts) == [4, 5, 6]
     assert {no: list(frame["entity_key"]) for no, frame in parts.items()} == {4: ["z"], 5: ["a", "b"], 6: ["c"]}
     assert "batch_no" not in parts[5].columns
+
+
+def chunk_table(batch_nos: list[int]):
+    import pyarrow as pa
+
+    return pa.table({"batch_no": pa.array(batch_nos, type=pa.int64()),
+                     "entity_key": [f"k{i}" for i in range(len(batch_nos))],
+                     "payload": ["{}"] * len(batch_nos), "payload_hash": ["h"] * len(batch_nos),
+                     "method": ["POST"] * len(batch_nos), "source": ["INSTORE"] * len(batch_nos),
+                     "account_id": pa.array([None] * len(batch_nos), type=pa.string())})
+
+
+def test_a_chunk_is_read_a_row_group_at_a_time_and_a_batch_spans_row_groups(tmp_path):
+    from associate import staging
+    from associate.sending import chunk_batches
+
+    # Row groups of 3 rows: batch 1 starts in the first and ends in the third.
+    uri = staging.write_table(chunk_table([0, 0, 1, 1, 1, 1, 1, 2]), "file://" + str(tmp_path / "chunk.parquet"),
+                              row_group_size=3)
+    batch_nos, batches = chunk_batches(uri)
+    assert batch_nos == [0, 1, 2]
+    first = next(batches)  # before the rest of the chunk is read
+    assert first[0] == 0 and list(first[1]["entity_key"]) == ["k0", "k1"]
+    assert [(no, list(group["entity_key"])) for no, group in batches] == [
+        (1, ["k2", "k3", "k4", "k5", "k6"]), (2, ["k7"])]
+
+
+def test_a_chunk_out_of_batch_order_is_grouped_whole(tmp_path):
+    from associate import staging
+    from associate.sending import chunk_batches
+
+    uri = staging.write_table(chunk_table([1, 0, 1]).drop_columns(["method", "source", "account_id"]),
+                              "file://" + str(tmp_path / "chunk.parquet"), row_group_size=1)
+    batch_nos, batches = chunk_batches(uri)
+    found = [(no, list(group["entity_key"]), set(group["method"])) for no, group in batches]
+    # An older chunk without the call columns is registered, as it was then.
+    assert batch_nos == [0, 1] and found == [(0, ["k1"], {"POST"}), (1, ["k0", "k2"], {"POST"})]
