@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,17 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from associate.hook import CapillaryHook
+    from associate.recording import RecordingThread
 
 log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
+
+# Answered companies are framed (and handed over for recording) in groups of at most this
+# many, or of those answered within RECORD_GROUP_SECONDS of the last group.
+RECORD_GROUP_COMPANIES = 1000
+RECORD_GROUP_SECONDS = 1.0
+# ``action`` of a company an earlier try of the run was answered for (recorded then, not sent again).
+ACTION_EARLIER_TRY = "answered in an earlier try"
 
 
 def company_request(row: Any) -> dict[str, Any]:
@@ -50,40 +59,97 @@ def company_request_hash(request: dict[str, Any] | None) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def company_requests(companies: pd.DataFrame) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each company row's request by external id (a key's last row), and why the rest could not be built."""
+    requests: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for row in companies.to_dict("records"):
+        key = str(row.get("company_external_id"))
+        try:
+            requests[key] = company_request(row)
+            errors.pop(key, None)
+        except ValueError as exc:
+            errors[key] = str(exc)
+            requests.pop(key, None)
+    return requests, errors
+
+
 def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFrame,
                                 known_ids: Mapping[str, int | None] | None = None) -> pd.DataFrame:
     """Ensure every company of a (validated) companies frame exists; return company outcome rows.
 
     ``known_ids`` ({external id: Capillary id}) names the companies the sync state says were created.
     """
+    if companies.empty:
+        return staged.COMPANY_OUTCOMES.empty()
+    return ensure_company_requests(hook, *company_requests(companies), known_ids)
+
+
+def ensure_company_requests(hook: CapillaryHook | None, requests: Mapping[str, dict[str, Any]],
+                            errors: Mapping[str, str], known_ids: Mapping[str, int | None] | None = None, *,
+                            recorder: RecordingThread | None = None) -> pd.DataFrame:
+    """Send company requests (by external id; ``errors``: those not built, and why); return outcome rows.
+
+    With a ``recorder``, outcomes are handed over for recording as they are answered, in
+    groups (marked ``staged.RECORDED``): a task killed midway keeps what it was answered.
+    Rows come in the order of ``errors``, then ``requests``.
+    """
+    import numpy as np
     import pandas as pd
 
     from associate.capillary.outcomes import FAILED, CompanyOutcome
 
-    if companies.empty:
+    if not requests and not errors:
         return staged.COMPANY_OUTCOMES.empty()
-    if hook is None:
+    if hook is None and requests:
         raise ValueError("a hook is needed to ensure companies")
     now = pd.Timestamp.now(tz="UTC")
-    requests_by_key: dict[str, dict[str, Any]] = {}
-    outcomes: list[tuple[CompanyOutcome, str | None]] = []
-    for row in companies.to_dict("records"):
-        key = str(row.get("company_external_id"))
-        try:
-            requests_by_key[key] = company_request(row)
-        except ValueError as exc:
-            outcomes.append((CompanyOutcome(key, FAILED, error_message=f"company not sent: {exc}"), None))
-    for outcome in hook.get_conn().ensure_companies(requests_by_key.values(), known_ids=known_ids):
-        outcomes.append((outcome, company_request_hash(requests_by_key.get(outcome.external_id))))
+    groups: list[pd.DataFrame] = []
+    waiting: list[CompanyOutcome] = []
+    flushed_at = time.monotonic()
+
+    def flush() -> None:
+        nonlocal flushed_at
+        flushed_at = time.monotonic()
+        if not waiting:
+            return
+        frame = _outcome_rows(waiting, requests, now)
+        waiting.clear()
+        if recorder is not None:
+            frame[staged.RECORDED] = True
+            recorder.put([frame])  # from here on the recording thread reads the frame
+        groups.append(frame)
+
+    def answered(outcome: CompanyOutcome) -> None:
+        waiting.append(outcome)
+        if len(waiting) >= RECORD_GROUP_COMPANIES or time.monotonic() - flushed_at >= RECORD_GROUP_SECONDS:
+            flush()
+
+    for key, reason in errors.items():
+        waiting.append(CompanyOutcome(key, FAILED, error_message=f"company not sent: {reason}"))
+    flush()
+    if requests:
+        hook.get_conn().ensure_companies(requests.values(), known_ids=known_ids, answered=answered)
+    flush()
+    frame = pd.concat(groups, ignore_index=True)
+    order = {key: n for n, key in enumerate([*errors, *requests])}
+    frame = frame.iloc[np.argsort(frame["entity_key"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
+    log.info("Companies: %s", staged.format_counts(frame["action"]))
+    return frame
+
+
+def _outcome_rows(outcomes: list, requests: Mapping[str, dict[str, Any]], now: Any) -> pd.DataFrame:
+    """Company outcome rows (with ``action``, a column the outcome format allows) of some outcomes."""
+    import pandas as pd
+
     frame = staged.outcome_frame(
         staged.outcome_record(
             ENTITY_COMPANY, outcome.external_id, outcome.status, capillary_id=outcome.company_id,
             error_code=outcome.error_code, error_message=outcome.error_message, attempts=outcome.attempts,
-            synced_at=now, payload_hash=payload_hash, warnings=outcome.warnings,
+            synced_at=now, warnings=outcome.warnings,
+            payload_hash=(company_request_hash(requests[outcome.external_id])
+                          if outcome.external_id in requests else None),
         )
-        for outcome, payload_hash in outcomes
+        for outcome in outcomes
     )
-    actions = [outcome.action for outcome, _ in outcomes]
-    log.info("Companies: %s", staged.format_counts(actions))
-    # ``action`` is a column the outcome format allows beyond its own.
-    return frame.assign(action=pd.Series(actions, dtype="object"))
+    return frame.assign(action=pd.Series([outcome.action for outcome in outcomes], dtype="object"))

@@ -193,57 +193,87 @@ def validate(
 def ensure_companies(
     *, validated: dict[str, Any], warehouse_conn_id: str, capillary_conn_id: str, run_id: str, dry_run: bool
 ) -> str:
-    """Make sure every new or changed fleet company exists in Capillary; stage one outcome per company sent."""
+    """Make sure every new or changed fleet company exists in Capillary; stage one outcome per company sent.
+
+    A real run records each company's result and sync state as it is answered; a retry
+    sends only what its earlier tries were not answered (their outcomes are carried over).
+    """
+    from contextlib import nullcontext
+
+    import pandas as pd
+
     from associate import heap, staging, warehouse
-    from associate.company_requests import ensure_companies_from_frame
+    from associate.company_requests import company_request_hash, company_requests, ensure_company_requests
     from associate.hook import CapillaryHook
+    from associate.recording import RecordingThread
     from associate.sending import write_api_time
     from associate.tables import STATUS_FAILED
 
     companies = staging.read_frame(validated["companies"])
+    keys = companies["company_external_id"].astype(str).tolist()
+    requests, errors = company_requests(companies)
     # Like customers, a company is only checked when its request changed since its last
     # successful send: thousands of companies would otherwise cost thousands of GETs a run.
-    state = warehouse.read_sync_state(
-        warehouse_conn_id, ENTITY_COMPANY, keys=companies["company_external_id"].astype(str).tolist()
-    )
+    state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_COMPANY, keys=keys)
     sent = state.loc[state["last_status"] != STATUS_FAILED]
     last_hash = dict(zip(sent["entity_key"], sent["payload_hash"]))
-    changed = [
-        last_hash.get(str(row["company_external_id"])) != _company_hash(row)
-        for row in companies.to_dict("records")
-    ]
-    companies = companies.loc[changed]
+    unchanged = {key for key, request in requests.items() if last_hash.get(key) == company_request_hash(request)}
+    requests = {key: request for key, request in requests.items() if key not in unchanged}
     # A company the state holds a Capillary id for was created: it is updated (PUT), the
     # others created (POST); one call each, a GET only when an answer is ambiguous.
     known = state.loc[state["capillary_id"].notna()]
     known_ids = {str(key): int(capillary_id) for key, capillary_id in zip(known["entity_key"], known["capillary_id"])}
-    log.info("Companies: %d new or changed (%d to create, %d to update), %d unchanged", len(companies),
-             sum(str(key) not in known_ids for key in companies["company_external_id"]),
-             sum(str(key) in known_ids for key in companies["company_external_id"]), len(changed) - len(companies))
+    log.info("Companies: %d new or changed (%d to create, %d to update, %d that cannot be sent), %d unchanged",
+             len(requests) + len(errors), sum(key not in known_ids for key in requests),
+             sum(key in known_ids for key in requests), len(errors), len(unchanged))
     uri = staging.run_path(run_id, "outcomes", "companies.parquet")
     if dry_run:
-        log.info("Dry run: %d companies would be checked and created or updated", len(companies))
-        companies = companies.iloc[0:0]
-    hook = CapillaryHook(capillary_conn_id=capillary_conn_id) if len(companies) else None
+        log.info("Dry run: %d companies would be checked and created or updated", len(requests) + len(errors))
+        requests, errors = {}, {}
+    hook = CapillaryHook(capillary_conn_id=capillary_conn_id) if requests else None
+    if requests or errors:
+        warehouse.ensure_output_tables(warehouse_conn_id)
+        recording = RecordingThread(warehouse.BatchRecorder(warehouse_conn_id, run_id))
+    else:
+        recording = nullcontext()
     try:
-        with heap.frozen():  # answers make objects company by company (associate.heap)
-            written = staging.write_frame(ensure_companies_from_frame(hook, companies, known_ids), uri)
+        # Answers make objects company by company (associate.heap).
+        with heap.frozen(), recording as recorder:
+            outcomes = ensure_company_requests(hook, requests, errors, known_ids, recorder=recorder)
         if not dry_run:
+            earlier = _earlier_try_outcomes(sent, unchanged, run_id)
+            if len(earlier):
+                log.info("%d companies were answered in an earlier try of this run: their outcomes are kept",
+                         len(earlier))
+                outcomes = pd.concat([earlier, outcomes], ignore_index=True)
             write_api_time(hook.get_conn() if hook is not None else None, run_id, "ensure_companies")
-        return written
+        return staging.write_frame(outcomes, uri)
     finally:
         if hook is not None:
             hook.close()
 
 
-def _company_hash(row: dict[str, Any]) -> str | None:
-    """Hash of a company row's request; None when it cannot be built (it is then always sent, and fails with the reason)."""
-    from associate.company_requests import company_request, company_request_hash
+def _earlier_try_outcomes(sent, unchanged: set[str], run_id: str):
+    """Outcome rows (recorded) of the unchanged companies an earlier try of this run was answered for.
 
-    try:
-        return company_request_hash(company_request(row))
-    except ValueError:
-        return None
+    Their results are in the warehouse already; without a row here ``write_back`` would
+    take them for leftovers of another input and drop them.
+    """
+    import pandas as pd
+
+    from associate import staged
+    from associate.company_requests import ACTION_EARLIER_TRY
+
+    rows = sent.loc[sent["entity_key"].astype(str).isin(unchanged) & sent["last_run_id"].astype(str).eq(run_id)]
+    frame = staged.outcome_frame(
+        staged.outcome_record(ENTITY_COMPANY, key, status, capillary_id=capillary_id, synced_at=synced_at,
+                              payload_hash=payload_hash)
+        for key, status, capillary_id, synced_at, payload_hash in zip(
+            rows["entity_key"], rows["last_status"], rows["capillary_id"], rows["last_synced_at"],
+            rows["payload_hash"])
+    )
+    return frame.assign(action=pd.Series([ACTION_EARLIER_TRY] * len(frame), dtype="object"),
+                        **{staged.RECORDED: True})
 
 
 def detect_changes(
@@ -407,10 +437,11 @@ def write_back(
 ) -> dict[str, Any]:
     """Write the outcomes and warnings no ``post`` batch recorded to the warehouse, and their sync state.
 
-    ``post`` records each batch as it is answered (``staged.RECORDED`` marks those rows);
-    what is left is company outcomes, held-back customers and customers whose batch was
-    not recorded (no warehouse connection on ``post``). Rows are replaced by key, so a
-    retry writes the same rows again and the run keeps one result per entity.
+    ``ensure_companies`` and ``post`` record outcomes as they are answered
+    (``staged.RECORDED`` marks those rows); what is left is held-back customers and
+    customers whose batch was not recorded (no warehouse connection on ``post``). Rows are
+    replaced by key, so a retry writes the same rows again and the run keeps one result
+    per entity.
     """
     import pandas as pd
 
@@ -433,10 +464,10 @@ def write_back(
     else:
         warehouse.record_batch(warehouse_conn_id, run_id, results=results, warnings=warnings, state=state)
         warehouse.drop_stale_run_rows(warehouse_conn_id, run_id, outcomes[["entity", "entity_key"]])
-    log.info("Wrote %d results and %d warnings for run %s (companies, held-back customers and customers no "
-             "batch recorded); %d customer results were recorded batch by batch by post",
+    log.info("Wrote %d results and %d warnings for run %s (held-back customers and outcomes not recorded as they "
+             "were answered); %d results were recorded as answered by ensure_companies and post",
              len(results), len(warnings), run_id, int(recorded.sum()))
-    return {"results": len(results), "warnings": len(warnings), "recorded_by_post": int(recorded.sum())}
+    return {"results": len(results), "warnings": len(warnings), "recorded_as_answered": int(recorded.sum())}
 
 
 def _run_outcomes(run_id: str, company_outcomes: str, customer_outcomes: list[str] | None) -> list:

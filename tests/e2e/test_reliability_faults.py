@@ -219,7 +219,7 @@ def pg_limited_role(pg_url):
     admin.close()
 
 
-def test_warehouse_fails_during_write_back_then_rerun(tmp_path, reliability_home, sample, pg_limited_role, record):
+def test_warehouse_fails_while_recording_then_rerun(tmp_path, reliability_home, sample, pg_limited_role, record):
     import psycopg2
 
     role, role_url = pg_limited_role
@@ -229,23 +229,23 @@ def test_warehouse_fails_during_write_back_then_rerun(tmp_path, reliability_home
         cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
 
     def revoke_then_watch(running: RunningDag, sandbox, wh, n_customers: int) -> str:
-        # The post tasks record each batch in associate_sync_results too: take INSERT away only
-        # once write_back starts, so the sends are done and the write-back is what fails.
-        wait_until(lambda: "starting task_id=write_back" in running.log(), timeout=300, what="write_back to start",
-                   poll=0.01)
+        # ensure_companies records each group of companies as it is answered (post each group
+        # of batches, write_back what is left): take INSERT away before the first recording.
+        wait_until(lambda: "starting task_id=ensure_companies" in running.log(), timeout=300,
+                   what="ensure_companies to start", poll=0.01)
         with psycopg2.connect(admin_url) as db, db.cursor() as cur:
             cur.execute(f"REVOKE INSERT ON associate_sync_results FROM {role}")
         wait_until(lambda: "permission denied for table associate_sync_results" in running.log(),
-                   timeout=300, what="write_back to fail", poll=0.2)
+                   timeout=300, what="the recording to fail", poll=0.2)
         # Airflow would retry in a minute; the operator (here: the test) stops the run instead,
         # repairs the warehouse and runs the DAG again.
         running.kill()
         with psycopg2.connect(admin_url) as db, db.cursor() as cur:
             cur.execute(f"GRANT INSERT ON associate_sync_results TO {role}")
-        return "INSERT on associate_sync_results revoked from the warehouse role; write_back failed; run stopped"
+        return "INSERT on associate_sync_results revoked from the warehouse role; ensure_companies failed; run stopped"
 
-    scenario = Scenario("warehouse_fails_in_write_back_then_rerun",
-                        "PostgreSQL refuses INSERT into associate_sync_results during write-back; then a re-run",
+    scenario = Scenario("warehouse_fails_while_recording_then_rerun",
+                        "PostgreSQL refuses INSERT into associate_sync_results while answers are recorded; then a re-run",
                         during=revoke_then_watch, rerun=True)
     out = run_scenario(scenario, tmp_path, reliability_home, sample, warehouse, record)
     assert "permission denied" in out["runs"][0].log
@@ -257,7 +257,7 @@ def test_reliability_md_lists_every_scenario():
     from reliability_support import ROOT
 
     names = [s.name for s in DRAWN] + ["429_storm", "sigkill_post_then_rerun", "sandbox_restart_mid_run",
-                                       "warehouse_fails_in_write_back_then_rerun"]
+                                       "warehouse_fails_while_recording_then_rerun"]
     text = (ROOT / "RELIABILITY.md").read_text(encoding="utf-8")
     missing = [n for n in names if f"| {n} |" not in text]
     assert not missing, f"run scripts/reliability_report.py --run: RELIABILITY.md lacks {missing}"

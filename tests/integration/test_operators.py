@@ -291,6 +291,50 @@ def test_ensure_companies_of_nothing_needs_no_connection():
     assert out.empty and list(out.columns) == list(staged.COMPANY_OUTCOMES.columns)
 
 
+def test_companies_are_recorded_as_answered_and_a_retry_sends_only_what_was_not(hook, sandbox, tmp_path,
+                                                                                  monkeypatch):
+    from associate import tables, tasks, warehouse
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_OP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")}))
+    tag = unique_mobile()[-7:]
+    frame = companies_frame((f"HOLD-{tag}", "Holding", None, None), (f"SUB-{tag}", "Sub", f"HOLD-{tag}", None),
+                            (f"ODD-{tag}", "Odd", None, "[1, 2]"))
+    run_id = "manual__2026-12-04T00:00:00+00:00"
+
+    def ensure(rows: pd.DataFrame) -> pd.DataFrame:
+        validated = {"companies": staging.write_frame(rows, staging.run_path(run_id, "valid", "companies.parquet"))}
+        uri = tasks.ensure_companies(validated=validated, warehouse_conn_id="warehouse_op", capillary_conn_id=CONN,
+                                     run_id=run_id, dry_run=False)
+        return staging.read_frame(uri).set_index("entity_key")
+
+    def results() -> pd.DataFrame:
+        return warehouse.read_table("warehouse_op", tables.RESULTS_TABLE, run_id).set_index("entity_key")
+
+    # A try killed after the holding company was answered: it is recorded, result and state.
+    first = ensure(frame.iloc[:1])
+    assert first[staged.RECORDED].tolist() == [True]
+    assert results().loc[f"HOLD-{tag}", "capillary_id"] == first.loc[f"HOLD-{tag}", "capillary_id"]
+    assert warehouse.read_sync_state("warehouse_op").set_index("entity_key").loc[f"HOLD-{tag}", "last_run_id"] == run_id
+
+    posts = sandbox.stats()["requests"].get("POST /v2/companies", {})
+    before = sum(posts.values())
+    retry = ensure(frame)
+    assert sum(sandbox.stats()["requests"]["POST /v2/companies"].values()) - before == 1  # the subsidiary alone
+    assert retry.loc[f"HOLD-{tag}", "action"] == "answered in an earlier try"
+    assert retry.loc[f"HOLD-{tag}", "capillary_id"] == first.loc[f"HOLD-{tag}", "capillary_id"]
+    assert retry.loc[f"SUB-{tag}", "action"] == "created" and retry.loc[f"ODD-{tag}", "status"] == "failed"
+    assert retry[staged.RECORDED].eq(True).all()
+
+    # write_back finds every company recorded: it writes none again and drops none.
+    written = tasks.write_back(run_id=run_id, warehouse_conn_id="warehouse_op",
+                               company_outcomes=str(staging.run_path(run_id, "outcomes", "companies.parquet")),
+                               customer_outcomes=[])
+    assert written == {"results": 0, "warnings": 0, "recorded_as_answered": 3}
+    out = results()
+    assert out.index.is_unique and set(out.index) == {f"HOLD-{tag}", f"SUB-{tag}", f"ODD-{tag}"}
+    assert out.loc[f"ODD-{tag}", "status"] == "failed" and "JSON object" in out.loc[f"ODD-{tag}", "error_message"]
+
+
 def run_pipeline(tmp_path, run_id: str, customers: pd.DataFrame, companies: pd.DataFrame, *,
                  customer_keys: list[str] | None = None) -> pd.DataFrame:
     """detect_changes -> build_batches -> the operator per chunk -> write_back; this run's results."""
@@ -456,7 +500,7 @@ def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, 
     for _ in range(2):  # a retried write_back writes the same rows again
         written = tasks.write_back(run_id="run-rec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
                                    customer_outcomes=outcomes)
-        assert written == {"results": 3, "warnings": 0, "recorded_by_post": 5}  # 2 companies + 1 held back
+        assert written == {"results": 3, "warnings": 0, "recorded_as_answered": 5}  # 2 companies + 1 held back
         out = results("run-rec").set_index("entity_key")
         assert out.index.is_unique and set(out.index) == sent | {company, gone, "stranded"}
         assert set(out.loc[sorted(sent), "error_message"]) == {"recorded by post"}
@@ -489,7 +533,7 @@ def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, 
     assert results("run-norec").empty
     written = tasks.write_back(run_id="run-norec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
                                customer_outcomes=outcomes)
-    assert written == {"results": 8, "warnings": 0, "recorded_by_post": 0}
+    assert written == {"results": 8, "warnings": 0, "recorded_as_answered": 0}
     out = results("run-norec")
     assert out["entity_key"].is_unique and len(out) == 8 and set(out["status"]) == {"success", "failed"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from associate.capillary import endpoints
@@ -93,11 +93,13 @@ class CapillaryClient:
         return self.send_customers(elements, source=source, account_id=account_id)
 
     def ensure_companies(self, companies: Iterable[Mapping[str, Any]], *,
-                         known_ids: Mapping[str, int | None] | None = None) -> list[CompanyOutcome]:
+                         known_ids: Mapping[str, int | None] | None = None,
+                         answered: Callable[[CompanyOutcome], None] | None = None) -> list[CompanyOutcome]:
         """Create or update fleet companies, holding companies first; return one outcome per company.
 
         ``known_ids`` ({external id: Capillary id}, from the sync state) names the companies
         created before: they are updated by PUT, the others created by POST. A GET is sent
-        only to settle an ambiguous answer (``1702``, or no answer at all).
+        only to settle an ambiguous answer (``1702``, or no answer at all). ``answered`` is
+        called with each outcome as it is decided (in the calling thread).
         """
-        return self.companies.ensure(companies, known_ids)
+        return self.companies.ensure(companies, known_ids, answered)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from associate.capillary import endpoints
@@ -70,11 +70,13 @@ class CompanyEnsurer:
         self.transport = transport
 
     def ensure(self, companies: Iterable[Mapping[str, Any]],
-               known_ids: Mapping[str, int | None] | None = None) -> list[CompanyOutcome]:
+               known_ids: Mapping[str, int | None] | None = None,
+               answered: Callable[[CompanyOutcome], None] | None = None) -> list[CompanyOutcome]:
         """Create or update fleet companies, holding companies first; return one outcome per company.
 
         ``known_ids`` maps the external id of each company the sync state says was created
-        to its Capillary id: those are updated (PUT), the others created (POST).
+        to its Capillary id: those are updated (PUT), the others created (POST). ``answered``
+        is called with each outcome as it is decided, in this thread.
         """
         from concurrent.futures import Future, ThreadPoolExecutor
         from queue import SimpleQueue
@@ -94,6 +96,8 @@ class CompanyEnsurer:
         progress = _Progress(len(requests_by_id), self.transport, [len(level) for level in levels])
         for outcome in outcomes.values():
             progress.add(outcome)
+            if answered is not None:
+                answered(outcome)
         # A subsidiary starts as soon as its own holding company is answered, not when its
         # whole depth is: the threads never idle at a depth's tail while others could go.
         depth_of = {external_id: depth for depth, level in enumerate(levels) for external_id in level}
@@ -108,7 +112,7 @@ class CompanyEnsurer:
             running: dict[Future, str] = {}
             # Answers are taken as they come: waiting on the set of running futures costs a
             # pass over all of them per answer, quadratic with thousands of companies at one depth.
-            answered: SimpleQueue[Future] = SimpleQueue()
+            answers: SimpleQueue[Future] = SimpleQueue()
 
             def start(external_id: str) -> None:
                 parent = _parent_of(requests_by_id[external_id])
@@ -118,11 +122,13 @@ class CompanyEnsurer:
                     return
                 future = pool.submit(self._ensure_one, requests_by_id[external_id], known_ids.get(external_id))
                 running[future] = external_id
-                future.add_done_callback(answered.put)
+                future.add_done_callback(answers.put)
 
             def finish(external_id: str, outcome: CompanyOutcome) -> None:
                 outcomes[external_id] = outcome
                 progress.add(outcome, depth_of[external_id])
+                if answered is not None:
+                    answered(outcome)
                 for subsidiary in subsidiaries.get(external_id, ()):
                     start(subsidiary)
 
@@ -130,7 +136,7 @@ class CompanyEnsurer:
                 start(external_id)
             try:
                 while running:
-                    future = answered.get()
+                    future = answers.get()
                     finish(running.pop(future), future.result())
             except BaseException:
                 for future in running:
