@@ -162,6 +162,15 @@ def read_columns(uri: ObjectStoragePath | str, columns: list[str]) -> pd.DataFra
         return pd.read_parquet(handle, columns=columns)
 
 
+def column_names(uri: ObjectStoragePath | str) -> list[str]:
+    """The columns of a staged file, from its footer."""
+    import pyarrow.parquet as pq
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(str(uri)).open("rb") as handle:
+        return list(pq.read_schema(handle).names)
+
+
 def iter_tables(uri: ObjectStoragePath | str):
     """A staged file as Arrow tables, one per row group (to route rows without loading the file twice)."""
     import pyarrow.parquet as pq

@@ -508,6 +508,18 @@ def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, 
     state = warehouse.read_sync_state("warehouse_op").set_index("entity_key")
     assert state.loc["stranded", "last_status"] == "failed" and state.loc[company, "last_status"] == "success"
 
+    # A key both held back and sent keeps its sent row: write_back reads the chunks whole then.
+    held_uri = staging.run_path("run-rec", "outcomes", "held_back.parquet")
+    held = staging.read_frame(held_uri)
+    staging.write_frame(pd.concat([held, reconcile.not_sent_outcomes(["admin"], ["held back"])], ignore_index=True),
+                        held_uri)
+    written = tasks.write_back(run_id="run-rec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
+                               customer_outcomes=outcomes)
+    assert written == {"results": 3, "warnings": 0, "recorded_as_answered": 5}
+    out = results("run-rec").set_index("entity_key")
+    assert out.loc["admin", "status"] == "success" and out.loc["admin", "error_message"] == "recorded by post"
+    staging.write_frame(held, held_uri)
+
     # post killed after a batch's part was staged, before it was recorded: its retry records it.
     last_part = sorted(ObjectStoragePath(outcomes[-1] + ".parts").iterdir())[-1]
     lost = set(staging.read_frame(str(last_part))["entity_key"])
