@@ -132,9 +132,12 @@ class RunSummary:
             ordered = quarantine_rows[columns].astype(str).sort_values(columns)
             summary.quarantine_samples = [tuple(r) for r in ordered.groupby(["entity", "check"]).head(
                 SAMPLES_PER_CHECK).itertuples(index=False)]
-        if history is not None and len(history):
-            summary.history = [tuple(r) for r in history[["run_id", "success", "warning", "failed", "quarantined"]]
-                               .tail(HISTORY_RUNS).itertuples(index=False)]
+        if history is not None:
+            rows = [tuple(r) for r in history[["run_id", "success", "warning", "failed", "quarantined"]]
+                    .itertuples(index=False)] if len(history) else []
+            if run_id not in {row[0] for row in rows}:  # the latest: this run, counted from its outcomes
+                rows.append((run_id, summary.success, summary.warning, summary.failed, summary.quarantined))
+            summary.history = rows[-HISTORY_RUNS:]
         companies = frame[frame["entity"] == ENTITY_COMPANY]
         # The company operator adds ``action`` (created/updated/unchanged/failed); without
         # it only the status is known.

@@ -55,7 +55,7 @@ def report(
         # The rows behind the counts (masked in the warehouse already) and the latest runs.
         quarantine_rows=(warehouse.quarantine_samples(warehouse_conn_id, run_id, SAMPLES_PER_CHECK)
                          if warehouse_conn_id else None),
-        history=warehouse.run_history(warehouse_conn_id) if warehouse_conn_id else None,
+        history=warehouse.run_history(warehouse_conn_id, exclude_run_id=run_id) if warehouse_conn_id else None,
     )
     # Customers a person rejected at the approval gate were not sent: the report says so first.
     summary.notice = approval.rejection_line(run_id)

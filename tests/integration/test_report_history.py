@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from associate import warehouse
+from associate import staged, warehouse
 from associate.report import RunSummary
 from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE
 
@@ -49,6 +49,15 @@ def test_the_latest_runs_oldest_first_with_their_customers_and_quarantine(conn, 
     assert [row[0] for row in summary.history] == ["run_a", "run_b", "run_c"]
     assert summary.quarantine_samples == [("customer", "mobile_valid", f"K{i}", "mobile",
                                            f"mobile 91******{i:04d} is not a valid number") for i in range(3)]
+
+    # The report's own run is left out of the query (its rows are not read) and counted from
+    # its outcomes instead, as the latest run.
+    others = warehouse.run_history(conn_id, exclude_run_id="run_c")
+    assert others["run_id"].tolist() == ["run_a", "run_b"]
+    own = staged.outcome_frame([staged.outcome_record("customer", f"C{i}", "success") for i in range(5)]
+                               + [staged.outcome_record("customer", "C9", "failed", error_code=1618)])
+    summary = RunSummary.build(run_id="run_c", outcomes=own, history=others)
+    assert summary.history == [("run_a", 2, 1, 0, 3), ("run_b", 0, 0, 4, 1), ("run_c", 5, 0, 1, 0)]
 
 
 def test_the_page_lists_failed_customers_with_what_to_do_and_draws_the_latest_runs(tmp_path):

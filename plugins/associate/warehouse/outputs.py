@@ -469,17 +469,27 @@ def quarantine_samples(conn_id: str, run_id: str, per_check: int) -> pd.DataFram
     return pd.DataFrame.from_records(rows, columns=["entity", "check", "entity_key", "column_name", "reason"])
 
 
-def run_history(conn_id: str, limit: int = 14) -> pd.DataFrame:
-    """Customers per status and quarantined rows of the latest runs, oldest first (the report's chart)."""
+def run_history(conn_id: str, limit: int = 14, *, exclude_run_id: str | None = None) -> pd.DataFrame:
+    """Customers per status and quarantined rows of the latest runs, oldest first (the report's chart).
+
+    ``exclude_run_id`` leaves a run out (the report counts its own run from its outcomes):
+    its results are not read at all, which at a million customers was ~2.4 s of the report.
+    """
     from associate.tables import QUARANTINE_TABLE, RESULTS_TABLE
 
     with connect(conn_id) as (conn, _dialect):
+        mark = placeholder(conn)
         cur = conn.cursor()
-        cur.execute(f"SELECT run_id, status, COUNT(*), MAX(synced_at) FROM {table_name(RESULTS_TABLE)} "
-                    f"WHERE entity = 'customer' GROUP BY run_id, status")
-        results = cur.fetchall()
+        # The runs first (the run key index answers), then each run's rows alone.
+        cur.execute(f"SELECT DISTINCT run_id FROM {table_name(RESULTS_TABLE)}")
+        run_ids = [str(run_id) for (run_id,) in cur.fetchall() if str(run_id) != exclude_run_id]
+        results = []
+        for run_id in run_ids:
+            cur.execute(f"SELECT status, COUNT(*), MAX(synced_at) FROM {table_name(RESULTS_TABLE)} "
+                        f"WHERE run_id = {mark} AND entity = 'customer' GROUP BY status", (run_id,))
+            results += [(run_id, *row) for row in cur.fetchall()]
         cur.execute(f"SELECT run_id, COUNT(*), MAX(quarantined_at) FROM {table_name(QUARANTINE_TABLE)} GROUP BY run_id")
-        quarantine = cur.fetchall()
+        quarantine = [row for row in cur.fetchall() if str(row[0]) != exclude_run_id]
         cur.close()
     runs: dict[str, dict[str, Any]] = {}
     for run_id, status, count, at in results:
