@@ -94,10 +94,11 @@ class FrameWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._partial = self.path.parent / (self.path.name + ".partial")
         self._schema = pa.Schema.from_pandas(self._empty, preserve_index=False)
+        # pandas' metadata kept: read back, nullable ints are Int64 again (not float64).
         self._schema = pa.schema([
             field.with_type(pa.large_string()) if pa.types.is_null(field.type) else field
             for field in self._schema
-        ])
+        ], metadata=self._schema.metadata)
         return self
 
     def write(self, df: pd.DataFrame) -> None:
