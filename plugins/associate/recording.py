@@ -1,7 +1,8 @@
 """Recording answered batches in the warehouse on a thread of its own, while the senders go on.
 
-``post`` stages each group of answered batches, then hands it here. One thread writes the
-groups, in batch order, over one warehouse connection (a SQLite connection serves only the
+``post`` stages each group of answered batches, then hands it here (``ensure_companies``
+hands over its groups of answered companies the same way). One thread writes the
+groups, in order, over one warehouse connection (a SQLite connection serves only the
 thread that opened it): results, warnings and sync state of every group waiting when a
 transaction starts go into that transaction. A warehouse slower than the API thus gets
 fewer, larger transactions instead of holding the senders up (SQLite tables of 400,000
