@@ -44,6 +44,8 @@ SAMPLE_CUSTOMERS, SAMPLE_SEED = 400, 11
 PG_ADMIN_URL = os.environ.get("ASSOCIATE_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ASSOCIATE_REDIS_URL", "redis://127.0.0.1:6379/5")
 START_TIMEOUT = 180
+# Seconds a service's start time may differ from the one recorded at its start (see process()).
+PROCESS_START_TOLERANCE = 2.0
 STOP_TIMEOUT = 30
 
 
@@ -243,7 +245,10 @@ class LocalDeployment:
         pid, created = path.read_text().split()
         try:
             proc = psutil.Process(int(pid))
-            if abs(proc.create_time() - float(created)) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
+            # A start time, not a pid alone (pids are reused), but not to the hundredth: Linux
+            # derives it from the boot time in whole seconds, which moves by one as the clock
+            # is adjusted (seen within a minute here), and stop then found nothing running.
+            if abs(proc.create_time() - float(created)) > PROCESS_START_TOLERANCE or proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             return proc
         except psutil.NoSuchProcess:
