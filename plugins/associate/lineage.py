@@ -35,9 +35,12 @@ class TaskDatasets:
 TASKS: Mapping[str, TaskDatasets] = {
     "extract": TaskDatasets(tables_in=(COMPANIES_SOURCE, CUSTOMERS_SOURCE)),
     "validate": TaskDatasets(tables_in=(COMPANIES_SOURCE, CUSTOMERS_SOURCE), tables_out=(QUARANTINE_TABLE,)),
-    "ensure_companies": TaskDatasets(tables_in=(COMPANIES_SOURCE,), apis_out=(COMPANIES_API,)),
-    # post records the sync state after every batch, so a killed run resumes where it stopped.
-    "post": TaskDatasets(tables_in=(CUSTOMERS_SOURCE,), tables_out=(STATE_TABLE,), apis_out=(CUSTOMERS_API,)),
+    # Both record results, warnings and sync state as answers come, so a killed run resumes
+    # where it stopped; write_back writes what they did not record.
+    "ensure_companies": TaskDatasets(tables_in=(COMPANIES_SOURCE,), tables_out=(RESULTS_TABLE, WARNINGS_TABLE, STATE_TABLE),
+                                     apis_out=(COMPANIES_API,)),
+    "post": TaskDatasets(tables_in=(CUSTOMERS_SOURCE,), tables_out=(RESULTS_TABLE, WARNINGS_TABLE, STATE_TABLE),
+                         apis_out=(CUSTOMERS_API,)),
     "write_back": TaskDatasets(tables_out=(RESULTS_TABLE, WARNINGS_TABLE, STATE_TABLE)),
 }
 
