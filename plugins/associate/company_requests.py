@@ -87,12 +87,14 @@ def ensure_companies_from_frame(hook: CapillaryHook | None, companies: pd.DataFr
 
 def ensure_company_requests(hook: CapillaryHook | None, requests: Mapping[str, dict[str, Any]],
                             errors: Mapping[str, str], known_ids: Mapping[str, int | None] | None = None, *,
-                            recorder: RecordingThread | None = None) -> pd.DataFrame:
+                            recorder: RecordingThread | None = None,
+                            hashes: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Send company requests (by external id; ``errors``: those not built, and why); return outcome rows.
 
     With a ``recorder``, outcomes are handed over for recording as they are answered, in
     groups (marked ``staged.RECORDED``): a task killed midway keeps what it was answered.
-    Rows come in the order of ``errors``, then ``requests``.
+    ``hashes`` are the requests' hashes where the caller has them already. Rows come in the
+    order of ``errors``, then ``requests``.
     """
     import numpy as np
     import pandas as pd
@@ -113,7 +115,7 @@ def ensure_company_requests(hook: CapillaryHook | None, requests: Mapping[str, d
         flushed_at = time.monotonic()
         if not waiting:
             return
-        frame = _outcome_rows(waiting, requests, now)
+        frame = _outcome_rows(waiting, requests, hashes or {}, now)
         waiting.clear()
         if recorder is not None:
             frame[staged.RECORDED] = True
@@ -138,17 +140,22 @@ def ensure_company_requests(hook: CapillaryHook | None, requests: Mapping[str, d
     return frame
 
 
-def _outcome_rows(outcomes: list, requests: Mapping[str, dict[str, Any]], now: Any) -> pd.DataFrame:
+def _outcome_rows(outcomes: list, requests: Mapping[str, dict[str, Any]], hashes: Mapping[str, str],
+                  now: Any) -> pd.DataFrame:
     """Company outcome rows (with ``action``, a column the outcome format allows) of some outcomes."""
     import pandas as pd
+
+    def request_hash(key: str) -> str | None:
+        if key in hashes:
+            return hashes[key]
+        return company_request_hash(requests[key]) if key in requests else None
 
     frame = staged.outcome_frame(
         staged.outcome_record(
             ENTITY_COMPANY, outcome.external_id, outcome.status, capillary_id=outcome.company_id,
             error_code=outcome.error_code, error_message=outcome.error_message, attempts=outcome.attempts,
             synced_at=now, warnings=outcome.warnings,
-            payload_hash=(company_request_hash(requests[outcome.external_id])
-                          if outcome.external_id in requests else None),
+            payload_hash=request_hash(outcome.external_id),
         )
         for outcome in outcomes
     )

@@ -217,7 +217,8 @@ def ensure_companies(
     state = warehouse.read_sync_state(warehouse_conn_id, ENTITY_COMPANY, keys=keys)
     sent = state.loc[state["last_status"] != STATUS_FAILED]
     last_hash = dict(zip(sent["entity_key"], sent["payload_hash"]))
-    unchanged = {key for key, request in requests.items() if last_hash.get(key) == company_request_hash(request)}
+    hashes = {key: company_request_hash(request) for key, request in requests.items()}
+    unchanged = {key for key in requests if last_hash.get(key) == hashes[key]}
     requests = {key: request for key, request in requests.items() if key not in unchanged}
     # A company the state holds a Capillary id for was created: it is updated (PUT), the
     # others created (POST); one call each, a GET only when an answer is ambiguous.
@@ -239,7 +240,7 @@ def ensure_companies(
     try:
         # Answers make objects company by company (associate.heap).
         with heap.frozen(), recording as recorder:
-            outcomes = ensure_company_requests(hook, requests, errors, known_ids, recorder=recorder)
+            outcomes = ensure_company_requests(hook, requests, errors, known_ids, recorder=recorder, hashes=hashes)
         if not dry_run:
             earlier = _earlier_try_outcomes(sent, unchanged, run_id)
             if len(earlier):
