@@ -160,3 +160,24 @@ def _outcome_rows(outcomes: list, requests: Mapping[str, dict[str, Any]], hashes
         for outcome in outcomes
     )
     return frame.assign(action=pd.Series([outcome.action for outcome in outcomes], dtype="object"))
+
+
+def earlier_try_outcomes(state: pd.DataFrame, unchanged: set[str], run_id: str) -> pd.DataFrame:
+    """Outcome rows (recorded) of the unchanged companies an earlier try of this run was answered for.
+
+    ``state`` holds the companies' sync-state rows. Their results are in the warehouse
+    already; without a row here ``write_back`` would take them for leftovers of another
+    input and drop them.
+    """
+    import pandas as pd
+
+    rows = state.loc[state["entity_key"].astype(str).isin(unchanged) & state["last_run_id"].astype(str).eq(run_id)]
+    frame = staged.outcome_frame(
+        staged.outcome_record(ENTITY_COMPANY, key, status, capillary_id=capillary_id, synced_at=synced_at,
+                              payload_hash=payload_hash)
+        for key, status, capillary_id, synced_at, payload_hash in zip(
+            rows["entity_key"], rows["last_status"], rows["capillary_id"], rows["last_synced_at"],
+            rows["payload_hash"])
+    )
+    return frame.assign(action=pd.Series([ACTION_EARLIER_TRY] * len(frame), dtype="object"),
+                        **{staged.RECORDED: True})

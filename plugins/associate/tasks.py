@@ -203,7 +203,9 @@ def ensure_companies(
     import pandas as pd
 
     from associate import heap, staging, warehouse
-    from associate.company_requests import company_request_hash, company_requests, ensure_company_requests
+    from associate.company_requests import (
+        company_request_hash, company_requests, earlier_try_outcomes, ensure_company_requests,
+    )
     from associate.hook import CapillaryHook
     from associate.recording import RecordingThread
     from associate.sending import write_api_time
@@ -242,7 +244,7 @@ def ensure_companies(
         with heap.frozen(), recording as recorder:
             outcomes = ensure_company_requests(hook, requests, errors, known_ids, recorder=recorder, hashes=hashes)
         if not dry_run:
-            earlier = _earlier_try_outcomes(sent, unchanged, run_id)
+            earlier = earlier_try_outcomes(sent, unchanged, run_id)
             if len(earlier):
                 log.info("%d companies were answered in an earlier try of this run: their outcomes are kept",
                          len(earlier))
@@ -252,29 +254,6 @@ def ensure_companies(
     finally:
         if hook is not None:
             hook.close()
-
-
-def _earlier_try_outcomes(sent, unchanged: set[str], run_id: str):
-    """Outcome rows (recorded) of the unchanged companies an earlier try of this run was answered for.
-
-    Their results are in the warehouse already; without a row here ``write_back`` would
-    take them for leftovers of another input and drop them.
-    """
-    import pandas as pd
-
-    from associate import staged
-    from associate.company_requests import ACTION_EARLIER_TRY
-
-    rows = sent.loc[sent["entity_key"].astype(str).isin(unchanged) & sent["last_run_id"].astype(str).eq(run_id)]
-    frame = staged.outcome_frame(
-        staged.outcome_record(ENTITY_COMPANY, key, status, capillary_id=capillary_id, synced_at=synced_at,
-                              payload_hash=payload_hash)
-        for key, status, capillary_id, synced_at, payload_hash in zip(
-            rows["entity_key"], rows["last_status"], rows["capillary_id"], rows["last_synced_at"],
-            rows["payload_hash"])
-    )
-    return frame.assign(action=pd.Series([ACTION_EARLIER_TRY] * len(frame), dtype="object"),
-                        **{staged.RECORDED: True})
 
 
 def detect_changes(
@@ -436,7 +415,7 @@ def write_back(
     company_outcomes: str,
     customer_outcomes: list[str] | None,
 ) -> dict[str, Any]:
-    """Write the outcomes and warnings no ``post`` batch recorded to the warehouse, and their sync state.
+    """Write the outcomes and warnings not recorded as they were answered to the warehouse, and their sync state.
 
     ``ensure_companies`` and ``post`` record outcomes as they are answered
     (``staged.RECORDED`` marks those rows); what is left is held-back customers and
@@ -450,7 +429,8 @@ def write_back(
     from associate.tables import RESULTS_TABLE, WARNINGS_TABLE
 
     # One row per entity first: a key held back and also sent keeps its sent row, recorded or not.
-    outcomes = _recorded_chunks(run_id, company_outcomes, customer_outcomes)
+    outcomes = reconcile.with_recorded_chunk_keys(_run_outcomes(run_id, company_outcomes, []),
+                                                  [uri for uri in _all_values(customer_outcomes) if uri])
     if outcomes is None:
         outcomes = reconcile.combine_outcomes(_run_outcomes(run_id, company_outcomes, customer_outcomes))
     recorded = (outcomes[staged.RECORDED].eq(True) if staged.RECORDED in outcomes.columns
@@ -471,40 +451,6 @@ def write_back(
              "were answered); %d results were recorded as answered by ensure_companies and post",
              len(results), len(warnings), run_id, int(recorded.sum()))
     return {"results": len(results), "warnings": len(warnings), "recorded_as_answered": int(recorded.sum())}
-
-
-def _recorded_chunks(run_id: str, company_outcomes: str, customer_outcomes: list[str] | None):
-    """The run's outcomes as ``write_back`` needs them, reading only keys of chunks ``post`` recorded whole.
-
-    None unless every chunk row is recorded, once, and no other outcome names its key:
-    then the chunks' other columns are not needed (a million rows of them took ~1.5 s to
-    read), and the rows are the companies' and held-back customers', with the chunks' keys.
-    """
-    import pandas as pd
-
-    from associate import reconcile, staged, staging
-
-    chunks = []
-    for uri in _all_values(customer_outcomes):
-        if uri and staged.RECORDED not in staging.column_names(uri):
-            return None
-        if uri:
-            chunks.append(staging.read_columns(uri, ["entity", "entity_key", staged.RECORDED]))
-    if not chunks:
-        return None
-    keys = pd.concat(chunks, ignore_index=True)
-    keys["entity_key"] = keys["entity_key"].astype(str)
-    others = reconcile.combine_outcomes(_run_outcomes(run_id, company_outcomes, []))
-    if not keys[staged.RECORDED].eq(True).all():
-        return None
-    # Keys alone first, as combine_outcomes: cheaper than the (entity, key) pairs.
-    if keys["entity_key"].duplicated().any() and keys.duplicated(["entity", "entity_key"]).any():
-        return None
-    for entity, rows in others.groupby("entity"):
-        if keys.loc[keys["entity"] == entity, "entity_key"].isin(rows["entity_key"].astype(str)).any():
-            return None
-    # The chunks' rows carry only what write_back reads of recorded rows: their key and flag.
-    return pd.concat([others, keys], ignore_index=True)
 
 
 def _run_outcomes(run_id: str, company_outcomes: str, customer_outcomes: list[str] | None) -> list:

@@ -7,7 +7,8 @@ Modules, each layer importing only those above it:
 - ``extraction``: the extract SQL rendered for a run, the changed share, the streamed
   extract and its canonical frames (uses ``dialect``);
 - ``outputs``: output tables, per-run rows, ``record_batch`` / ``BatchRecorder``, the sync state (uses
-  ``dialect`` and ``rows``).
+  ``dialect`` and ``rows``);
+- ``report_reads``: what the run report reads back: quarantine samples, the latest runs (uses ``dialect``).
 
 This package re-exports the names the DAG's tasks and operators call; anything else is
 imported from its module.
@@ -21,13 +22,12 @@ from associate.warehouse.outputs import (
     drop_stale_run_rows,
     ensure_output_tables,
     read_sync_state,
-    quarantine_samples,
     read_table,
     record_batch,
     replace_run_rows,
-    run_history,
     upsert_sync_state,
 )
+from associate.warehouse.report_reads import quarantine_samples, run_history
 
 __all__ = [
     "FULL_EXTRACT_SHARE",
