@@ -107,3 +107,27 @@ def test_one_outcome_per_entity_and_key_the_sent_row_over_the_held_back_one():
     assert combined.loc[("company", "a"), "capillary_id"] == 7
     # Keys shared across entities only: every row is kept as it is.
     assert len(reconcile.combine_outcomes(frame([sent, company]))) == 2
+
+
+def test_write_back_reads_only_the_keys_of_chunks_recorded_whole(tmp_path):
+    from associate import staged, staging
+    from associate.reconcile import not_sent_outcomes, with_recorded_chunk_keys
+
+    def chunk(name: str, keys: list[str], recorded: list[bool] | None) -> str:
+        frame = staged.outcome_frame(staged.outcome_record("customer", key, "success") for key in keys)
+        if recorded is not None:
+            frame[staged.RECORDED] = recorded
+        return staging.write_frame(frame, "file://" + str(tmp_path / f"{name}.parquet"))
+
+    held = not_sent_outcomes(["H1"], ["held back"])
+    whole = [chunk("a", ["A1", "A2"], [True, True]), chunk("b", ["B1"], [True])]
+    out = with_recorded_chunk_keys([held], whole)
+    assert sorted(out["entity_key"]) == ["A1", "A2", "B1", "H1"]
+    assert out.set_index("entity_key").loc["H1", "error_message"] == "held back"  # the others whole
+    assert set(out.columns) >= set(staged.OUTCOMES.columns)
+    # Anything else: None, and write_back reads every chunk whole.
+    assert with_recorded_chunk_keys([held], [*whole, chunk("c", ["C1"], [False])]) is None  # a row not recorded
+    assert with_recorded_chunk_keys([held], [*whole, chunk("d", ["D1"], None)]) is None  # no flag (older post)
+    assert with_recorded_chunk_keys([not_sent_outcomes(["A1"], ["held"])], whole) is None  # held back and sent
+    assert with_recorded_chunk_keys([held], [*whole, chunk("e", ["A1"], [True])]) is None  # sent twice
+    assert with_recorded_chunk_keys([held], []) is None
