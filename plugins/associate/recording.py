@@ -18,7 +18,9 @@ again (rows are replaced by key, in batch order, so that is harmless).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -27,8 +29,12 @@ if TYPE_CHECKING:
 
     from associate.warehouse import BatchRecorder
 
+log = logging.getLogger(__name__)
+
 # Batches that may wait for their transaction.
 BACKLOG_BATCHES = 200
+# A wait for room in the backlog at least this long is logged: the warehouse held the sending up.
+LOGGED_WAIT_SECONDS = 1.0
 
 
 def record_outcomes(recorder: BatchRecorder, outcomes: list[pd.DataFrame]) -> None:
@@ -66,10 +72,16 @@ class RecordingThread:
         Called before a group is staged: staged batches without their recording then stay
         within the backlog and one group (or one retry's re-recording).
         """
+        started = time.monotonic()
         with self._changed:
+            waiting = self._unrecorded
             while self._error is None and self._unrecorded >= self._backlog:
                 self._changed.wait()
             self._raise_error()
+        waited = time.monotonic() - started
+        if waited >= LOGGED_WAIT_SECONDS:
+            log.info("Waited %.1f s for the warehouse: %d answered batches were waiting to be recorded (at most %d "
+                     "may wait); no new request went out meanwhile", waited, waiting, self._backlog)
 
     def put(self, outcomes: list[pd.DataFrame]) -> None:
         """Hand over a group's outcomes, in batch order (blocks while the backlog is full)."""

@@ -56,7 +56,14 @@ def test_groups_are_recorded_in_order_on_one_thread_and_the_last_answer_wins(con
     assert recorder.threads == {"warehouse-recording"}  # the sending thread never touched the connection
 
 
-def test_groups_waiting_for_a_slow_warehouse_share_a_transaction_and_the_backlog_is_bounded(conn_id):
+def test_groups_waiting_for_a_slow_warehouse_share_a_transaction_and_the_backlog_is_bounded(conn_id, caplog,
+                                                                                             monkeypatch):
+    import logging
+
+    from associate import recording as recording_module
+
+    caplog.set_level(logging.INFO, logger="associate.recording")
+    monkeypatch.setattr(recording_module, "LOGGED_WAIT_SECONDS", 0.3)
     recorder = CountingRecorder(conn_id, "run-slow")
     recorder.go.clear()  # the warehouse is busy
     recording = RecordingThread(recorder, backlog=3)
@@ -72,6 +79,9 @@ def test_groups_waiting_for_a_slow_warehouse_share_a_transaction_and_the_backlog
     blocked.join(timeout=30)
     recording.close()
     assert not blocked.is_alive()
+    # The task log says why the sending stood still.
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waited ")]
+    assert len(waits) == 1 and "3 answered batches were waiting to be recorded (at most 3 may wait)" in waits[0]
     assert recorder.transactions[0] == 1 and sum(recorder.transactions) == 4
     assert len(recorder.transactions) < 4  # the ones that waited went in together
     results = warehouse.read_table(conn_id, tables.RESULTS_TABLE, "run-slow")
