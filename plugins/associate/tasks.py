@@ -429,10 +429,11 @@ def write_back(
     from associate.tables import RESULTS_TABLE, WARNINGS_TABLE
 
     # One row per entity first: a key held back and also sent keeps its sent row, recorded or not.
-    outcomes = reconcile.with_recorded_chunk_keys(_run_outcomes(run_id, company_outcomes, []),
-                                                  [uri for uri in _all_values(customer_outcomes) if uri])
-    if outcomes is None:
-        outcomes = reconcile.combine_outcomes(_run_outcomes(run_id, company_outcomes, customer_outcomes))
+    others = _run_outcomes(run_id, company_outcomes, [])
+    chunk_uris = [uri for uri in _all_values(customer_outcomes) if uri]
+    outcomes = reconcile.with_recorded_chunk_keys(others, chunk_uris)
+    if outcomes is None:  # read every chunk whole
+        outcomes = reconcile.combine_outcomes([*others, *chunk_uris])
     recorded = (outcomes[staged.RECORDED].eq(True) if staged.RECORDED in outcomes.columns
                 else pd.Series(False, index=outcomes.index))
     unrecorded = outcomes.loc[~recorded]
