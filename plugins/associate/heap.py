@@ -45,6 +45,11 @@ def frozen() -> Iterator[None]:
     finally:
         _frozen_depth -= 1
         if not _frozen_depth:
+            # The block's own cyclic garbage goes first, while the objects from before are
+            # still out of the collection: left for later, a 1M run's ensure_companies left
+            # ~325,000 objects that the next task's full collection visited with the rest
+            # (0.98 s against 0.45 s in the dry run's detect_changes).
+            gc.collect()
             # Back to the oldest generation: cycles among them are collected again.
             gc.unfreeze()
 
