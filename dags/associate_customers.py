@@ -157,6 +157,7 @@ def associate_customers():
         run_id="{{ run_id }}",
         customer_keys="{{ params.customer_keys }}",
         dry_run="{{ params.dry_run }}",
+        batch_size="{{ params.batch_size }}",
     )
     chunks = task(tasks.build_batches, task_id="build_batches")(
         changes=changed,

@@ -85,6 +85,22 @@ class ChangeSelector:
         values = self._stored[column][np.where(position >= 0, position, 0)]
         return pd.Series(values, index=index, dtype=object).where(position >= 0, None)
 
+    def before_payloads(self, keys: pd.Series) -> tuple[np.ndarray, int]:
+        """What the state tells of ``keys`` before their payloads are built.
+
+        Per key, whether it is registered (its element is sent as an update, PUT); and how
+        many keys are sent whatever their payloads: never sent, or failed last time (none
+        is sure in a forced run: only the keys asked for are sent).
+        """
+        if not len(self._index):  # a first sync: nobody is registered, everybody is sent
+            return np.zeros(len(keys), dtype=bool), 0 if self._wanted is not None else len(keys)
+        position = self._index.get_indexer(keys.astype(str).astype(object).to_numpy())
+        registered = self._column("capillary_id", position, keys.index).notna().to_numpy()
+        if self._wanted is not None:
+            return registered, 0
+        failed = (self._column("last_status", position, keys.index) == STATUS_FAILED).to_numpy()
+        return registered, int((position < 0).sum() + failed.sum())
+
     def select(self, elements: pd.DataFrame) -> Changes:
         """The ``Changes`` of one slice of elements (``missing_keys`` stays empty)."""
         keys = elements["entity_key"]

@@ -10,13 +10,16 @@ import heapq
 import numpy as np
 import pandas as pd
 
-# A chunk is a mapped post task: each costs a task start and end (~0.8 s under dags test, a
-# process start on a deployment) and ends in partial batches, and one task can send with
-# the whole API budget. So chunks fill the capillary_api pool's slots (README: 2) once each
-# has CHUNK_MIN_BATCHES batches, and there are more only of CHUNK_FULL_BATCHES each.
-# In batches of 100: one chunk below 10k customers, two from 10k, one per 50k from 150k, 8 from 400k.
+# A chunk is a mapped post task: each costs a task start and end (~0.5 s of local work a
+# chunk in a 1M run under dags test, a process start on a deployment) and ends in partial
+# batches, and one task can send with the whole API budget (the budget, not the pool's
+# slots, sets the pace). So chunks fill the capillary_api pool's slots (README: 2) once
+# each has CHUNK_MIN_BATCHES batches, and there are more only of CHUNK_FULL_BATCHES each.
+# In batches of 100: one chunk below 10k customers, two from 10k, one per 200k from 600k.
 CHUNK_MIN_BATCHES = 50
-CHUNK_FULL_BATCHES = 500
+CHUNK_FULL_BATCHES = 2_000
+# At most this many chunks (mapped post tasks) a run.
+MAX_CHUNKS = 8
 API_POOL_SLOTS = 2
 
 

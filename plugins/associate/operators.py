@@ -14,7 +14,11 @@ from airflow.sdk.bases.decorator import task_decorator_factory
 
 
 class AssociateCustomersOperator(BaseOperator):
-    """Send one staged payload chunk to Capillary, batch by batch, and stage one outcome row per customer."""
+    """Send one staged payload chunk to Capillary, batch by batch, and stage one outcome row per customer.
+
+    The chunk is the file ``payload_uri`` or, with ``rows`` (``[start, stop)``) and
+    ``batch_size``, those rows of it (``associate.chunks``).
+    """
 
     template_fields: Sequence[str] = ("payload_uri", "outcome_uri", "capillary_conn_id", "warehouse_conn_id")
     ui_color = "#e8f4ea"
@@ -26,6 +30,8 @@ class AssociateCustomersOperator(BaseOperator):
         outcome_uri: str,
         capillary_conn_id: str = "capillary_default",
         warehouse_conn_id: str | None = None,
+        rows: Sequence[int] | None = None,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -33,6 +39,8 @@ class AssociateCustomersOperator(BaseOperator):
         self.outcome_uri = outcome_uri
         self.capillary_conn_id = capillary_conn_id
         self.warehouse_conn_id = warehouse_conn_id
+        self.rows = rows
+        self.batch_size = batch_size
 
     def execute(self, context: Any) -> str:
         """Send the chunk; return the URI of its staged outcome."""
@@ -44,19 +52,19 @@ class AssociateCustomersOperator(BaseOperator):
             return send_payload_chunk(
                 hook, self.payload_uri, self.outcome_uri,
                 run_id=str(context.get("run_id") or "manual"), warehouse_conn_id=self.warehouse_conn_id,
-                timing_name=f"post-{self._chunk_number(context)}",
+                timing_name=f"post-{self._chunk_number(context)}", rows=self.rows, batch_size=self.batch_size,
             )
         finally:
             hook.close()
 
     def _chunk_number(self, context: Any) -> int:
-        """This mapped task's index; outside a mapped run, the number in the chunk's file name (else 0)."""
+        """This mapped task's index; outside a mapped run, the number in the chunk outcome's file name (else 0)."""
         import re
 
         map_index = getattr(context.get("ti"), "map_index", None)
         if isinstance(map_index, int) and map_index >= 0:
             return map_index
-        found = re.search(r"(\d+)\D*$", str(self.payload_uri))
+        found = re.search(r"(\d+)\D*$", str(self.outcome_uri))
         return int(found.group(1)) if found else 0
 
     def get_openlineage_facets_on_start(self):

@@ -30,7 +30,7 @@ from associate.payload_columns import (  # normalize_email: part of this module'
 )
 from associate.payload_workers import build_processes, fork_pool, forget_worker_builder, pooled_slices
 from associate.staged import BATCH_KEY, CHUNK_COLUMNS, ELEMENT_COLUMNS
-from associate.tables import DEFAULT_SOURCE
+from associate.tables import DEFAULT_SOURCE, METHOD_REGISTER, METHOD_UPDATE
 
 log = logging.getLogger(__name__)
 
@@ -254,23 +254,28 @@ SLICE_ROWS = 25_000
 CHUNK_ROW_GROUP_ROWS = 5_000
 
 
+def customer_hierarchy(customers: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's parent position and depth (``hierarchy_depths``), in row order."""
+    keys = [str(k) for k in plain_values(customers["customer_key"])]
+    return hierarchy_depths(keys, plain_values(customers["parent_customer_key"]))
+
+
 def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
-                  slice_rows: int = SLICE_ROWS, processes: int | None = None) -> Iterator[pd.DataFrame]:
-    """Elements (see ``build_elements``) of at most ``slice_rows`` customers at a time, in row order.
+                  slice_rows: int = SLICE_ROWS, processes: int | None = None, order: np.ndarray | None = None,
+                  hierarchy: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[pd.DataFrame]:
+    """Elements (see ``build_elements``) of at most ``slice_rows`` customers at a time, in row order (or ``order``'s).
 
     Only parent positions, hierarchy depths and the parents' identifiers are held for the whole frame, so
     memory follows the slice, not the warehouse: a million customers' payloads never sit
     in memory as Python objects at once. With more than one slice, slices are built by
     ``processes`` forked workers (default: the usable CPUs, at most 4; ``ASSOCIATE_PAYLOAD_PROCESSES``
-    overrides it, 1 builds in this process).
+    overrides it, 1 builds in this process). ``order``: row positions to build in (``send_order``;
+    each worker takes its slice's rows); ``hierarchy``: ``customer_hierarchy(customers)``, if known.
     """
     if slice_rows < 1:
         raise ValueError("slice_rows must be at least 1")
     hierarchy_of = dict(zip(plain_values(companies["company_external_id"]), plain_values(companies["hierarchy_code"])))
-    keys = [str(k) for k in plain_values(customers["customer_key"])]
-    parents = plain_values(customers["parent_customer_key"])
-    parent_at, depth = hierarchy_depths(keys, parents)
-    del keys, parents
+    parent_at, depth = hierarchy if hierarchy is not None else customer_hierarchy(customers)
     parent_ids = _ParentIdentifiers(customers, parent_at)
     rows = max(len(customers), 1)
     slices = -(-rows // slice_rows)
@@ -280,7 +285,7 @@ def iter_elements(customers: pd.DataFrame, companies: pd.DataFrame, *,
         slices = -(-slices // workers) * workers
     size = -(-rows // slices)
     starts = list(range(0, rows, size))
-    build = _SliceBuilder(customers, size, hierarchy_of, parent_at, depth, parent_ids)
+    build = _SliceBuilder(customers, size, hierarchy_of, parent_at, depth, parent_ids, order)
     pool = fork_pool(build, workers) if workers > 1 else None
     if pool is None:
         for start in starts:
@@ -299,15 +304,19 @@ class _SliceBuilder:
     """Builds the slice of customers starting at a row; what a forked worker inherits."""
 
     def __init__(self, customers: pd.DataFrame, slice_rows: int, hierarchy_of: dict,
-                 parent_at: np.ndarray, depth: np.ndarray, parent_ids: _ParentIdentifiers):
+                 parent_at: np.ndarray, depth: np.ndarray, parent_ids: _ParentIdentifiers,
+                 order: np.ndarray | None = None):
         self.customers, self.slice_rows = customers, slice_rows
         self.hierarchy_of, self.parent_ids = hierarchy_of, parent_ids
-        self.parent_at, self.depth = parent_at, depth
+        self.parent_at, self.depth, self.order = parent_at, depth, order
 
     def __call__(self, start: int) -> pd.DataFrame:
         stop = start + self.slice_rows
-        return _build_slice(self.customers.iloc[start:stop], self.hierarchy_of,
-                            self.parent_at[start:stop].tolist(), self.depth[start:stop].tolist(), self.parent_ids)
+        # Parent positions stay the frame's: parent_ids is indexed by them.
+        rows = slice(start, stop) if self.order is None else self.order[start:stop]
+        customers = self.customers.iloc[rows]
+        return _build_slice(customers, self.hierarchy_of,
+                            self.parent_at[rows].tolist(), self.depth[rows].tolist(), self.parent_ids)
 
 
 def _build_slice(customers: pd.DataFrame, hierarchy_of: dict[str, str | None], parent_at: list[int],
@@ -377,18 +386,76 @@ def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataF
 
 
 
+def send_order(customers: pd.DataFrame, depth: np.ndarray, registered: np.ndarray, max_chunks: int) -> np.ndarray:
+    """Row positions of ``customers`` in the order their elements are sent: chunk by chunk, each in batch order.
+
+    ``depth``: ``customer_hierarchy``'s; ``registered``: per row, whether the customer is
+    updated (PUT) rather than registered. Elements built in this order (``iter_elements``'
+    ``order``) are staged to send as ``stage_chunks`` lays them out: the chunks are ranges
+    of the file and nothing is copied (when the rows that drop out leave the layout as it
+    was; otherwise the chunks are copied, as for any other order).
+    """
+    if not len(customers):
+        return np.zeros(0, dtype=np.int64)
+    source = customers["source"]
+    frame = pd.DataFrame({
+        "entity_key": customers["customer_key"].astype(str).to_numpy(),
+        "company_external_id": customers["company_external_id"].to_numpy(),
+        "depth": depth,
+        "method": np.where(registered, METHOD_UPDATE, METHOD_REGISTER),
+        # As an element gets them (_build_slice): a blank source is the default one.
+        "source": source.where(source.notna() & (source.astype(str) != ""), DEFAULT_SOURCE).to_numpy(),
+        "account_id": customers["account_id"].to_numpy(),
+    })
+    return np.concatenate(chunk_order(frame, max_chunks))
+
+
+def stage_chunks(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[tuple[str, list[int] | None]]:
+    """Lay out the staged elements to send as at most ``max_chunks`` chunks: ``(payload_uri, rows)`` each.
+
+    Elements staged in send order (``send_order``) give ranges of ``uri`` (``rows`` =
+    ``[start, stop)``; ``associate.chunks`` numbers their batches as ``post`` reads them);
+    otherwise each chunk is copied to a file of its own (``rows`` None).
+    """
+    keys = staging.read_columns(uri, ["entity_key", "company_external_id", *BATCH_KEY])
+    if keys.empty:
+        return []
+    chunks = chunk_order(keys, max_chunks)
+    ranges = _contiguous_ranges(chunks)
+    if ranges is not None:
+        log.info("Staged %d element(s) in %d chunk(s) of batches of at most %d: ranges of %s, in send order",
+                 len(keys), len(ranges), batch_size, uri)
+        return [(uri, rows) for rows in ranges]
+    return [(chunk_uri, None) for chunk_uri in _write_chunks(uri, keys, chunks, run_id=run_id, batch_size=batch_size)]
+
+
+def _contiguous_ranges(chunks: list[np.ndarray]) -> list[list[int]] | None:
+    """``[start, stop)`` of each chunk when its rows are consecutive and ascending; None otherwise."""
+    ranges = []
+    for rows in chunks:
+        start = int(rows[0])
+        if not np.array_equal(rows, np.arange(start, start + len(rows))):
+            return None
+        ranges.append([start, start + len(rows)])
+    return ranges
+
+
 def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
-    """Stage the staged elements to send as at most ``max_chunks`` payload chunks; return their URIs.
+    """Stage the staged elements to send as at most ``max_chunks`` payload chunk files; return their URIs."""
+    keys = staging.read_columns(uri, ["entity_key", "company_external_id", *BATCH_KEY])
+    if keys.empty:
+        return []
+    return _write_chunks(uri, keys, chunk_order(keys, max_chunks), run_id=run_id, batch_size=batch_size)
+
+
+def _write_chunks(uri: str, keys: pd.DataFrame, chunks: list[np.ndarray], *, run_id: str, batch_size: int) -> list[str]:
+    """Copy each chunk's rows of ``uri`` (``chunks``: positions in send order) to a chunk file, batches numbered.
 
     The payloads are read once, row group by row group: only the key columns are loaded whole; each row is routed to its chunk as its row
     group is read, so memory holds the payloads once, never a second copy of them all.
     """
     import pyarrow as pa
 
-    keys = staging.read_columns(uri, ["entity_key", "company_external_id", *BATCH_KEY])
-    if keys.empty:
-        return []
-    chunks = chunk_order(keys, max_chunks)
     chunk_of = np.empty(len(keys), dtype=np.int64)
     for n, rows in enumerate(chunks):
         chunk_of[rows] = n

@@ -25,6 +25,10 @@ NO_CODE = "no code"
 SAMPLES_PER_CHECK = 5
 LISTED_CUSTOMERS = 200
 HISTORY_RUNS = 14
+# The outcome columns a summary counts from (the company ``action`` where there is one);
+# the rest of a million rows need not be read.
+SUMMARY_COLUMNS = ("entity", "entity_key", "status", "error_code", "error_message", "synced_at", "payload_hash",
+                   "warnings", "action")
 ASSOCIATION_CODES = (CODE_HIERARCHY_CHANGE, CODE_ROLE_CHANGE, CODE_COMPANY_CHANGE)
 ASSOCIATION_NAMES = {str(CODE_HIERARCHY_CHANGE): "hierarchy change", str(CODE_ROLE_CHANGE): "role change",
                      str(CODE_COMPANY_CHANGE): "company change"}

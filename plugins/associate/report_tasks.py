@@ -12,7 +12,7 @@ from typing import Any
 from associate.masking import PiiMaskingFilter
 from associate.run_reports import publish_reports, reports_dir
 from associate.tables import ENTITY_CUSTOMER
-from associate.tasks import _all_values, _run_outcomes
+from associate.run_outcomes import all_values, run_outcomes
 
 log = logging.getLogger(__name__)
 log.addFilter(PiiMaskingFilter())
@@ -41,10 +41,10 @@ def report(
 ) -> str:
     """Log the run summary as tables and write it as HTML next to the Data Docs."""
     from associate import approval, report_views, staging, warehouse
-    from associate.report import SAMPLES_PER_CHECK, RunSummary
+    from associate.report import SAMPLES_PER_CHECK, SUMMARY_COLUMNS, RunSummary
 
     plan = staging.read_json(staging.run_path(run_id, "plan.json"))
-    outcome_frames = _run_outcomes(run_id, company_outcomes, customer_outcomes)
+    outcome_frames = run_outcomes(run_id, company_outcomes, customer_outcomes, SUMMARY_COLUMNS)
     summary = RunSummary.build(
         run_id=run_id,
         extracted=extracted["counts"],
@@ -90,7 +90,8 @@ def check_failures(
     from associate.exceptions import PermanentError
     from associate.tables import STATUS_FAILED
 
-    frames = [staging.read_frame(uri) for uri in _all_values(customer_outcomes) if uri]
+    frames = [staging.read_frame(uri, ["entity", "status", "error_message"])
+              for uri in all_values(customer_outcomes) if uri]
     outcomes = pd.concat(frames, ignore_index=True) if frames else staged.OUTCOMES.empty()
     customers = outcomes.loc[outcomes["entity"] == ENTITY_CUSTOMER]
     failed_rows = customers.loc[customers["status"] == STATUS_FAILED]

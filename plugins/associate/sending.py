@@ -18,12 +18,12 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from associate import heap, json_codec, staged
 from associate.masking import PiiMaskingFilter
-from associate.tables import DEFAULT_SOURCE, ENTITY_CUSTOMER, METHOD_REGISTER, METHOD_UPDATE, STATUS_FAILED
+from associate.tables import DEFAULT_SOURCE, ENTITY_CUSTOMER, METHOD_UPDATE, STATUS_FAILED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,17 +114,22 @@ def send_payload_chunk(
     run_id: str,
     warehouse_conn_id: str | None = None,
     timing_name: str | None = None,
+    rows: Sequence[int] | None = None,
+    batch_size: int | None = None,
 ) -> str:
     """Send a payload chunk batch by batch (ascending ``batch_no``), stage the outcome, return its URI.
 
-    With ``timing_name`` the chunk's time with Capillary is staged as ``timing/<timing_name>.json``.
+    ``rows`` and ``batch_size``: the chunk is rows ``[start, stop)`` of ``payload_uri``
+    (``associate.chunks``). With ``timing_name`` the chunk's time with Capillary is staged
+    as ``timing/<timing_name>.json``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from associate import staging
+    from associate.chunks import chunk_batches
     from associate.recording import BACKLOG_BATCHES, RecordingThread
 
-    batch_nos, batches = chunk_batches(payload_uri)
+    batch_nos, batches = chunk_batches(payload_uri, rows, batch_size)
     earlier = staged_parts(outcome_uri)
     done = {no for no in batch_nos if no in earlier}
     if done:
@@ -208,52 +213,6 @@ def send_payload_chunk(
     log.info("Chunk done: %d customers (%s); outcome %s", sum(statuses.values()), staged.format_counts(statuses.elements()),
              uri)
     return uri
-
-
-def chunk_batches(payload_uri: str) -> tuple[list[int], Iterator[tuple[int, pd.DataFrame]]]:
-    """The batch numbers of a staged chunk, and its batches in batch order, read as they are needed.
-
-    Rows in batch order (as ``payload.write_chunks_from`` stages them) are read a row group
-    at a time, so the first batches go out before the rest of the chunk is read; other
-    files are read whole and grouped.
-    """
-    import numpy as np
-
-    from associate import staging
-
-    numbers = staging.read_columns(payload_uri, ["batch_no"])["batch_no"].to_numpy()
-    in_order = bool((numbers[1:] >= numbers[:-1]).all())
-
-    def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-        for column, default in (("method", METHOD_REGISTER), ("source", DEFAULT_SOURCE), ("account_id", None)):
-            if column not in frame.columns:  # staged by an earlier version (or bench): registered, as then
-                frame[column] = default
-        staged.CHUNK.check(frame, payload_uri)
-        return frame
-
-    def batches() -> Iterator[tuple[int, pd.DataFrame]]:
-        import pandas as pd
-
-        if not in_order:
-            frame = with_defaults(staging.read_frame(payload_uri))
-            yield from ((int(no), group) for no, group in frame.groupby("batch_no", sort=True))
-            return
-        carry = None  # the last batch of a row group may go on in the next
-        for frame in staging.iter_frames(payload_uri):
-            frame = with_defaults(frame)
-            if carry is not None:
-                frame = pd.concat([carry, frame], ignore_index=True)
-            if not len(frame):
-                continue
-            nos = frame["batch_no"].to_numpy()
-            starts = np.flatnonzero(np.r_[True, nos[1:] != nos[:-1]])
-            for start, end in zip(starts[:-1], starts[1:]):
-                yield int(nos[start]), frame.iloc[start:end]
-            carry = frame.iloc[starts[-1]:]
-        if carry is not None and len(carry):
-            yield int(carry["batch_no"].iloc[0]), carry
-
-    return sorted(set(numbers.tolist())), batches()
 
 
 def _recorded_flag(part: pd.DataFrame) -> pd.DataFrame:

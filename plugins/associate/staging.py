@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from associate import config
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
     from airflow.sdk import ObjectStoragePath
 
@@ -145,13 +147,18 @@ def _mixed_columns_as_text(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def read_frame(uri: ObjectStoragePath | str) -> pd.DataFrame:
-    """Read a frame staged by ``write_frame``."""
+def read_frame(uri: ObjectStoragePath | str, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Read a frame staged by ``write_frame`` (with ``columns``: only those of them it has)."""
     import pandas as pd
+    import pyarrow.parquet as pq
     from airflow.sdk import ObjectStoragePath
 
     with ObjectStoragePath(str(uri)).open("rb") as handle:
-        return pd.read_parquet(handle)
+        if columns is None:
+            return pd.read_parquet(handle)
+        present = set(pq.read_schema(handle).names)
+        handle.seek(0)
+        return pd.read_parquet(handle, columns=[c for c in columns if c in present])
 
 
 def read_columns(uri: ObjectStoragePath | str, columns: list[str]) -> pd.DataFrame:
@@ -161,6 +168,15 @@ def read_columns(uri: ObjectStoragePath | str, columns: list[str]) -> pd.DataFra
 
     with ObjectStoragePath(str(uri)).open("rb") as handle:
         return pd.read_parquet(handle, columns=columns)
+
+
+def parquet_rows(uri: ObjectStoragePath | str) -> int:
+    """How many rows a staged file holds, from its footer."""
+    import pyarrow.parquet as pq
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(str(uri)).open("rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
 
 
 def column_names(uri: ObjectStoragePath | str) -> list[str]:
@@ -181,6 +197,24 @@ def iter_tables(uri: ObjectStoragePath | str):
         parquet = pq.ParquetFile(handle)
         for group in range(parquet.num_row_groups):
             yield parquet.read_row_group(group)
+
+
+def iter_row_range(uri: ObjectStoragePath | str, start: int, stop: int, columns: list[str] | None = None):
+    """Rows ``[start, stop)`` of a staged file as Arrow tables, one per row group that holds some of them."""
+    import pyarrow.parquet as pq
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(str(uri)).open("rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        offset = 0
+        for group in range(parquet.num_row_groups):
+            if offset >= stop:
+                break
+            rows = parquet.metadata.row_group(group).num_rows
+            if offset + rows > start:
+                first = max(start - offset, 0)
+                yield parquet.read_row_group(group, columns=columns).slice(first, min(stop - offset, rows) - first)
+            offset += rows
 
 
 def iter_frames(uri: ObjectStoragePath | str):

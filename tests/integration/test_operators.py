@@ -447,8 +447,8 @@ def test_a_registration_that_kept_other_details_is_sent_again_as_an_update(
 
 
 def send_chunks(run_id: str, customers: pd.DataFrame, companies: pd.DataFrame, company_outcomes: pd.DataFrame,
-                *, record: bool = True) -> tuple[list[str], str]:
-    """detect_changes -> build_batches -> the operator per chunk (recording batches when ``record``)."""
+                *, record: bool = True) -> tuple[list[str], str, list[dict]]:
+    """detect_changes -> build_batches -> the operator per chunk (recording batches when ``record``); the chunks too."""
     from associate import tasks
 
     outcomes_uri = staging.write_frame(company_outcomes, staging.run_path(run_id, "outcomes", "companies.parquet"))
@@ -462,7 +462,7 @@ def send_chunks(run_id: str, customers: pd.DataFrame, companies: pd.DataFrame, c
     outcomes = [AssociateCustomersOperator(task_id="associate", capillary_conn_id=CONN,
                                            warehouse_conn_id="warehouse_op" if record else None,
                                            **chunk).execute({"run_id": run_id}) for chunk in chunks]
-    return outcomes, outcomes_uri
+    return outcomes, outcomes_uri, chunks
 
 
 def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, monkeypatch):
@@ -494,7 +494,7 @@ def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, 
                          "WHERE run_id = ? AND entity = 'customer'", (run_id,))
 
     validated_companies = companies_frame((company, "Fleet", None, None))
-    outcomes, companies = send_chunks("run-rec", customers, validated_companies, company_outcomes)
+    outcomes, companies, chunks = send_chunks("run-rec", customers, validated_companies, company_outcomes)
     assert set(results("run-rec")["entity_key"]) == sent  # each batch recorded as it was answered
     mark_recorded_rows("run-rec")
     for _ in range(2):  # a retried write_back writes the same rows again
@@ -528,8 +528,7 @@ def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, 
                      f"({', '.join('?' * len(lost))})", sorted(lost))
     ObjectStoragePath(outcomes[-1]).unlink()
     AssociateCustomersOperator(task_id="associate", capillary_conn_id=CONN, warehouse_conn_id="warehouse_op",
-                               payload_uri=outcomes[-1].replace("/outcomes/", "/payloads/"),
-                               outcome_uri=outcomes[-1]).execute({"run_id": "run-rec"})
+                               **chunks[-1]).execute({"run_id": "run-rec"})
     assert lost <= set(results("run-rec")["entity_key"])
     tasks.write_back(run_id="run-rec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
                      customer_outcomes=outcomes)
@@ -540,7 +539,7 @@ def test_write_back_writes_only_what_no_batch_recorded(hook, company, tmp_path, 
     rows = [{**row, "mobile": unique_mobile(), "customer_key": row["customer_key"] + "-2",
              "parent_customer_key": row.get("parent_customer_key") and row["parent_customer_key"] + "-2"}
             for row in rows]
-    outcomes, companies = send_chunks("run-norec", validated_customers(rows), validated_companies, company_outcomes,
+    outcomes, companies, _ = send_chunks("run-norec", validated_customers(rows), validated_companies, company_outcomes,
                                       record=False)
     assert results("run-norec").empty
     written = tasks.write_back(run_id="run-norec", warehouse_conn_id="warehouse_op", company_outcomes=companies,
@@ -580,10 +579,14 @@ def settled_bulk_posts(sandbox) -> int:
     return last
 
 
-@pytest.mark.parametrize("max_chunks", [1, 3])
+@pytest.mark.parametrize(("max_chunks", "in_send_order"), [(1, False), (3, False), (3, True)])
 def test_bulk_calls_stay_at_the_fewest_across_chunks_sent_side_by_side(hook, sandbox, tmp_path, monkeypatch,
-                                                                       max_chunks):
-    """Sum over depths of ceil(customers / batch size), plus at most one partial batch per depth and chunk."""
+                                                                       max_chunks, in_send_order):
+    """Sum over depths of ceil(customers / batch size), plus at most one partial batch per depth and chunk.
+
+    ``in_send_order``: detect_changes builds the elements in send order, and the chunks are
+    ranges of its file instead of copies.
+    """
     import math
     from concurrent.futures import ThreadPoolExecutor
 
@@ -596,7 +599,8 @@ def test_bulk_calls_stay_at_the_fewest_across_chunks_sent_side_by_side(hook, san
     # Split this small run as a large one is split.
     monkeypatch.setattr(chunking, "CHUNK_MIN_BATCHES", 1)
     monkeypatch.setattr(chunking, "CHUNK_FULL_BATCHES", 1)
-    tag, batch_size, run_id = unique_mobile()[-6:], 4, f"multi-{max_chunks}"
+    monkeypatch.setattr(chunking, "MAX_CHUNKS", max_chunks)
+    tag, batch_size, run_id = unique_mobile()[-6:], 4, f"multi-{max_chunks}-{in_send_order}"
     rows = fleet_hierarchies(tag, companies=6)
     companies = companies_frame(*[(f"MULTI-{tag}-{c}", f"Fleet {c}", None, None) for c in range(6)])
     company_outcomes = ensure_companies_from_frame(hook, companies)
@@ -607,9 +611,14 @@ def test_bulk_calls_stay_at_the_fewest_across_chunks_sent_side_by_side(hook, san
     }
     to_send = tasks.detect_changes(
         validated=validated, warehouse_conn_id="warehouse_op", run_id=run_id, customer_keys=None, dry_run=False,
-        company_outcomes=staging.write_frame(company_outcomes, staging.run_path(run_id, "outcomes", "companies.parquet")))
+        company_outcomes=staging.write_frame(company_outcomes, staging.run_path(run_id, "outcomes", "companies.parquet")),
+        batch_size=batch_size if in_send_order else None)
     chunks = tasks.build_batches(changes=to_send, run_id=run_id, batch_size=batch_size, max_chunks=max_chunks)
     assert len(chunks) == max_chunks
+    # Ranges of the staged elements (nothing copied), or chunk files of their own.
+    assert all(chunk["payload_uri"] == to_send for chunk in chunks) == in_send_order
+    assert [chunk.get("rows") is not None for chunk in chunks] == [in_send_order] * max_chunks
+    assert staging.run_path(run_id, "payloads").exists() != in_send_order
 
     depths = staging.read_frame(to_send)["depth"].value_counts()
     assert sorted(depths.index) == [0, 1, 2]

@@ -13,16 +13,18 @@ from associate.chunking import assign_chunks, chunk_count, chunk_order
     (0, 1), (4_999, 1),            # fewer than 50 batches: one task, no partial batches added
     (5_000, 1), (9_999, 1),
     (10_000, 2), (149_999, 2),     # the API pool's two slots, each a task with 50+ batches
-    (150_000, 3), (250_000, 5),    # beyond that, a task per 500 batches
-    (400_000, 8), (1_000_000, 8),  # at most max_chunks
+    (150_000, 2), (599_999, 2),
+    (600_000, 3), (1_000_000, 5),  # beyond that, a task per 2,000 batches
+    (1_600_000, 8), (5_000_000, 8),  # at most max_chunks
 ])
-def test_chunks_fill_the_api_pool_then_grow_by_500_batches(customers, chunks):
+def test_chunks_fill_the_api_pool_then_grow_by_2000_batches(customers, chunks):
     assert chunk_count(customers, 100, 8) == chunks
 
 
 def test_smaller_batches_mean_more_of_them_per_chunk_and_max_chunks_caps():
-    assert chunk_count(10_000, 2, 8) == 8  # 5,000 batches of 2
-    assert chunk_count(10_000, 2, 3) == 3
+    assert chunk_count(10_000, 2, 8) == 2  # 5,000 batches of 2
+    assert chunk_count(40_000, 2, 8) == 8  # 20,000 batches of 2
+    assert chunk_count(40_000, 2, 3) == 3
     assert chunk_count(1_000_000, 100, 1) == 1
 
 

@@ -221,6 +221,12 @@ def test_depth_and_rows_that_cannot_be_built():
 
 def _tree_frame():
     """Three companies: ACME with a 3-level tree (1 + 3 + 7), BETA and GAMMA with 2 each."""
+    customers, companies = _tree_customers()
+    return payload.build_elements(customers, companies)
+
+
+def _tree_customers() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The valid customers and companies ``_tree_frame`` is built of."""
     rows = [{"customer_key": "a0", "email": "a0@x.io", "company_external_id": "ACME", "role_code": "GFA"}]
     rows += [{"customer_key": f"a1{i}", "email": f"a1{i}@x.io", "company_external_id": "ACME",
               "role_code": "FA", "parent_customer_key": "a0"} for i in range(3)]
@@ -232,7 +238,7 @@ def _tree_frame():
                  {"customer_key": f"{company}1", "email": f"{company}1@x.io", "company_external_id": company,
                   "role_code": "FC", "parent_customer_key": f"{company}0"}]
     companies = pd.concat([COMPANIES, pd.DataFrame([{**COMPANIES.iloc[1].to_dict(), "company_external_id": "GAMMA"}])])
-    return payload.build_elements(validated_customers(rows), companies)
+    return validated_customers(rows), companies
 
 
 def test_slices_build_what_the_whole_frame_builds():
@@ -327,6 +333,50 @@ def test_chunk_count_is_capped_and_empty_frames_write_nothing(staging_dir):
     assert len(write_chunks(built, run_id="r1", batch_size=100, max_chunks=10)) == 3
     assert len(write_chunks(built, run_id="r2", batch_size=100, max_chunks=1)) == 1
     assert write_chunks(built.iloc[0:0], run_id="r3", batch_size=100, max_chunks=4) == []
+
+
+@pytest.mark.parametrize("max_chunks", [1, 2, 3])
+def test_elements_built_in_send_order_are_chunked_as_ranges_that_send_what_copies_send(staging_dir, max_chunks):
+    from associate.chunks import chunk_batches
+
+    customers, companies = _tree_customers()
+    # Shuffled, with updates, two sources and two accounts: every part of the batch key.
+    customers = customers.sample(frac=1, random_state=7).reset_index(drop=True)
+    customers["source"] = ["MOBILE_APP" if i % 3 == 0 else "INSTORE" for i in range(len(customers))]
+    customers["account_id"] = [None if i % 4 else "acc-1" for i in range(len(customers))]
+    registered = pd.Series([i % 2 == 0 for i in range(len(customers))]).to_numpy()
+    hierarchy = payload.customer_hierarchy(customers)
+    order = payload.send_order(customers, hierarchy[1], registered, max_chunks)
+    assert sorted(order) == list(range(len(customers)))
+    # Slices of the order, each taken by its worker: what the reordered frame builds.
+    parts = list(payload.iter_elements(customers, companies, slice_rows=4, processes=2, order=order,
+                                       hierarchy=hierarchy))
+    for part in parts:
+        part.attrs = {}
+    elements = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(elements, payload.build_elements(customers.iloc[order].reset_index(drop=True),
+                                                                   companies), check_like=False)
+    elements = elements.assign(change="new", method=["PUT" if r else "POST" for r in registered[order]])
+    uri = staging.write_frame(elements, staging.run_path("r-ranges", "changes", "to_send.parquet"))
+
+    ranges = payload.stage_chunks(uri, run_id="r-ranges", batch_size=2, max_chunks=max_chunks)
+    copies = payload.write_chunks_from(uri, run_id="r-copies", batch_size=2, max_chunks=max_chunks)
+    assert [staged_uri for staged_uri, _ in ranges] == [uri] * max_chunks
+    assert [rows for _, rows in ranges][0][0] == 0 and ranges[-1][1][1] == len(elements)
+    assert not staging.run_path("r-ranges", "payloads").exists()  # nothing copied
+    for (range_uri, rows), copy in zip(ranges, copies):
+        numbers, batches = chunk_batches(range_uri, rows, 2)
+        copied_numbers, copied = chunk_batches(copy)
+        assert numbers == copied_numbers
+        assert [(no, list(batch["entity_key"]), list(batch["method"])) for no, batch in batches] == [
+            (no, list(batch["entity_key"]), list(batch["method"])) for no, batch in copied]
+
+
+def test_elements_out_of_send_order_are_copied_to_chunk_files(staging_dir):
+    built = _tree_frame().assign(change="new", method="POST")
+    uri = staging.write_frame(built, staging.run_path("r-copied", "changes", "to_send.parquet"))
+    chunks = payload.stage_chunks(uri, run_id="r-copied", batch_size=2, max_chunks=2)
+    assert len(chunks) == 2 and all(rows is None and "payloads/chunk-000" in path for path, rows in chunks)
 
 
 def test_a_batch_is_one_depth_method_source_and_account(staging_dir):
