@@ -26,7 +26,7 @@ def chunk_batches(payload_uri: str, rows: Sequence[int] | None = None, batch_siz
 
     ``rows``: the chunk is rows ``[start, stop)`` of ``payload_uri``, staged elements to
     send in send order, in batches of at most ``batch_size``. Without it ``payload_uri`` is
-    a chunk file: rows in batch order (as ``payload.write_chunks_from`` stages them) are
+    a chunk file: rows in batch order (as ``chunking.write_chunks_from`` stages them) are
     read a row group at a time, other files read whole and grouped.
     """
     from associate import staging

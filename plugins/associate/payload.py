@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from associate import json_codec, staging
-from associate.chunking import chunk_order, number_batches
+from associate import json_codec
+from associate.chunking import chunk_order
 from associate.exceptions import PayloadError
 from associate.payload_columns import (  # normalize_email: part of this module's interface
     UNREADABLE_MOBILE, Columns, e164_mobiles, normalize_email, plain_values, text_column, utf8_column,
 )
 from associate.payload_workers import build_processes, fork_pool, forget_worker_builder, pooled_slices
-from associate.staged import BATCH_KEY, CHUNK_COLUMNS, ELEMENT_COLUMNS
+from associate.staged import ELEMENT_COLUMNS
 from associate.tables import DEFAULT_SOURCE, METHOD_REGISTER, METHOD_UPDATE
 
 log = logging.getLogger(__name__)
@@ -249,10 +249,6 @@ def _element(c: Columns, i: int, hierarchy_of: dict[str, str | None], parent_ref
 
 
 SLICE_ROWS = 25_000
-# Rows per row group of a staged chunk: post starts sending once the first is read (a
-# whole chunk of 125,000 payloads took ~1.5 s to read and split into batches).
-CHUNK_ROW_GROUP_ROWS = 5_000
-
 
 def customer_hierarchy(customers: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Each customer's parent position and depth (``hierarchy_depths``), in row order."""
@@ -386,17 +382,17 @@ def build_elements(customers: pd.DataFrame, companies: pd.DataFrame) -> pd.DataF
 
 
 
-def send_order(customers: pd.DataFrame, depth: np.ndarray, registered: np.ndarray, max_chunks: int) -> np.ndarray:
-    """Row positions of ``customers`` in the order their elements are sent: chunk by chunk, each in batch order.
+def send_order(customers: pd.DataFrame, depth: np.ndarray, registered: np.ndarray, max_chunks: int,
+               ) -> list[np.ndarray]:
+    """Row positions of ``customers`` per chunk, in the order their elements are sent (each chunk in batch order).
 
     ``depth``: ``customer_hierarchy``'s; ``registered``: per row, whether the customer is
     updated (PUT) rather than registered. Elements built in this order (``iter_elements``'
-    ``order``) are staged to send as ``stage_chunks`` lays them out: the chunks are ranges
-    of the file and nothing is copied (when the rows that drop out leave the layout as it
-    was; otherwise the chunks are copied, as for any other order).
+    ``order``, the chunks one after another) are staged to send as ranges: record them with
+    ``chunking.CHUNK_RANGES_KEY`` and ``chunking.stage_chunks`` copies nothing.
     """
     if not len(customers):
-        return np.zeros(0, dtype=np.int64)
+        return []
     source = customers["source"]
     frame = pd.DataFrame({
         "entity_key": customers["customer_key"].astype(str).to_numpy(),
@@ -407,80 +403,7 @@ def send_order(customers: pd.DataFrame, depth: np.ndarray, registered: np.ndarra
         "source": source.where(source.notna() & (source.astype(str) != ""), DEFAULT_SOURCE).to_numpy(),
         "account_id": customers["account_id"].to_numpy(),
     })
-    return np.concatenate(chunk_order(frame, max_chunks))
-
-
-def stage_chunks(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[tuple[str, list[int] | None]]:
-    """Lay out the staged elements to send as at most ``max_chunks`` chunks: ``(payload_uri, rows)`` each.
-
-    Elements staged in send order (``send_order``) give ranges of ``uri`` (``rows`` =
-    ``[start, stop)``; ``associate.chunks`` numbers their batches as ``post`` reads them);
-    otherwise each chunk is copied to a file of its own (``rows`` None).
-    """
-    keys = staging.read_columns(uri, ["entity_key", "company_external_id", *BATCH_KEY])
-    if keys.empty:
-        return []
-    chunks = chunk_order(keys, max_chunks)
-    ranges = _contiguous_ranges(chunks)
-    if ranges is not None:
-        log.info("Staged %d element(s) in %d chunk(s) of batches of at most %d: ranges of %s, in send order",
-                 len(keys), len(ranges), batch_size, uri)
-        return [(uri, rows) for rows in ranges]
-    return [(chunk_uri, None) for chunk_uri in _write_chunks(uri, keys, chunks, run_id=run_id, batch_size=batch_size)]
-
-
-def _contiguous_ranges(chunks: list[np.ndarray]) -> list[list[int]] | None:
-    """``[start, stop)`` of each chunk when its rows are consecutive and ascending; None otherwise."""
-    ranges = []
-    for rows in chunks:
-        start = int(rows[0])
-        if not np.array_equal(rows, np.arange(start, start + len(rows))):
-            return None
-        ranges.append([start, start + len(rows)])
-    return ranges
-
-
-def write_chunks_from(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> list[str]:
-    """Stage the staged elements to send as at most ``max_chunks`` payload chunk files; return their URIs."""
-    keys = staging.read_columns(uri, ["entity_key", "company_external_id", *BATCH_KEY])
-    if keys.empty:
-        return []
-    return _write_chunks(uri, keys, chunk_order(keys, max_chunks), run_id=run_id, batch_size=batch_size)
-
-
-def _write_chunks(uri: str, keys: pd.DataFrame, chunks: list[np.ndarray], *, run_id: str, batch_size: int) -> list[str]:
-    """Copy each chunk's rows of ``uri`` (``chunks``: positions in send order) to a chunk file, batches numbered.
-
-    The payloads are read once, row group by row group: only the key columns are loaded whole; each row is routed to its chunk as its row
-    group is read, so memory holds the payloads once, never a second copy of them all.
-    """
-    import pyarrow as pa
-
-    chunk_of = np.empty(len(keys), dtype=np.int64)
-    for n, rows in enumerate(chunks):
-        chunk_of[rows] = n
-    parts: list[list] = [[] for _ in chunks]
-    offset = 0
-    for table in staging.iter_tables(uri):
-        table = table.select([c for c in CHUNK_COLUMNS if c != "batch_no"])
-        ids = chunk_of[offset:offset + table.num_rows]
-        for n in np.unique(ids):
-            parts[n].append(table.filter(pa.array(ids == n)))
-        offset += table.num_rows
-    uris = []
-    for n, rows in enumerate(chunks):
-        # Routed rows are in file order; send order is their rank among the chunk's rows.
-        local = np.searchsorted(np.sort(rows), rows)
-        table = pa.concat_tables(parts[n]).take(pa.array(local))
-        parts[n] = []
-        table = table.add_column(0, "batch_no", pa.array(
-            number_batches(keys.iloc[rows][list(BATCH_KEY)], batch_size).to_numpy(), type=pa.int64()))
-        uris.append(staging.write_table(table.select(list(CHUNK_COLUMNS)),
-                                        staging.run_path(run_id, "payloads", f"chunk-{n:04d}.parquet"),
-                                        row_group_size=CHUNK_ROW_GROUP_ROWS))
-        log.info("Staged chunk %d of %d: %d element(s)", n + 1, len(chunks), table.num_rows)
-    log.info("Staged %d element(s) in %d chunk(s) of batches of at most %d", len(keys), len(uris), batch_size)
-    return uris
+    return chunk_order(frame, max_chunks)
 
 
 def skipped_outcomes(skipped: list[tuple[str, str]], *, now: Any = None) -> pd.DataFrame:

@@ -85,6 +85,8 @@ class FrameWriter:
         self.path = ObjectStoragePath(str(path))
         self.uri = str(self.path)
         self.rows = 0
+        # Key-value metadata of the file's footer (``file_metadata``), set before the block ends.
+        self.metadata: dict[str, str] = {}
         self._empty = empty
         self._schema = None
         self._writer = None
@@ -120,6 +122,8 @@ class FrameWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._writer is not None:
+            if self.metadata and exc_type is None:
+                self._writer.add_key_value_metadata(self.metadata)
             self._writer.close()
             self._handle.close()
         if exc_type is not None:
@@ -168,6 +172,17 @@ def read_columns(uri: ObjectStoragePath | str, columns: list[str]) -> pd.DataFra
 
     with ObjectStoragePath(str(uri)).open("rb") as handle:
         return pd.read_parquet(handle, columns=columns)
+
+
+def file_metadata(uri: ObjectStoragePath | str) -> dict[str, str]:
+    """The key-value metadata of a staged file's footer (``FrameWriter.metadata``; pandas' own left out)."""
+    import pyarrow.parquet as pq
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(str(uri)).open("rb") as handle:
+        found = pq.ParquetFile(handle).metadata.metadata or {}
+    return {key.decode(): value.decode() for key, value in found.items()
+            if key not in (b"pandas", b"ARROW:schema")}
 
 
 def parquet_rows(uri: ObjectStoragePath | str) -> int:

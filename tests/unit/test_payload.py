@@ -6,12 +6,13 @@ import hashlib
 import json
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from associate import payload, payload_workers, staged, staging, tables
+from associate import chunking, payload, payload_workers, staged, staging, tables
 from associate.models import CustomerElement
 from validation_cases import validated_customers
 
@@ -292,7 +293,7 @@ def write_chunks(elements: pd.DataFrame, *, run_id: str, **options) -> list[str]
     if "method" not in elements.columns:
         elements = elements.assign(change="new", method="POST")
     uri = staging.write_frame(elements, staging.run_path(run_id, "changes", "to_send.parquet"))
-    return payload.write_chunks_from(uri, run_id=run_id, **options)
+    return chunking.write_chunks_from(uri, run_id=run_id, **options)
 
 
 @pytest.fixture
@@ -346,8 +347,9 @@ def test_elements_built_in_send_order_are_chunked_as_ranges_that_send_what_copie
     customers["account_id"] = [None if i % 4 else "acc-1" for i in range(len(customers))]
     registered = pd.Series([i % 2 == 0 for i in range(len(customers))]).to_numpy()
     hierarchy = payload.customer_hierarchy(customers)
-    order = payload.send_order(customers, hierarchy[1], registered, max_chunks)
-    assert sorted(order) == list(range(len(customers)))
+    chunks = payload.send_order(customers, hierarchy[1], registered, max_chunks)
+    order = np.concatenate(chunks)
+    assert len(chunks) == max_chunks and sorted(order) == list(range(len(customers)))
     # Slices of the order, each taken by its worker: what the reordered frame builds.
     parts = list(payload.iter_elements(customers, companies, slice_rows=4, processes=2, order=order,
                                        hierarchy=hierarchy))
@@ -359,8 +361,8 @@ def test_elements_built_in_send_order_are_chunked_as_ranges_that_send_what_copie
     elements = elements.assign(change="new", method=["PUT" if r else "POST" for r in registered[order]])
     uri = staging.write_frame(elements, staging.run_path("r-ranges", "changes", "to_send.parquet"))
 
-    ranges = payload.stage_chunks(uri, run_id="r-ranges", batch_size=2, max_chunks=max_chunks)
-    copies = payload.write_chunks_from(uri, run_id="r-copies", batch_size=2, max_chunks=max_chunks)
+    ranges = chunking.stage_chunks(uri, run_id="r-ranges", batch_size=2, max_chunks=max_chunks)
+    copies = chunking.write_chunks_from(uri, run_id="r-copies", batch_size=2, max_chunks=max_chunks)
     assert [staged_uri for staged_uri, _ in ranges] == [uri] * max_chunks
     assert [rows for _, rows in ranges][0][0] == 0 and ranges[-1][1][1] == len(elements)
     assert not staging.run_path("r-ranges", "payloads").exists()  # nothing copied
@@ -372,10 +374,38 @@ def test_elements_built_in_send_order_are_chunked_as_ranges_that_send_what_copie
             (no, list(batch["entity_key"]), list(batch["method"])) for no, batch in copied]
 
 
+def test_chunk_ranges_recorded_with_the_elements_are_used_when_they_fit(staging_dir, monkeypatch):
+    import json
+
+    customers, companies = _tree_customers()
+    hierarchy = payload.customer_hierarchy(customers)
+    chunks = payload.send_order(customers, hierarchy[1], pd.Series([False] * len(customers)).to_numpy(), 2)
+    elements = payload.build_elements(customers.iloc[np.concatenate(chunks)].reset_index(drop=True),
+                                      companies).assign(change="new", method="POST")
+    ranges = [[0, len(chunks[0])], [len(chunks[0]), len(elements)]]
+
+    def to_send(run_id: str, recorded: list) -> str:
+        with staging.FrameWriter(staging.run_path(run_id, "changes", "to_send.parquet"), staged.TO_SEND.empty()) as sink:
+            sink.write(elements)
+            sink.metadata[chunking.CHUNK_RANGES_KEY] = json.dumps(recorded)
+        return sink.uri
+
+    good = to_send("r-recorded", ranges)
+    real_order = chunking.chunk_order
+    monkeypatch.setattr(chunking, "chunk_order", lambda *a: pytest.fail("recorded ranges need no send order"))
+    assert chunking.stage_chunks(good, run_id="r-recorded", batch_size=2, max_chunks=2) == [(good, r) for r in ranges]
+    monkeypatch.setattr(chunking, "chunk_order", real_order)
+    # Ranges for another chunk count, or that do not cover the file, are laid out again:
+    # one chunk of two chunks' orders one after the other is not in send order (copied).
+    assert [rows for _, rows in chunking.stage_chunks(good, run_id="r-recorded", batch_size=2, max_chunks=1)] == [None]
+    short = to_send("r-short", [[0, 3], [3, len(elements) - 1]])
+    assert chunking.stage_chunks(short, run_id="r-short", batch_size=2, max_chunks=2) == [(short, r) for r in ranges]
+
+
 def test_elements_out_of_send_order_are_copied_to_chunk_files(staging_dir):
     built = _tree_frame().assign(change="new", method="POST")
     uri = staging.write_frame(built, staging.run_path("r-copied", "changes", "to_send.parquet"))
-    chunks = payload.stage_chunks(uri, run_id="r-copied", batch_size=2, max_chunks=2)
+    chunks = chunking.stage_chunks(uri, run_id="r-copied", batch_size=2, max_chunks=2)
     assert len(chunks) == 2 and all(rows is None and "payloads/chunk-000" in path for path, rows in chunks)
 
 
