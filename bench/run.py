@@ -160,7 +160,8 @@ class StageRunner:
         validated = {"customers": str(self.path("valid", "customers.parquet")),
                      "companies": str(self.path("valid", "companies.parquet"))}
         self.tasks.detect_changes(validated=validated, company_outcomes=self.company_outcomes,
-                                  warehouse_conn_id=CONN_ID, run_id=self.run_id, customer_keys=None, dry_run=False)
+                                  warehouse_conn_id=CONN_ID, run_id=self.run_id, customer_keys=None, dry_run=False,
+                                  batch_size=BATCH_SIZE)
         plan = staging.read_json(self.path("plan.json"))
         return plan["built"] + plan["held_back"], plan["to_send"], {
             "unchanged": plan["unchanged"], "held_back": plan["held_back"]}
@@ -175,10 +176,9 @@ class StageRunner:
 
         chunks = self.tasks.build_batches(changes=str(self.path("changes", "to_send.parquet")), run_id=self.run_id,
                                           batch_size=BATCH_SIZE, max_chunks=MAX_CHUNKS)
-        uris = [chunk["payload_uri"] for chunk in chunks]
-        staging.write_json({"chunks": uris}, self.path("chunks.json"))
+        staging.write_json({"chunks": chunks}, self.path("chunks.json"))
         plan = staging.read_json(self.path("plan.json"))
-        return plan["to_send"], plan["to_send"], {"chunks": len(uris)}
+        return plan["to_send"], plan["to_send"], {"chunks": len(chunks)}
 
     def prepare_send(self):
         from associate.hook import CapillaryHook
@@ -195,12 +195,13 @@ class StageRunner:
         companies = staging.read_frame(self.path("valid", "companies.parquet"))
         company_outcomes = ensure_companies_from_frame(self.hook, companies)
         staging.write_frame(company_outcomes, self.path("outcomes", "companies.parquet"))
-        uris = staging.read_json(self.path("chunks.json"))["chunks"]
+        chunks = staging.read_json(self.path("chunks.json"))["chunks"]
         outcome_uris, statuses = [], {}
-        for uri in uris:
-            outcome_uri = uri.replace("/payloads/", "/outcomes/")
+        for chunk in chunks:  # build_batches' keyword arguments of each post task
+            outcome_uri = chunk["outcome_uri"]
             outcome_uris.append(send_payload_chunk(
-                self.hook, uri, outcome_uri, run_id=self.run_id, warehouse_conn_id=CONN_ID))
+                self.hook, chunk["payload_uri"], outcome_uri, run_id=self.run_id, warehouse_conn_id=CONN_ID,
+                rows=chunk.get("rows"), batch_size=chunk.get("batch_size")))
             for status, count in staging.read_frame(outcome_uri)["status"].value_counts().items():
                 statuses[status] = statuses.get(status, 0) + int(count)
         staging.write_json({"outcomes": outcome_uris}, self.path("outcomes.json"))
@@ -223,8 +224,10 @@ class StageRunner:
             frames += [staging.read_frame(uri) for uri in staging.read_json(self.path("outcomes.json"))["outcomes"]]
             self.outcomes = pd.concat(frames, ignore_index=True)[list(OUTCOME_COLUMNS)]
             return
-        uris = staging.read_json(self.path("chunks.json"))["chunks"]
-        sent = [staging.read_frame(uri)[["entity_key", "payload_hash"]] for uri in uris]
+        # A chunk's rows: a file of its own, or a range of the staged elements to send.
+        sent = [staging.read_columns(chunk["payload_uri"], ["entity_key", "payload_hash"]).iloc[
+                    slice(*chunk["rows"]) if chunk.get("rows") else slice(None)]
+                for chunk in staging.read_json(self.path("chunks.json"))["chunks"]]
         customers = pd.concat(sent, ignore_index=True) if sent else pd.DataFrame(
             {"entity_key": pd.Series([], dtype=object), "payload_hash": pd.Series([], dtype=object)})
         companies = staging.read_frame(self.path("valid", "companies.parquet"))

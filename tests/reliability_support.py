@@ -436,11 +436,12 @@ def run_pipeline(warehouse_path: Path, run_id: str, *, batch_size: int = 10) -> 
     companies = tasks.ensure_companies(validated=validated, capillary_conn_id="capillary_default",
                                        run_id=run_id, dry_run=False, **conns)
     changes = tasks.detect_changes(validated=validated, company_outcomes=companies, run_id=run_id,
-                                   customer_keys=None, dry_run=False, **conns)
+                                   customer_keys=None, dry_run=False, batch_size=batch_size, **conns)
     chunks = tasks.build_batches(changes=changes, run_id=run_id, batch_size=batch_size)
     hook = CapillaryHook(capillary_conn_id="capillary_default")
     try:
-        outcomes = [send_payload_chunk(hook, c["payload_uri"], c["outcome_uri"], run_id=run_id, **conns)
+        outcomes = [send_payload_chunk(hook, c["payload_uri"], c["outcome_uri"], run_id=run_id, rows=c.get("rows"),
+                                       batch_size=c.get("batch_size"), **conns)
                     for c in chunks]
     finally:
         hook.close()
