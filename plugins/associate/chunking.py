@@ -166,12 +166,13 @@ def stage_chunks(uri: str, *, run_id: str, batch_size: int, max_chunks: int) -> 
 
 def _recorded_ranges(uri: str, max_chunks: int) -> list[list[int]] | None:
     """The chunk ranges ``detect_changes`` recorded in the file, when they are ``max_chunks`` and cover it."""
-    recorded = staging.file_metadata(uri).get(CHUNK_RANGES_KEY)
+    found = staging.footer(uri)
+    recorded = found.metadata.get(CHUNK_RANGES_KEY)
     if not recorded:
         return None
     ranges = [[int(start), int(stop)] for start, stop in json.loads(recorded)]
     bounds = [start for start, _ in ranges] + [ranges[-1][1]] if ranges else []
-    if (len(ranges) != max_chunks or bounds[0] != 0 or bounds[-1] != staging.parquet_rows(uri)
+    if (len(ranges) != max_chunks or bounds[0] != 0 or bounds[-1] != found.rows
             or any(stop != start for (_, stop), (start, _) in zip(ranges, ranges[1:]))):
         return None
     # Parents before children in each chunk, checked where it is cheap: the rest of the

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+# A chunk's columns but its batch number: what a range of staged elements gives.
+_CHUNK_ELEMENT_COLUMNS = [column for column in staged.CHUNK.columns if column != "batch_no"]
+
 
 def chunk_batches(payload_uri: str, rows: Sequence[int] | None = None, batch_size: int | None = None,
                   ) -> tuple[list[int], Iterator[tuple[int, pd.DataFrame]]]:
@@ -49,10 +52,6 @@ def chunk_batches(payload_uri: str, rows: Sequence[int] | None = None, batch_siz
     return sorted(set(numbers.tolist())), grouped()
 
 
-# A chunk's columns but its batch number: what a range of staged elements gives.
-_CHUNK_ELEMENT_COLUMNS = [column for column in staged.CHUNK.columns if column != "batch_no"]
-
-
 def range_batch_numbers(uri: str, start: int, stop: int, batch_size: int) -> np.ndarray:
     """batch_no of each of rows ``[start, stop)`` in send order: a batch is one call of at most ``batch_size``."""
     import numpy as np
@@ -61,11 +60,11 @@ def range_batch_numbers(uri: str, start: int, stop: int, batch_size: int) -> np.
     from associate import staging
     from associate.chunking import number_batches
 
-    tables = list(staging.iter_row_range(uri, start, stop, list(staged.BATCH_KEY)))
-    keys = pd.concat([table.to_pandas() for table in tables], ignore_index=True) if tables else None
+    tables = [table.to_pandas() for table in staging.iter_row_range(uri, start, stop, list(staged.BATCH_KEY))]
+    keys = pd.concat(tables, ignore_index=True) if tables else None
     if keys is None or not len(keys):
         return np.zeros(0, dtype=np.int64)
-    return number_batches(keys[list(staged.BATCH_KEY)], batch_size).to_numpy()
+    return number_batches(keys, batch_size).to_numpy()
 
 
 def _numbered(tables: Iterable, numbers: np.ndarray) -> Iterator[pd.DataFrame]:

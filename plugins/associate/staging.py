@@ -8,7 +8,7 @@ so the DAG runs unchanged on Celery or Kubernetes workers.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from associate import config
 
@@ -85,7 +85,7 @@ class FrameWriter:
         self.path = ObjectStoragePath(str(path))
         self.uri = str(self.path)
         self.rows = 0
-        # Key-value metadata of the file's footer (``file_metadata``), set before the block ends.
+        # Key-value metadata of the file's footer (``footer``), set before the block ends.
         self.metadata: dict[str, str] = {}
         self._empty = empty
         self._schema = None
@@ -174,24 +174,24 @@ def read_columns(uri: ObjectStoragePath | str, columns: list[str]) -> pd.DataFra
         return pd.read_parquet(handle, columns=columns)
 
 
-def file_metadata(uri: ObjectStoragePath | str) -> dict[str, str]:
-    """The key-value metadata of a staged file's footer (``FrameWriter.metadata``; pandas' own left out)."""
+class Footer(NamedTuple):
+    """What a staged file's footer says: its rows, and its key-value metadata (``FrameWriter.metadata``)."""
+
+    rows: int
+    metadata: dict[str, str]
+
+
+def footer(uri: ObjectStoragePath | str) -> Footer:
+    """Read a staged file's footer (one read: on object storage each is a request)."""
     import pyarrow.parquet as pq
     from airflow.sdk import ObjectStoragePath
 
     with ObjectStoragePath(str(uri)).open("rb") as handle:
-        found = pq.ParquetFile(handle).metadata.metadata or {}
-    return {key.decode(): value.decode() for key, value in found.items()
-            if key not in (b"pandas", b"ARROW:schema")}
-
-
-def parquet_rows(uri: ObjectStoragePath | str) -> int:
-    """How many rows a staged file holds, from its footer."""
-    import pyarrow.parquet as pq
-    from airflow.sdk import ObjectStoragePath
-
-    with ObjectStoragePath(str(uri)).open("rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+        found = pq.ParquetFile(handle).metadata
+    # pandas' and Arrow's own entries are the schema, not ours.
+    metadata = {key.decode(): value.decode() for key, value in (found.metadata or {}).items()
+                if key not in (b"pandas", b"ARROW:schema")}
+    return Footer(found.num_rows, metadata)
 
 
 def column_names(uri: ObjectStoragePath | str) -> list[str]:

@@ -416,7 +416,7 @@ def build_batches(*, changes: str, run_id: str, batch_size: int, max_chunks: int
     from associate import staging
     from associate.chunking import MAX_CHUNKS, chunk_count, stage_chunks
 
-    rows = staging.parquet_rows(changes)
+    rows = staging.footer(changes).rows
     if not rows:
         return []
     batch_size = int(batch_size)
